@@ -1,0 +1,478 @@
+"""The typed syntax tree of a `.tts` file.
+
+Every node carries the `Span` it came from. Spans are excluded from equality, so
+two trees compare equal when they mean the same thing, wherever they were
+written: the formatter's contract (`parse(fmt(x)) == parse(x)`) relies on it.
+Raw lexemes (`raw`) are kept so the formatter can print numbers and strings the
+way the author spelled them; they are excluded from equality too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from tiny_dsl.source import Span
+
+
+def _span() -> Span:
+    return field(compare=False, repr=False)  # type: ignore[no-any-return]
+
+
+def _raw() -> str:
+    return field(compare=False, repr=False)  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Ident:
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    raw: str = _raw()
+    span: Span = _span()
+
+    @property
+    def is_long(self) -> bool:
+        return self.raw.startswith('"""')
+
+
+@dataclass(frozen=True)
+class Number:
+    value: int | float
+    raw: str = _raw()
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Range:
+    low: Number
+    high: Number
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Percent:
+    value: float
+    raw: str = _raw()
+    span: Span = _span()
+
+    @property
+    def fraction(self) -> float:
+        return self.value / 100.0
+
+
+@dataclass(frozen=True)
+class Money:
+    amount: Number
+    currency: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Duration:
+    amount: Number
+    unit: str  # as written: minute(s), hour(s), day(s), week(s)
+    span: Span = _span()
+
+    @property
+    def seconds(self) -> float:
+        per_unit = {"minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+        return float(self.amount.value) * per_unit[self.unit.rstrip("s")]
+
+
+@dataclass(frozen=True)
+class ListValue:
+    items: tuple[Value, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A name, or a dotted reference such as `population.segment`."""
+
+    parts: tuple[str, ...]
+    span: Span = _span()
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """Several values in a row, as in `assign stratified by segment`."""
+
+    items: tuple[Value, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A comma-separated list without brackets, as in `agents a, b, c`."""
+
+    items: tuple[Value, ...]
+    span: Span = _span()
+
+
+Value = Union[Str, Number, Range, Percent, Money, Duration, ListValue, Ref, Phrase, Seq]
+Key = Union[Ident, Str, Range, Number]
+
+# ---------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Property:
+    key: Key
+    value: Value
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class SubBlock:
+    key: Key
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class NamedBlock:
+    """`segment NAME { ... }` or `variant NAME { ... }`."""
+
+    kind: Key
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+Entry = Union[Property, SubBlock, NamedBlock]
+
+
+@dataclass(frozen=True)
+class Block:
+    entries: tuple[Entry, ...]
+    span: Span = _span()
+
+
+def key_text(key: Key) -> str:
+    """The key as the author wrote it, for lookups and messages."""
+    if isinstance(key, Ident):
+        return key.name
+    if isinstance(key, Str):
+        return key.value
+    if isinstance(key, Range):
+        return f"{key.low.raw}..{key.high.raw}"
+    return key.raw
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Import:
+    path: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class PersonaInline:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class PersonaFile:
+    name: Ident
+    path: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class FragmentInline:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class FragmentFile:
+    name: Ident
+    path: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Demographics:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Population:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class World:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Intervention:
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Output:
+    body: Block
+    span: Span = _span()
+
+
+# -------------------------------------------------------------------- timeline
+
+
+@dataclass(frozen=True)
+class BroadcastStep:
+    world: Ident
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class DeliverStep:
+    intervention: Ident
+    world: Ident
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class AskStep:
+    world: Ident
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class RunStep:
+    world: Ident
+    rounds: Number
+    unit: str = field(compare=False, repr=False)  # "round" or "rounds", as written
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    duration: Duration
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class InterviewStep:
+    group: tuple[Ref, ...]
+    interviewer: Ident
+    questions: tuple[Str, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ThinkStep:
+    persona: Ident
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class CheckpointStep:
+    name: Ident
+    span: Span = _span()
+
+
+Step = Union[
+    BroadcastStep,
+    DeliverStep,
+    AskStep,
+    RunStep,
+    WaitStep,
+    InterviewStep,
+    ThinkStep,
+    CheckpointStep,
+]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    steps: tuple[Step, ...]
+    span: Span = _span()
+
+
+# --------------------------------------------------------------------- extract
+
+
+@dataclass(frozen=True)
+class IntType:
+    range: Range | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class FloatType:
+    range: Range | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class BoolType:
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class TextType:
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class EnumType:
+    members: ListValue
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ListType:
+    """`list of text`: the only list type the language has."""
+
+    span: Span = _span()
+
+
+FieldType = Union[IntType, FloatType, BoolType, TextType, EnumType, ListType]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: Ident
+    type: FieldType
+    description: Str | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Extract:
+    world: Ident
+    fields: tuple[Field, ...]
+    span: Span = _span()
+
+
+# --------------------------------------------------------------------- analyze
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """`mean(field)`, or `share(field == value)`."""
+
+    function: Ident
+    field: Ident
+    comparator: str | None
+    value: Value | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class CompareStmt:
+    field: Ident
+    by: Ident
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class SummarizeStmt:
+    field: Ident
+    by: Ident
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class FunnelStmt:
+    fields: tuple[Ident, ...]
+    span: Span = _span()
+
+
+Bound = Union[Number, Percent]
+
+
+@dataclass(frozen=True)
+class ExpectBetween:
+    aggregate: Aggregate
+    low: Bound
+    high: Bound
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ExpectCompare:
+    aggregate: Aggregate
+    comparator: str
+    bound: Bound
+    span: Span = _span()
+
+
+Analysis = Union[CompareStmt, SummarizeStmt, FunnelStmt, ExpectBetween, ExpectCompare]
+
+
+@dataclass(frozen=True)
+class Analyze:
+    statements: tuple[Analysis, ...]
+    span: Span = _span()
+
+
+Declaration = Union[
+    Scenario,
+    Import,
+    PersonaInline,
+    PersonaFile,
+    FragmentInline,
+    FragmentFile,
+    Demographics,
+    Population,
+    World,
+    Intervention,
+    Timeline,
+    Extract,
+    Analyze,
+    Output,
+]
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str  # including the leading `#`
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Module:
+    """One parsed file. `complete` is False when syntax errors dropped declarations."""
+
+    path: str
+    declarations: tuple[Declaration, ...]
+    comments: tuple[Comment, ...] = field(compare=False)
+    complete: bool = field(compare=False, default=True)

@@ -1,0 +1,708 @@
+"""Text to syntax tree. The only module that sees Lark's trees and tokens.
+
+Parsing never raises on bad input: it returns a `Module` with whatever it could
+read and a list of diagnostics. After a syntax error it resumes at the next
+line that starts a top-level declaration, so one pass reports the problems of
+every declaration, not only the first.
+"""
+
+from __future__ import annotations
+
+import ast as python_ast
+import contextvars
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+
+from tiny_dsl import diagnostics as diag
+from tiny_dsl.diagnostics import Diagnostic, Label
+from tiny_dsl.resources import grammar_path
+from tiny_dsl.source import SourceFile, Span
+from tiny_dsl.syntax import ast
+
+# A top-level declaration starts at column 1 with one of these words; error
+# recovery resumes parsing there.
+DECLARATION_KEYWORDS = (
+    "scenario",
+    "import",
+    "persona",
+    "fragment",
+    "demographics",
+    "population",
+    "world",
+    "intervention",
+    "timeline",
+    "extract",
+    "analyze",
+    "output",
+)
+# Error recovery resumes at a line that starts, at column 1, with a declaration
+# keyword or with what looks like a misspelt one (`wrld x {`).
+_RECOVERY_POINT = re.compile(
+    r"^(?:(?:%s)\b|[A-Za-z_]\w*[ \t]+[A-Za-z_]\w*[ \t]*\{)" % "|".join(DECLARATION_KEYWORDS),
+    re.MULTILINE,
+)
+_MAX_ERRORS_PER_DECLARATION = 20
+
+_OPENERS = {"LBRACE": "RBRACE", "LBRACKET": "RBRACKET", "LPAR": "RPAR"}
+_CLOSERS = {"RBRACE", "RBRACKET", "RPAR"}
+
+# How terminals are named to authors. Keywords are shown as written.
+_DISPLAY = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "LONG_STRING": "a string",
+    "SIGNED_NUMBER": "a number",
+    "PERCENT": "a percentage",
+    "CURRENCY": "a currency (usd, eur, ...)",
+    "TIME_UNIT": "a time unit (minutes, hours, days, weeks)",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "LBRACKET": "`[`",
+    "RBRACKET": "`]`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "COMMA": "`,`",
+    "DOT": "`.`",
+    "RANGE_DOTS": "`..`",
+    "SEMICOLON": "`;`",
+    "COMPARATOR": "a comparison (>, <, >=, <=, ==, !=)",
+    "_NL": "end of line",
+    "$END": "end of file",
+    "ROUNDS": "`rounds`",
+}
+
+_comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("tts_comments")
+
+
+class _NewlineFilter:
+    """Drops newlines inside brackets and after a comma, and tracks open brackets.
+
+    Statements end at a newline; lists and comma lists may continue on the
+    next line. The bracket stack is kept for "block left open" messages.
+    """
+
+    always_accept = ("_NL",)
+
+    def __init__(self) -> None:
+        self.state = _LexState()
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        state = _LexState()
+        self.state = state
+        for token in stream:
+            kind = token.type
+            if kind == "_NL":
+                if state.depth_without_braces() > 0 or state.last_kind == "COMMA":
+                    continue
+            elif kind in _OPENERS:
+                state.open.append((token, state.last_word))
+            elif kind in _CLOSERS and state.open:
+                state.open.pop()
+            if kind != "_NL":
+                state.last_kind = kind
+                state.last = token
+                if kind == "NAME" or kind.isupper() and kind.isalpha():
+                    state.last_word = token
+            yield token
+
+
+@dataclass
+class _LexState:
+    open: list[tuple[Token, Token | None]] = field(default_factory=list)
+    last_kind: str = ""
+    last: Token | None = None
+    last_word: Token | None = None
+
+    def depth_without_braces(self) -> int:
+        return sum(1 for token, _ in self.open if token.type != "LBRACE")
+
+
+def _collect_comment(token: Token) -> Token:
+    _comments.get().append(token)
+    return token
+
+
+@lru_cache(maxsize=1)
+def _lark() -> tuple[Lark, _NewlineFilter]:
+    postlex = _NewlineFilter()
+    parser = Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=postlex,
+        lexer_callbacks={"COMMENT": _collect_comment},
+        start="start",
+    )
+    return parser, postlex
+
+
+# ------------------------------------------------------------------ public API
+
+
+def parse(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
+    """Parse one file into a `Module` and the syntax diagnostics found."""
+    comments: list[Token] = []
+    token = _comments.set(comments)
+    try:
+        declarations, diagnostics = _parse_text(source, source.text)
+        if diagnostics:
+            declarations, diagnostics = _parse_by_declaration(source)
+    finally:
+        _comments.reset(token)
+    seen: set[int] = set()
+    module_comments = []
+    for comment in sorted(comments, key=lambda t: t.start_pos or 0):
+        start = comment.start_pos or 0
+        if start in seen:
+            continue
+        seen.add(start)
+        module_comments.append(
+            ast.Comment(str(comment).rstrip(), source.span(start, comment.end_pos or start))
+        )
+    module = ast.Module(
+        source.path, tuple(declarations), tuple(module_comments), complete=not diagnostics
+    )
+    return module, diagnostics
+
+
+def _parse_text(
+    source: SourceFile, text: str
+) -> tuple[list[ast.Declaration], list[Diagnostic]]:
+    parser, postlex = _lark()
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput as exc:
+        return [], [_syntax_diagnostic(source, exc, postlex.state)]
+    try:
+        module = _ToAst(source).transform(tree)
+    except VisitError as exc:  # a value the grammar admits but Python cannot hold
+        if isinstance(exc.orig_exc, _ValueProblem):
+            return [], [exc.orig_exc.diagnostic]
+        raise
+    return list(module), []
+
+
+def _parse_by_declaration(
+    source: SourceFile,
+) -> tuple[list[ast.Declaration], list[Diagnostic]]:
+    """Parse each top-level declaration on its own, to report every broken one.
+
+    Text outside the declaration is blanked (newlines kept) so that offsets,
+    lines and columns stay those of the real file. Within a declaration, a
+    line with an error is blanked and the declaration parsed again, so that
+    every broken statement is reported; a broken line that opens or closes a
+    block ends that, since what follows would only report the imbalance.
+    """
+    text = source.text
+    starts = [m.start() for m in _RECOVERY_POINT.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    starts.append(len(text))
+    declarations: list[ast.Declaration] = []
+    diagnostics: list[Diagnostic] = []
+    for begin, end in zip(starts, starts[1:], strict=False):
+        chunk = _blank(text[:begin]) + text[begin:end]
+        for _attempt in range(_MAX_ERRORS_PER_DECLARATION):
+            found, problems = _parse_text(source, chunk)
+            if not problems:
+                declarations.extend(found)
+                break
+            diagnostics.extend(problems)
+            problem = problems[0]
+            if problem.code == "E103" or problem.primary is None:
+                break
+            line = problem.primary.span.line
+            line_start = source.text.rfind("\n", 0, problem.primary.span.start) + 1
+            line_end = chunk.find("\n", line_start)
+            line_end = len(chunk) if line_end == -1 else line_end
+            broken = chunk[line_start:line_end]
+            if line < 1 or not broken.strip() or "{" in broken or "}" in broken:
+                break
+            chunk = chunk[:line_start] + _blank(broken) + chunk[line_end:]
+    return declarations, diagnostics
+
+
+def _blank(text: str) -> str:
+    return re.sub(r"[^\n]", " ", text)
+
+
+# ----------------------------------------------------------------- diagnostics
+
+
+def _display(terminal: str) -> str:
+    if terminal in _DISPLAY:
+        return _DISPLAY[terminal]
+    return f"`{terminal.lower()}`"
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "$END":
+        return "end of file"
+    text = str(token)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"`{text}`"
+
+
+def _end_span(source: SourceFile, token: Token) -> Span:
+    end = token.end_pos if token.end_pos is not None else 0
+    return source.span(end, end)
+
+
+def _token_span(source: SourceFile, token: Token) -> Span:
+    start = token.start_pos or 0
+    end = token.end_pos if token.end_pos is not None else start
+    if token.type == "_NL":
+        end = start
+    return source.span(start, max(end, start))
+
+
+def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, state: _LexState) -> Diagnostic:
+    if isinstance(exc, UnexpectedCharacters):
+        return _bad_character(source, exc)
+    assert isinstance(exc, UnexpectedToken)
+    token = exc.token
+    expected = sorted(
+        {name for name in exc.expected if not name.startswith("__")} - {"COMMENT", "WS_INLINE"}
+    )
+    if token.type == "$END" and state.open:
+        return _unclosed(source, state)
+    if token.type in ("RBRACE", "RBRACKET", "RPAR") and not state.open:
+        return diag.error(
+            "E102",
+            f"unexpected {_token_text(token)}: nothing is open here",
+            _token_span(source, token),
+            "no block or list to close",
+            help=["remove it, or open the block it was meant to close"],
+        )
+    previous = state.last if state.last is not token else None
+    names = [_display(t) for t in expected if t not in ("_NL", "SEMICOLON")]
+    statement_may_end = "_NL" in expected or "SEMICOLON" in expected
+    helps: list[str] = []
+    if token.type == "NAME":
+        keywords = [t.lower() for t in expected if t.isalpha() and t.isupper() and t != "NAME"]
+        suggestion = diag.did_you_mean(str(token), keywords)
+        if suggestion:
+            helps.append(suggestion)
+        elif keywords and "NAME" not in expected and not statement_may_end:
+            code = "E105" if set(keywords) & set(DECLARATION_KEYWORDS) else "E102"
+            return diag.error(
+                code,
+                f"unknown keyword {_token_text(token)}",
+                _token_span(source, token),
+                "not a keyword here",
+                help=["expected one of: " + ", ".join(f"`{k}`" for k in keywords)],
+            )
+    if token.type == "_NL" and previous is not None and names:
+        # Something is missing at the end of the line: point where it goes.
+        return diag.error(
+            "E102",
+            f"expected {_join(names)} after {_token_text(previous)}",
+            _end_span(source, previous),
+            "the statement ends here",
+            help=helps or [f"add {_join(names)} here"],
+        )
+    if statement_may_end and previous is not None:
+        helps.append(
+            "each statement goes on its own line (or ends with `;`); "
+            f"put {_token_text(token)} on a new line or remove it"
+        )
+    expectation = f"; expected {_join(names)}" if names else ""
+    return diag.error(
+        "E102",
+        f"unexpected {_token_text(token)}{expectation}",
+        _token_span(source, token),
+        "unexpected here",
+        help=helps,
+    )
+
+
+def _join(names: list[str]) -> str:
+    unique = list(dict.fromkeys(names))
+    if len(unique) > 6:
+        unique = [*unique[:6], "..."]
+    if len(unique) == 1:
+        return unique[0]
+    return ", ".join(unique[:-1]) + " or " + unique[-1]
+
+
+def _bad_character(source: SourceFile, exc: UnexpectedCharacters) -> Diagnostic:
+    offset = exc.pos_in_stream
+    char = source.text[offset] if offset < len(source.text) else ""
+    if char == '"':
+        line_end = source.text.find("\n", offset)
+        line_end = len(source.text) if line_end == -1 else line_end
+        if source.text.startswith('"""', offset):
+            return diag.error(
+                "E104",
+                "unterminated triple-quoted string",
+                source.span(offset, offset + 3),
+                'this `"""` is never closed',
+                help=['close the string with `"""`'],
+            )
+        return diag.error(
+            "E104",
+            "unterminated string",
+            source.span(offset, line_end),
+            "the string starts here and the line ends before it is closed",
+            help=['add the closing `"` before the end of the line, '
+                  'or use `"""..."""` for text over several lines'],
+        )
+    shown = repr(char) if not char.isprintable() or char == " " else f"`{char}`"
+    helps = []
+    if char == "'":
+        helps.append("strings use double quotes: \"...\"")
+    elif char == "=":
+        helps.append("properties take no `=`: write `seed 42`, not `seed = 42`")
+    elif char == ":":
+        helps.append("properties take no `:`: write `seed 42`, not `seed: 42`")
+    else:
+        helps.append("remove it, or put the text inside a string (\"...\")")
+    return diag.error(
+        "E101",
+        f"unexpected character {shown}",
+        source.span(offset, offset + 1),
+        "cannot start any token",
+        help=helps,
+    )
+
+
+def _unclosed(source: SourceFile, state: _LexState) -> Diagnostic:
+    opener, owner = state.open[-1]
+    closer = {"LBRACE": "}", "LBRACKET": "]", "LPAR": ")"}[opener.type]
+    what = "block" if opener.type == "LBRACE" else "list" if opener.type == "LBRACKET" else "`(`"
+    name = f" `{owner}`" if owner is not None else ""
+    end = state.last if state.last is not None else opener
+    return diag.error(
+        "E103",
+        f"the{name} {what} is never closed",
+        _end_span(source, end),
+        f"expected `{closer}` here",
+        secondary=[Label(_token_span(source, opener), f"this `{opener}` is never closed")],
+        help=[f"add `{closer}` after the last entry of the{name} {what}"],
+    )
+
+
+# --------------------------------------------------------------- tree to AST
+
+
+class _ValueProblem(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+def _unescape(source: SourceFile, token: Token) -> str:
+    raw = str(token)
+    body = raw[3:-3] if raw.startswith('"""') else raw[1:-1]
+    if "\\" not in body:
+        return body
+    try:
+        value = python_ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""')
+    except (SyntaxError, ValueError) as exc:
+        start = token.start_pos or 0
+        raise _ValueProblem(
+            diag.error(
+                "E104",
+                "invalid escape sequence in string",
+                source.span(start, token.end_pos or start),
+                str(exc).split("(")[0].strip(),
+                help=['escapes are \\" \\\\ \\n \\t; write a backslash as \\\\'],
+            )
+        ) from exc
+    assert isinstance(value, str)
+    return value
+
+
+def _number_value(raw: str) -> int | float:
+    return float(raw) if "." in raw else int(raw)
+
+
+@v_args(inline=True)
+class _ToAst(Transformer[Token, Any]):
+    """One method per grammar rule; each returns the matching `ast` node."""
+
+    def __init__(self, source: SourceFile):
+        super().__init__()
+        self.source = source
+
+    # helpers ---------------------------------------------------------------
+
+    def _span_of(self, *items: Any) -> Span:
+        spans = [_item_span(self.source, item) for item in items if item is not None]
+        return spans[0].to(spans[-1])
+
+    def _ident(self, token: Token) -> ast.Ident:
+        return ast.Ident(str(token), _token_span(self.source, token))
+
+    def _str(self, token: Token) -> ast.Str:
+        return ast.Str(_unescape(self.source, token), str(token), _token_span(self.source, token))
+
+    # module ------------------------------------------------------------------
+
+    @v_args(inline=False)
+    def start(self, items: list[Any]) -> list[ast.Declaration]:
+        return [i for i in items if not isinstance(i, Token)]
+
+    # declarations ------------------------------------------------------------
+
+    def scenario(self, keyword: Token, name: Token, body: ast.Block) -> ast.Scenario:
+        return ast.Scenario(self._ident(name), body, self._span_of(keyword, body))
+
+    def import_decl(self, keyword: Token, path: Token) -> ast.Import:
+        return ast.Import(self._str(path), self._span_of(keyword, path))
+
+    def persona_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.PersonaInline:
+        return ast.PersonaInline(self._ident(name), body, self._span_of(keyword, body))
+
+    def persona_file(self, keyword: Token, name: Token, _from: Token, path: Token) -> ast.PersonaFile:
+        return ast.PersonaFile(self._ident(name), self._str(path), self._span_of(keyword, path))
+
+    def fragment_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.FragmentInline:
+        return ast.FragmentInline(self._ident(name), body, self._span_of(keyword, body))
+
+    def fragment_file(
+        self, keyword: Token, name: Token, _from: Token, path: Token
+    ) -> ast.FragmentFile:
+        return ast.FragmentFile(self._ident(name), self._str(path), self._span_of(keyword, path))
+
+    def demographics(self, keyword: Token, name: Token, body: ast.Block) -> ast.Demographics:
+        return ast.Demographics(self._ident(name), body, self._span_of(keyword, body))
+
+    def population(self, keyword: Token, name: Token, body: ast.Block) -> ast.Population:
+        return ast.Population(self._ident(name), body, self._span_of(keyword, body))
+
+    def world(self, keyword: Token, name: Token, body: ast.Block) -> ast.World:
+        return ast.World(self._ident(name), body, self._span_of(keyword, body))
+
+    def intervention(self, keyword: Token, name: Token, body: ast.Block) -> ast.Intervention:
+        return ast.Intervention(self._ident(name), body, self._span_of(keyword, body))
+
+    def output(self, keyword: Token, body: ast.Block) -> ast.Output:
+        return ast.Output(body, self._span_of(keyword, body))
+
+    # blocks ------------------------------------------------------------------
+
+    @v_args(inline=False)
+    def body(self, items: list[Any]) -> ast.Block:
+        entries = tuple(i for i in items if not isinstance(i, Token))
+        return ast.Block(entries, self._span_of(items[0], items[-1]))
+
+    def property(self, key: Any, value: ast.Value) -> ast.Property:
+        key_node = self._key(key)
+        return ast.Property(key_node, value, self._span_of(key_node, value))
+
+    def sub_block(self, key: Any, body: ast.Block) -> ast.SubBlock:
+        key_node = self._key(key)
+        return ast.SubBlock(key_node, body, self._span_of(key_node, body))
+
+    def named_block(self, key: Any, name: Token, body: ast.Block) -> ast.NamedBlock:
+        key_node = self._key(key)
+        return ast.NamedBlock(key_node, self._ident(name), body, self._span_of(key_node, body))
+
+    def _key(self, key: Any) -> ast.Key:
+        if isinstance(key, Token):
+            return self._ident(key) if key.type == "NAME" else self._str(key)
+        assert isinstance(key, ast.Range | ast.Number)
+        return key
+
+    @v_args(inline=False)
+    def value_seq(self, items: list[Any]) -> ast.Value:
+        phrases = [i for i in items if not isinstance(i, Token)]
+        if len(phrases) == 1:
+            return phrases[0]  # type: ignore[no-any-return]
+        return ast.Seq(tuple(phrases), self._span_of(phrases[0], phrases[-1]))
+
+    @v_args(inline=False)
+    def phrase(self, items: list[Any]) -> ast.Value:
+        values = [self._value(i) for i in items]
+        if len(values) == 1:
+            return values[0]
+        return ast.Phrase(tuple(values), self._span_of(values[0], values[-1]))
+
+    def _value(self, item: Any) -> ast.Value:
+        if isinstance(item, Token):
+            if item.type in ("STRING", "LONG_STRING"):
+                return self._str(item)
+            if item.type == "PERCENT":
+                raw = str(item)
+                return ast.Percent(float(raw[:-1]), raw, _token_span(self.source, item))
+            raise AssertionError(f"unexpected value token {item.type}")
+        return item  # type: ignore[no-any-return]
+
+    def number(self, token: Token) -> ast.Number:
+        return ast.Number(_number_value(str(token)), str(token), _token_span(self.source, token))
+
+    def range(self, low: Token, _dots: Token, high: Token) -> ast.Range:
+        return ast.Range(self.number(low), self.number(high), self._span_of(low, high))
+
+    def money(self, amount: Token, currency: Token) -> ast.Money:
+        return ast.Money(self.number(amount), str(currency), self._span_of(amount, currency))
+
+    def duration(self, amount: Token, unit: Token) -> ast.Duration:
+        return ast.Duration(self.number(amount), str(unit), self._span_of(amount, unit))
+
+    @v_args(inline=False)
+    def list(self, items: list[Any]) -> ast.ListValue:
+        values = tuple(
+            self._value(i)
+            for i in items
+            if i is not None and not (isinstance(i, Token) and i.type in _PUNCTUATION)
+        )
+        return ast.ListValue(values, self._span_of(items[0], items[-1]))
+
+    @v_args(inline=False)
+    def ref(self, items: list[Token]) -> ast.Ref:
+        parts = tuple(str(t) for t in items if t.type == "NAME")
+        return ast.Ref(parts, self._span_of(items[0], items[-1]))
+
+    # timeline ------------------------------------------------------------------
+
+    @v_args(inline=False)
+    def timeline(self, items: list[Any]) -> ast.Timeline:
+        steps = tuple(i for i in items if not isinstance(i, Token))
+        return ast.Timeline(steps, self._span_of(items[0], items[-1]))
+
+    def broadcast_step(self, keyword: Token, world: Token, text: Token) -> ast.BroadcastStep:
+        return ast.BroadcastStep(self._ident(world), self._str(text), self._span_of(keyword, text))
+
+    def deliver_step(
+        self, keyword: Token, intervention: Token, _in: Token, world: Token
+    ) -> ast.DeliverStep:
+        return ast.DeliverStep(
+            self._ident(intervention), self._ident(world), self._span_of(keyword, world)
+        )
+
+    def ask_step(self, keyword: Token, world: Token, text: Token) -> ast.AskStep:
+        return ast.AskStep(self._ident(world), self._str(text), self._span_of(keyword, text))
+
+    def run_step(self, keyword: Token, world: Token, rounds: Token, unit: Token) -> ast.RunStep:
+        return ast.RunStep(
+            self._ident(world), self.number(rounds), str(unit), self._span_of(keyword, unit)
+        )
+
+    def wait_step(self, keyword: Token, duration: ast.Duration) -> ast.WaitStep:
+        return ast.WaitStep(duration, self._span_of(keyword, duration))
+
+    @v_args(inline=False)
+    def interview_step(self, items: list[Any]) -> ast.InterviewStep:
+        keyword, group, _by, interviewer, *rest = items
+        questions = tuple(self._str(t) for t in rest if t.type != "COMMA")
+        return ast.InterviewStep(
+            group, self._ident(interviewer), questions, self._span_of(keyword, rest[-1])
+        )
+
+    @v_args(inline=False)
+    def group(self, items: list[Any]) -> tuple[ast.Ref, ...]:
+        return tuple(i for i in items if isinstance(i, ast.Ref))
+
+    def think_step(self, keyword: Token, persona: Token, text: Token) -> ast.ThinkStep:
+        return ast.ThinkStep(self._ident(persona), self._str(text), self._span_of(keyword, text))
+
+    def checkpoint_step(self, keyword: Token, name: Token) -> ast.CheckpointStep:
+        return ast.CheckpointStep(self._ident(name), self._span_of(keyword, name))
+
+    # extract -------------------------------------------------------------------
+
+    @v_args(inline=False)
+    def extract(self, items: list[Any]) -> ast.Extract:
+        keyword, _from, world, *rest = items
+        fields = tuple(i for i in rest if isinstance(i, ast.Field))
+        return ast.Extract(self._ident(world), fields, self._span_of(keyword, rest[-1]))
+
+    def field(self, name: Token, field_type: ast.FieldType, text: Token | None) -> ast.Field:
+        description = self._str(text) if text is not None else None
+        return ast.Field(
+            self._ident(name), field_type, description, self._span_of(name, text or field_type)
+        )
+
+    def int_type(self, keyword: Token, bounds: ast.Range | None) -> ast.IntType:
+        return ast.IntType(bounds, self._span_of(keyword, bounds))
+
+    def float_type(self, keyword: Token, bounds: ast.Range | None) -> ast.FloatType:
+        return ast.FloatType(bounds, self._span_of(keyword, bounds))
+
+    def bool_type(self, keyword: Token) -> ast.BoolType:
+        return ast.BoolType(self._span_of(keyword))
+
+    def text_type(self, keyword: Token) -> ast.TextType:
+        return ast.TextType(self._span_of(keyword))
+
+    def enum_type(self, keyword: Token, members: ast.ListValue) -> ast.EnumType:
+        return ast.EnumType(members, self._span_of(keyword, members))
+
+    def list_type(self, keyword: Token, _of: Token, _text: Token) -> ast.ListType:
+        return ast.ListType(self._span_of(keyword, _text))
+
+    # analyze -------------------------------------------------------------------
+
+    @v_args(inline=False)
+    def analyze(self, items: list[Any]) -> ast.Analyze:
+        statements = tuple(i for i in items if not isinstance(i, Token))
+        return ast.Analyze(statements, self._span_of(items[0], items[-1]))
+
+    def compare_stmt(self, keyword: Token, name: Token, _by: Token, by: Token) -> ast.CompareStmt:
+        return ast.CompareStmt(self._ident(name), self._ident(by), self._span_of(keyword, by))
+
+    def summarize_stmt(
+        self, keyword: Token, name: Token, _by: Token, by: Token
+    ) -> ast.SummarizeStmt:
+        return ast.SummarizeStmt(self._ident(name), self._ident(by), self._span_of(keyword, by))
+
+    @v_args(inline=False)
+    def funnel_stmt(self, items: list[Token]) -> ast.FunnelStmt:
+        names = tuple(self._ident(t) for t in items[1:] if t.type == "NAME")
+        return ast.FunnelStmt(names, self._span_of(items[0], items[-1]))
+
+    def expect_between(
+        self, keyword: Token, aggregate: ast.Aggregate, _between: Token, low: Any, _and: Token,
+        high: Any,
+    ) -> ast.ExpectBetween:
+        low_v, high_v = self._value(low), self._value(high)
+        assert isinstance(low_v, ast.Number | ast.Percent)
+        assert isinstance(high_v, ast.Number | ast.Percent)
+        return ast.ExpectBetween(aggregate, low_v, high_v, self._span_of(keyword, high_v))
+
+    def expect_compare(
+        self, keyword: Token, aggregate: ast.Aggregate, comparator: Token, bound: Any
+    ) -> ast.ExpectCompare:
+        value = self._value(bound)
+        assert isinstance(value, ast.Number | ast.Percent)
+        return ast.ExpectCompare(aggregate, str(comparator), value, self._span_of(keyword, value))
+
+    def aggregate(
+        self, function: Token, _lpar: Token, name: Token, comparator: Token | None,
+        value: Any, rpar: Token,
+    ) -> ast.Aggregate:
+        return ast.Aggregate(
+            self._ident(function),
+            self._ident(name),
+            str(comparator) if comparator is not None else None,
+            self._value(value) if value is not None else None,
+            self._span_of(function, rpar),
+        )
+
+
+_PUNCTUATION = {"LBRACKET", "RBRACKET", "COMMA", "LBRACE", "RBRACE"}
+
+
+def _item_span(source: SourceFile, item: Any) -> Span:
+    if isinstance(item, Token):
+        return _token_span(source, item)
+    if isinstance(item, Tree):
+        meta = item.meta
+        return source.span(meta.start_pos, meta.end_pos)
+    span = getattr(item, "span", None)
+    if isinstance(span, Span):
+        return span
+    raise AssertionError(f"no span for {item!r}")
