@@ -1,0 +1,264 @@
+"""The execution plan: what a run will do, self-contained and serialisable.
+
+A plan carries everything the runtime needs (resolved settings, every agent's
+persona, worlds, interventions with their assignments, extraction schemas and
+analyses), so `tts run plan.json` never re-reads the scenario source. Steps are
+ordered; each has a readable, stable id, the source origin it came from, and a
+chained content hash: the hash of step k covers steps 1..k and every definition
+they depend on, so a later run can tell which prefix of a plan is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PlanSettings(_Model):
+    scenario: str
+    title: str
+    description: str = ""
+    seed: int
+    model: str | None
+    provider: str | None
+    base_url: str | None = None
+    temperature: float
+    budget_usd: float | None
+    max_concurrency: int
+    max_calls: int | None
+    engine: Literal["builtin", "tinytroupe"]
+
+
+class AgentPlan(_Model):
+    """One simulated person.
+
+    `persona` is the TinyTroupe persona object for declared personas. Population
+    members start from `attributes` sampled from their demographics and are
+    fleshed out by a `generate` step; `fragments` are merged after generation.
+    """
+
+    id: str  # `lisa` for a persona, `consumers/007` for a population member
+    kind: Literal["persona", "member"]
+    persona: dict[str, Any] | None = None
+    population: str | None = None
+    segment: str | None = None
+    index: int | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    particularities: str = ""
+    fragments: list[dict[str, Any]] = Field(default_factory=list)  # fragment persona objects
+    fragment_names: list[str] = Field(default_factory=list)
+
+
+class PopulationPlan(_Model):
+    name: str
+    demographics: str
+    demographics_description: str
+    size: int
+    segments: dict[str, int]  # segment name -> size (including `general`)
+    context: str = ""
+    members: list[str]  # agent ids
+
+
+class WorldPlan(_Model):
+    name: str
+    mode: Literal["survey", "focus_group", "interview"]
+    agents: list[str]
+    moderator: str | None
+    context: str
+    start: str  # ISO 8601 simulated start time
+
+
+class VariantPlan(_Model):
+    name: str
+    content: str
+    timing: str | None
+
+
+class InterventionPlan(_Model):
+    name: str
+    channel: str
+    control: float
+    assign: Literal["random", "stratified"]
+    variants: list[VariantPlan]
+    targets: list[str]
+    # agent id -> variant name or "control"; fixed at plan time from the seed
+    assignment: dict[str, str]
+
+
+class FieldPlan(_Model):
+    name: str
+    kind: Literal["int", "float", "bool", "text", "enum", "list"]
+    description: str = ""
+    low: float | None = None
+    high: float | None = None
+    members: list[str] = Field(default_factory=list)
+
+
+class _Step(_Model):
+    id: str
+    origin: str  # file:line:col of the statement this step comes from
+    hash: str = ""  # chained hash, filled in by the compiler
+    calls: int = 0  # LLM calls this step will make
+    input_tokens: int = 0  # estimated
+    output_tokens: int = 0  # estimated
+
+
+class GenerateStep(_Step):
+    kind: Literal["generate"] = "generate"
+    population: str
+    agents: list[str]
+
+
+class BroadcastStep(_Step):
+    kind: Literal["broadcast"] = "broadcast"
+    world: str
+    text: str
+    speaker: str | None  # the moderator, if the world has one
+
+
+class Delivery(_Model):
+    agent: str
+    variant: str
+    content: str
+    channel: str
+    time: str | None  # ISO time the simulated clock is set to, from the variant's timing
+
+
+class DeliverStep(_Step):
+    kind: Literal["deliver"] = "deliver"
+    intervention: str
+    world: str
+    deliveries: list[Delivery]
+    control: list[str]  # agents in the control group: they hear nothing
+
+
+class AskStep(_Step):
+    kind: Literal["ask"] = "ask"
+    world: str
+    question: str
+    agents: list[str]
+
+
+class RunStep(_Step):
+    kind: Literal["run"] = "run"
+    world: str
+    round: int  # 1-based
+    of: int
+    agents: list[str]
+
+
+class WaitStep(_Step):
+    kind: Literal["wait"] = "wait"
+    seconds: float
+    text: str  # as written, e.g. "3 days"
+
+
+class InterviewStep(_Step):
+    kind: Literal["interview"] = "interview"
+    interviewer: str
+    agents: list[str]
+    questions: list[str]
+
+
+class ThinkStep(_Step):
+    kind: Literal["think"] = "think"
+    agents: list[str]
+    text: str
+
+
+class CheckpointStep(_Step):
+    kind: Literal["checkpoint"] = "checkpoint"
+    name: str
+
+
+class ExtractStep(_Step):
+    kind: Literal["extract"] = "extract"
+    world: str
+    agents: list[str]
+    fields: list[FieldPlan]
+
+
+class AnalysisPlan(_Model):
+    """One `analyze` statement, resolved."""
+
+    kind: Literal["compare", "summarize", "funnel", "expect"]
+    origin: str
+    field: str | None = None
+    fields: list[str] = Field(default_factory=list)
+    by: str | None = None  # intervention (compare) or grouping (summarize)
+    aggregate: str | None = None  # mean, median, share, count
+    comparator: str | None = None  # for expect: between, >, <, >=, <=, ==, !=; share(f == v)
+    match_value: Any = None
+    low: float | None = None
+    high: float | None = None
+    text: str = ""  # the statement as written, for reports
+
+
+class AnalyzeStep(_Step):
+    kind: Literal["analyze"] = "analyze"
+    analyses: list[AnalysisPlan]
+
+
+Step = Annotated[
+    GenerateStep
+    | BroadcastStep
+    | DeliverStep
+    | AskStep
+    | RunStep
+    | WaitStep
+    | InterviewStep
+    | ThinkStep
+    | CheckpointStep
+    | ExtractStep
+    | AnalyzeStep,
+    Field(discriminator="kind"),
+]
+
+
+class Estimate(_Model):
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    model: str
+    priced: bool  # False when the model is not in the price table
+
+
+class OutputPlan(_Model):
+    formats: list[str]
+    dir: str
+
+
+class Plan(_Model):
+    schema_version: int = SCHEMA_VERSION
+    tiny_dsl_version: str
+    source_file: str
+    source_hash: str  # sha256 over every source file the plan was compiled from
+    settings: PlanSettings
+    agents: list[AgentPlan]
+    populations: list[PopulationPlan]
+    worlds: list[WorldPlan]
+    interventions: list[InterventionPlan]
+    steps: list[Step]
+    output: OutputPlan
+    estimate: Estimate
+    plan_hash: str  # the last step's chained hash (or the base hash without steps)
+
+    def agent(self, agent_id: str) -> AgentPlan:
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent
+        raise KeyError(agent_id)
+
+    def world(self, name: str) -> WorldPlan:
+        for world in self.worlds:
+            if world.name == name:
+                return world
+        raise KeyError(name)
