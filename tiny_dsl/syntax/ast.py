@@ -15,12 +15,17 @@ from typing import Union
 from tiny_dsl.source import Span
 
 
+# Nodes built by hand (tests, generators) may leave out where they came from.
+NO_SPAN = Span("", 0, 0, 0, 0, 0, 0)
+
+
 def _span() -> Span:
-    return field(compare=False, repr=False)  # type: ignore[no-any-return]
+    return field(default=NO_SPAN, compare=False, repr=False)
 
 
 def _raw() -> str:
-    return field(compare=False, repr=False)  # type: ignore[no-any-return]
+    """The lexeme as written; empty for nodes built by hand (printed from the value)."""
+    return field(default="", compare=False, repr=False)
 
 
 # ----------------------------------------------------------------------- values
@@ -277,7 +282,7 @@ class AskStep:
 class RunStep:
     world: Ident
     rounds: Number
-    unit: str = field(compare=False, repr=False)  # "round" or "rounds", as written
+    unit: str = field(default="rounds", compare=False, repr=False)  # as written
     span: Span = _span()
 
 
@@ -474,5 +479,5 @@ class Module:
 
     path: str
     declarations: tuple[Declaration, ...]
-    comments: tuple[Comment, ...] = field(compare=False)
+    comments: tuple[Comment, ...] = field(default=(), compare=False)
     complete: bool = field(compare=False, default=True)

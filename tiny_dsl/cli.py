@@ -1,0 +1,233 @@
+"""The `tts` command: check, fmt, plan, run, explain, report, diff.
+
+The CLI does nothing but call the stages and map their outcome to exit codes:
+
+  0  success
+  1  `tts run`: an `expect` failed; `tts fmt --check`: a file would change
+  2  bad input: syntax, check or configuration errors (nothing was spent)
+  3  `tts run`: the run failed (it can be resumed by running again)
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+import click
+
+from tiny_dsl import __version__
+from tiny_dsl import diagnostics as diag
+from tiny_dsl.source import SourceFile
+
+EXIT_OK = 0
+EXIT_EXPECTATION_FAILED = 1
+EXIT_WOULD_REFORMAT = 1
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 3
+
+_FORMATS = click.Choice(["text", "json"])
+
+
+def _emit_diagnostics(
+    diagnostics: list[diag.Diagnostic],
+    sources: dict[str, SourceFile],
+    output_format: str,
+) -> None:
+    """Diagnostics go to stderr as text, or to stdout as JSON for tools."""
+    if output_format == "json":
+        click.echo(diag.render_json(diagnostics))
+        return
+    if not diagnostics:
+        return
+    color = sys.stderr.isatty()
+    click.echo(diag.render_text(diagnostics, sources, color=color), err=True, nl=False)
+    click.echo(diag.summary_line(diagnostics), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tts")
+def main() -> None:
+    """tiny_dsl: declarative scenarios for LLM persona simulations.
+
+    Write a `.tts` file, then `tts check` it, `tts plan` it to see what it will
+    do and cost, and `tts run` it. See `tts COMMAND --help`.
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=_FORMATS, default="text", show_default=True,
+              help="Diagnostics as compiler-style text (stderr) or JSON (stdout).")
+@click.option("--allow-outside", is_flag=True,
+              help="Let imports and `from` paths reach outside the scenario's directory.")
+def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> None:
+    """Parse, resolve and type-check FILES; report every problem at once.
+
+    Exit 0 when no file has errors (warnings allowed), 2 otherwise.
+    """
+    from tiny_dsl.checks import check_file
+
+    all_diagnostics: list[diag.Diagnostic] = []
+    sources: dict[str, SourceFile] = {}
+    for path in files:
+        result = check_file(path, allow_outside_root=allow_outside)
+        all_diagnostics.extend(result.diagnostics)
+        sources.update(result.sources)
+    _emit_diagnostics(all_diagnostics, sources, output_format)
+    if any(d.is_error for d in all_diagnostics):
+        sys.exit(EXIT_BAD_INPUT)
+    if output_format == "text":
+        click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} checked"
+                   + (f" ({diag.summary_line(all_diagnostics)})" if all_diagnostics else ""),
+                   err=True)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing; exit 1 if any file is not formatted.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show what would change as a diff.")
+def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
+    """Rewrite FILES in the canonical layout (comments kept).
+
+    With --check, exit 1 if a file would change. A file with syntax errors is
+    left untouched and reported (exit 2).
+    """
+    from tiny_dsl.syntax.formatter import format_source
+
+    changed: list[Path] = []
+    broken = False
+    for path in files:
+        source = _read_source(path)
+        formatted, problems = format_source(source)
+        if formatted is None:
+            _emit_diagnostics(problems, {source.path: source}, "text")
+            broken = True
+            continue
+        if formatted == source.text:
+            continue
+        changed.append(path)
+        if show_diff:
+            click.echo("".join(difflib.unified_diff(
+                source.text.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                f"{path} (original)", f"{path} (formatted)")), nl=False)
+        if not check_only:
+            _write_atomic(path, formatted)
+    verb = "would reformat" if check_only else "reformatted"
+    for path in changed:
+        click.echo(f"{verb} {path}", err=True)
+    if broken:
+        sys.exit(EXIT_BAD_INPUT)
+    if check_only and changed:
+        sys.exit(EXIT_WOULD_REFORMAT)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Save the plan as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of text.")
+@click.option("--format", "output_format", type=_FORMATS, default="text", show_default=True,
+              help="How to print diagnostics.")
+@click.option("--allow-outside", is_flag=True,
+              help="Let imports and `from` paths reach outside the scenario's directory.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".tts"),
+              show_default=True, help="Where checkpoints are kept (to show what is covered).")
+def plan(file: Path, output: Path | None, as_json: bool, output_format: str,
+         allow_outside: bool, state_dir: Path) -> None:
+    """Show the execution plan of FILE: steps, LLM calls, tokens and cost.
+
+    Nothing is sent to any model. Exit 0, or 2 when the file has errors.
+    """
+    from tiny_dsl.plan import compile_plan, render_plan
+
+    program, diagnostics, sources = _checked_program(file, allow_outside)
+    plan_diagnostics = _plan_diagnostics(program) if program else []
+    _emit_diagnostics(diagnostics + plan_diagnostics, sources,
+                      "text" if as_json and output_format == "text" else output_format)
+    if program is None:
+        sys.exit(EXIT_BAD_INPUT)
+    execution_plan = compile_plan(program)
+    text = execution_plan.model_dump_json(indent=2)
+    if output is not None:
+        _write_atomic(output, text + "\n")
+    if as_json:
+        click.echo(text)
+    elif output_format == "text":
+        covered = _covered_steps(execution_plan, state_dir)
+        click.echo(render_plan(execution_plan, covered=covered, color=sys.stdout.isatty()))
+        if output is not None:
+            click.echo(f"plan saved to {output}")
+
+
+@main.command()
+@click.argument("code")
+def explain(code: str) -> None:
+    """Explain a diagnostic CODE (for example E201)."""
+    _load_all_codes()
+    info = diag.CODES.get(code.upper())
+    if info is None:
+        suggestion = diag.did_you_mean(code.upper(), diag.CODES)
+        click.echo(f"error: unknown diagnostic code `{code}`"
+                   + (f"; {suggestion}" if suggestion else ""), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"{code.upper()} ({info.slug})\n\n{info.explanation}")
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _read_source(path: Path) -> SourceFile:
+    try:
+        return SourceFile.read(path, _display_path(path))
+    except FileNotFoundError:
+        raise click.BadParameter(f"no such file: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"{path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from tiny_dsl.files import write_text_atomic
+
+    write_text_atomic(path, text)
+
+
+def _checked_program(file: Path, allow_outside: bool):  # type: ignore[no-untyped-def]
+    from tiny_dsl.checks import check_file
+
+    result = check_file(file, allow_outside_root=allow_outside)
+    return result.program, list(result.diagnostics), dict(result.sources)
+
+
+def _plan_diagnostics(program) -> list[diag.Diagnostic]:  # type: ignore[no-untyped-def]
+    from tiny_dsl.plan import plan_diagnostics
+
+    return list(plan_diagnostics(program))
+
+
+def _covered_steps(execution_plan, state_dir: Path) -> set[str]:  # type: ignore[no-untyped-def]
+    from tiny_dsl.runtime.checkpoints import covered_steps
+
+    return set(covered_steps(execution_plan, state_dir))
+
+
+def _load_all_codes() -> None:
+    """Codes are registered by the stage that emits them; import every stage."""
+    import importlib
+
+    for module in ("tiny_dsl.checks", "tiny_dsl.plan", "tiny_dsl.runtime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional stage dependency is missing
+            continue
+
+
+if __name__ == "__main__":
+    main()
