@@ -196,8 +196,11 @@ class AnalysisPlan(_Model):
     aggregate: str | None = None  # mean, median, share, count
     comparator: str | None = None  # for expect: between, >, <, >=, <=, ==, !=; share(f == v)
     match_value: Any = None
-    low: float | None = None
+    # the comparison inside the aggregate: `share(f == member)` -> "==" (None: none)
+    match_comparator: str | None = None
+    low: float | None = None  # `expect ... between low and high`
     high: float | None = None
+    bound: float | None = None  # `expect ... > bound` (any comparator but `between`)
     text: str = ""  # the statement as written, for reports
 
 

@@ -1,0 +1,380 @@
+"""LLM calls, tokens and cost a plan will spend, estimated before anything runs.
+
+The model of a call is TinyTroupe's: an agent acts with a prompt made of a
+fixed instruction overhead, its persona as JSON, the world's context, the
+stimulus, and its recent episodic memory. Stimuli (`broadcast`, `deliver`,
+`think`) cost nothing when they happen, as in TinyTroupe where `listen` only
+stores; they cost later, as memory that every following prompt of that agent
+carries. Tokens are counted as characters / 4, the usual rule of thumb for
+English with GPT tokenizers: the estimate is for budgeting, not billing.
+
+Memory follows TinyTroupe's `EpisodicMemory` retrieval: the first
+`MEMORY_PREFIX_ITEMS` items an agent stored plus its last
+`MEMORY_LOOKBACK_ITEMS` (its config defaults, 10 and 20) are in every prompt;
+items in between are dropped. That bound is the "memory window": prompts grow
+with the timeline until the window is full, then stay flat.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tiny_dsl.checks.model import Program
+from tiny_dsl.diagnostics import Diagnostic, Label, warning
+from tiny_dsl.plan.codes import BUDGET_EXCEEDED, BUDGET_UNPRICED
+from tiny_dsl.plan.model import (
+    AgentPlan,
+    AnalyzeStep,
+    AskStep,
+    BroadcastStep,
+    CheckpointStep,
+    DeliverStep,
+    ExtractStep,
+    GenerateStep,
+    InterviewStep,
+    Plan,
+    PopulationPlan,
+    RunStep,
+    Step,
+    ThinkStep,
+    WaitStep,
+    WorldPlan,
+)
+from tiny_dsl.source import Span
+from tiny_dsl.syntax import ast
+
+# The model a scenario runs on when it names none: the runtime's embedded provider.
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+
+# Fixed prompt parts, in tokens: TinyTroupe's action instructions and output
+# schema; the extraction instructions; the factory's sampling directives.
+ACT_PROMPT_TOKENS = 700
+EXTRACT_PROMPT_TOKENS = 300
+GENERATE_PROMPT_TOKENS = 600
+# Output per call: one action with its cognitive state; one JSON record; one persona.
+ACT_OUTPUT_TOKENS = 150
+EXTRACT_OUTPUT_TOKENS = 120
+GENERATE_OUTPUT_TOKENS = 400
+# The memory window (see the module docstring).
+MEMORY_PREFIX_ITEMS = 10
+MEMORY_LOOKBACK_ITEMS = 20
+
+# USD per 1M tokens (input, output), list prices. The embedded model runs locally.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o4-mini": (1.10, 4.40),
+    "o3": (2.00, 8.00),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "embedded": (0.0, 0.0),
+    EMBEDDED_MODEL.lower(): (0.0, 0.0),
+}
+# Providers report dated snapshots ("gpt-4o-mini-2024-07-18") and some callers
+# prefix the vendor ("openai/gpt-4o"); both are priced as the base model.
+_SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
+def price_for(model: str | None) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens for a model name, or None when not in the table.
+
+    `None` is the embedded model, which is free. The runtime uses this for its
+    cost accounting too, so a plan and a run price the same call the same way.
+    """
+    if model is None:
+        return PRICES["embedded"]
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    return PRICES.get(name) or PRICES.get(_SNAPSHOT_SUFFIX.sub("", name))
+
+
+def model_name(model: str | None, provider: str | None) -> str:
+    """The model a scenario's settings select, as it is priced and shown."""
+    if model is not None:
+        return model
+    if provider in (None, "embedded"):
+        return EMBEDDED_MODEL
+    return f"{provider} default model"
+
+
+def tokens(text: str) -> int:
+    """Estimated tokens in a text: characters / 4, rounded up."""
+    return (len(text) + 3) // 4
+
+
+def json_tokens(value: object) -> int:
+    """Estimated tokens of a value as the compact JSON a prompt would carry."""
+    return tokens(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    calls: int
+    input_tokens: int
+    output_tokens: int
+
+
+class _Memory:
+    """One agent's episodic memory, reduced to the token sizes of what is in the window."""
+
+    __slots__ = ("_prefix", "_prefix_count", "_recent", "_recent_tokens")
+
+    def __init__(self) -> None:
+        self._prefix = 0
+        self._prefix_count = 0
+        self._recent: deque[int] = deque(maxlen=MEMORY_LOOKBACK_ITEMS)
+        self._recent_tokens = 0
+
+    def store(self, size: int, times: int = 1) -> None:
+        """Store `times` items of `size` tokens (a round of a focus group: one per speaker)."""
+        into_prefix = min(times, MEMORY_PREFIX_ITEMS - self._prefix_count)
+        self._prefix += into_prefix * size
+        self._prefix_count += into_prefix
+        rest = times - into_prefix
+        if rest:
+            self._recent.extend([size] * min(rest, MEMORY_LOOKBACK_ITEMS))
+            self._recent_tokens = sum(self._recent)
+
+    @property
+    def tokens(self) -> int:
+        return self._prefix + self._recent_tokens
+
+
+class _Estimator:
+    """Walks the steps in order, tracking what each agent remembers."""
+
+    def __init__(
+        self,
+        agents: Mapping[str, AgentPlan],
+        worlds: Mapping[str, WorldPlan],
+        populations: Mapping[str, PopulationPlan],
+    ) -> None:
+        self.agents = agents
+        self.worlds = worlds
+        self.populations = populations
+        self.memory: dict[str, _Memory] = {}
+        self.persona_tokens: dict[str, int] = {}
+        self.fragment_tokens: dict[tuple[str, ...], int] = {}
+
+    def _remember(self, agent: str) -> _Memory:
+        memory = self.memory.get(agent)
+        if memory is None:
+            memory = self.memory[agent] = _Memory()
+        return memory
+
+    def _persona(self, agent_id: str) -> int:
+        """Tokens of an agent's persona in a prompt: its spec, or for a population
+        member the persona the factory will write (plus its fragments)."""
+        size = self.persona_tokens.get(agent_id)
+        if size is None:
+            agent = self.agents[agent_id]
+            if agent.persona is not None:
+                size = json_tokens(agent.persona)
+            else:
+                size = GENERATE_OUTPUT_TOKENS + self._fragments(agent)
+            self.persona_tokens[agent_id] = size
+        return size
+
+    def _fragments(self, member: AgentPlan) -> int:
+        """Tokens of a member's fragments, counted once per combination of fragments."""
+        key = tuple(member.fragment_names)
+        size = self.fragment_tokens.get(key)
+        if size is None:
+            size = self.fragment_tokens[key] = json_tokens(member.fragments) if key else 0
+        return size
+
+    def _act(self, agents: Sequence[str], context: int, stimulus: int) -> int:
+        """Input tokens of one act call per agent; each remembers the stimulus and its answer."""
+        total = 0
+        for agent in agents:
+            memory = self._remember(agent)
+            total += ACT_PROMPT_TOKENS + self._persona(agent) + memory.tokens + context + stimulus
+            if stimulus:
+                memory.store(stimulus)
+            memory.store(ACT_OUTPUT_TOKENS)
+        return total
+
+    def _hear_each_other(self, world: WorldPlan) -> None:
+        """In a focus group every agent also hears the others' answers."""
+        if world.mode == "focus_group" and len(world.agents) > 1:
+            for agent in world.agents:
+                self._remember(agent).store(ACT_OUTPUT_TOKENS, len(world.agents) - 1)
+
+    def step(self, step: Step) -> StepEstimate:
+        if isinstance(step, GenerateStep):
+            population = self.populations[step.population]
+            shared = tokens(population.context) + tokens(population.demographics_description)
+            total = 0
+            for agent_id in step.agents:
+                member = self.agents[agent_id]
+                total += (
+                    GENERATE_PROMPT_TOKENS
+                    + shared
+                    + json_tokens(member.attributes)
+                    + tokens(member.particularities)
+                )
+            calls = len(step.agents)
+            return StepEstimate(calls, total, calls * GENERATE_OUTPUT_TOKENS)
+        if isinstance(step, BroadcastStep):
+            size = tokens(step.text)
+            listeners = [*self.worlds[step.world].agents]
+            if step.speaker is not None:
+                listeners.append(step.speaker)
+            for agent in listeners:
+                self._remember(agent).store(size)
+            return StepEstimate(0, 0, 0)
+        if isinstance(step, DeliverStep):
+            for delivery in step.deliveries:
+                self._remember(delivery.agent).store(tokens(delivery.content))
+            return StepEstimate(0, 0, 0)
+        if isinstance(step, ThinkStep):
+            size = tokens(step.text)
+            for agent in step.agents:
+                self._remember(agent).store(size)
+            return StepEstimate(0, 0, 0)
+        if isinstance(step, AskStep | RunStep):
+            world = self.worlds[step.world]
+            stimulus = tokens(step.question) if isinstance(step, AskStep) else 0
+            total = self._act(step.agents, tokens(world.context), stimulus)
+            self._hear_each_other(world)
+            calls = len(step.agents)
+            return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
+        if isinstance(step, InterviewStep):
+            total = 0
+            interviewer = self._remember(step.interviewer)
+            for question in step.questions:
+                size = tokens(question)
+                total += self._act(step.agents, 0, size)
+                interviewer.store(size + ACT_OUTPUT_TOKENS, len(step.agents))
+            calls = len(step.agents) * len(step.questions)
+            return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
+        if isinstance(step, ExtractStep):
+            schema = json_tokens([field.model_dump(mode="json") for field in step.fields])
+            total = sum(
+                EXTRACT_PROMPT_TOKENS + self._persona(agent) + self._remember(agent).tokens + schema
+                for agent in step.agents
+            )
+            calls = len(step.agents)
+            return StepEstimate(calls, total, calls * EXTRACT_OUTPUT_TOKENS)
+        assert isinstance(step, WaitStep | CheckpointStep | AnalyzeStep)
+        return StepEstimate(0, 0, 0)
+
+
+def estimate_steps(
+    steps: Sequence[Step],
+    agents: Mapping[str, AgentPlan],
+    worlds: Mapping[str, WorldPlan],
+    populations: Mapping[str, PopulationPlan],
+) -> list[StepEstimate]:
+    """Calls and tokens of each step, in order (memory carries from one step to the next)."""
+    estimator = _Estimator(agents, worlds, populations)
+    return [estimator.step(step) for step in steps]
+
+
+def cost(input_tokens: int, output_tokens: int, prices: tuple[float, float]) -> float:
+    """USD for a number of tokens at (input, output) prices per 1M tokens."""
+    return (input_tokens * prices[0] + output_tokens * prices[1]) / 1_000_000
+
+
+def step_costs(plan: Plan) -> list[float]:
+    """Estimated USD of each step at the plan model's prices (zeros when unpriced)."""
+    prices = price_for(plan.estimate.model) if plan.estimate.priced else None
+    if prices is None:
+        return [0.0] * len(plan.steps)
+    return [cost(step.input_tokens, step.output_tokens, prices) for step in plan.steps]
+
+
+def budget_crossing(plan: Plan) -> tuple[Step, float] | None:
+    """The step at which the running cost estimate first exceeds the budget, and the
+    running cost there; None without a budget, without prices, or within budget."""
+    budget = plan.settings.budget_usd
+    if budget is None or not plan.estimate.priced or plan.estimate.cost_usd <= budget:
+        return None
+    running = 0.0
+    for step, step_cost in zip(plan.steps, step_costs(plan), strict=True):
+        running += step_cost
+        if running > budget:
+            return step, running
+    # Only rounding of the total can leave the sum at or below the budget here.
+    return plan.steps[-1], running
+
+
+def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
+    """Warnings when the scenario's budget cannot be checked or would be exceeded.
+
+    The warning points at the `budget` setting and at the statement of the step
+    where the running estimate first crosses the budget, which is where a run
+    enforcing the budget would stop.
+    """
+    budget = plan.settings.budget_usd
+    if budget is None:
+        return []
+    budget_span = _budget_span(program)
+    if not plan.estimate.priced:
+        return [
+            warning(
+                BUDGET_UNPRICED,
+                f"cannot check the budget of ${budget:.2f}: no prices are known "
+                f"for model `{plan.estimate.model}`",
+                budget_span,
+                "budget set here",
+                help=[
+                    f"the plan makes {plan.estimate.calls:,} LLM calls with about "
+                    f"{plan.estimate.input_tokens:,} input and {plan.estimate.output_tokens:,} "
+                    "output tokens; compare them with your provider's prices"
+                ],
+            )
+        ]
+    crossing = budget_crossing(plan)
+    if crossing is None:
+        return []
+    step, running = crossing
+    spans = _statement_spans(program)
+    secondary = []
+    if step.origin in spans:
+        secondary.append(
+            Label(
+                spans[step.origin],
+                f"the budget runs out here, at step `{step.id}` (${running:.4f} so far)",
+            )
+        )
+    return [
+        warning(
+            BUDGET_EXCEEDED,
+            f"the estimated cost, ${plan.estimate.cost_usd:.4f} at {plan.estimate.model} prices, "
+            f"exceeds the budget of ${budget:.2f}; a run would stop at step `{step.id}`",
+            budget_span,
+            "budget set here",
+            secondary=secondary,
+            help=[
+                "raise `budget`, choose a cheaper model, or use fewer members, rounds or questions"
+            ],
+        )
+    ]
+
+
+def _budget_span(program: Program) -> Span:
+    """The `budget` property of the scenario block (the block itself if not found)."""
+    for module in program.modules.values():
+        for declaration in module.declarations:
+            if isinstance(declaration, ast.Scenario) and declaration.span == program.settings.span:
+                for entry in declaration.body.entries:
+                    if isinstance(entry, ast.Property) and ast.key_text(entry.key) == "budget":
+                        return entry.span
+    return program.settings.span
+
+
+def _statement_spans(program: Program) -> dict[str, Span]:
+    """The statements a step can come from, by their `file:line:col` origin."""
+    spans: list[Span] = [population.span for population in program.populations.values()]
+    spans.extend(statement.span for statement in program.timeline)
+    spans.extend(extraction.span for extraction in program.extractions)
+    spans.extend(analysis.span for analysis in program.analyses)
+    return {span.origin(): span for span in spans}

@@ -1,0 +1,352 @@
+"""The human view of a plan: what `tts plan` prints.
+
+Plain text at a fixed width (`WIDTH`), never the terminal's: the view is
+pinned by golden files and pasted into pull requests, so it must be the same
+everywhere. Colour is optional ANSI styling on top of the same text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_crossing
+from tiny_dsl.plan.model import (
+    AgentPlan,
+    AnalyzeStep,
+    AskStep,
+    BroadcastStep,
+    CheckpointStep,
+    DeliverStep,
+    ExtractStep,
+    GenerateStep,
+    InterventionPlan,
+    InterviewStep,
+    Plan,
+    RunStep,
+    Step,
+    ThinkStep,
+    WaitStep,
+)
+
+WIDTH = 100
+# How many categories of an attribute a segment summary names before "+N more".
+TOP_CATEGORIES = 3
+CACHED = "✓ cached"
+
+_STYLES = {"bold": "1", "dim": "2", "green": "32", "yellow": "33"}
+
+
+def render_plan(plan: Plan, *, color: bool = False, covered: set[str] | None = None) -> str:
+    """The plan as text. `covered` holds the ids of steps a saved checkpoint already
+    covers; those steps are marked as cached and will not call the model again."""
+    view = _View(plan, color)
+    sections = [
+        view.header(),
+        view.agents(),
+        view.worlds(),
+        view.interventions(),
+        view.steps(covered),
+        view.totals(),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _money(amount: float) -> str:
+    return f"${amount:,.4f}" if amount < 100 else f"${amount:,.2f}"
+
+
+def _moment(iso: str) -> str:
+    """`2025-03-03T08:00:00` as `2025-03-03 08:00`."""
+    return iso.replace("T", " ")[:16]
+
+
+def _person(agent: AgentPlan) -> str:
+    """`Lisa Carter, 28, Data scientist` from whatever of those the persona has."""
+    spec: Mapping[str, Any] = agent.persona or {}
+    occupation = spec.get("occupation")
+    if isinstance(occupation, Mapping):
+        occupation = occupation.get("title")
+    parts = [spec.get("name"), spec.get("age"), occupation]
+    return ", ".join(str(part) for part in parts if part not in (None, ""))
+
+
+def _summarize(values: Sequence[Any]) -> str:
+    """A numeric attribute as range and mean, a categorical one as its top counts."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        mean = sum(values) / len(values)
+        return f"{min(values)}..{max(values)}, mean {mean:.1f}"
+    counts = sorted(Counter(str(v) for v in values).items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{label} {count}" for label, count in counts[:TOP_CATEGORIES])
+    hidden = len(counts) - TOP_CATEGORIES
+    return shown + (f" (+{hidden} more)" if hidden > 0 else "")
+
+
+def _table(rows: Sequence[Sequence[str]], right: Iterable[int] = ()) -> list[str]:
+    """Rows with columns padded to their widest cell; `right` columns are right-aligned."""
+    aligned = set(right)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i in aligned else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+class _View:
+    def __init__(self, plan: Plan, color: bool) -> None:
+        self.plan = plan
+        self.color = color
+        self.agents_by_id = {agent.id: agent for agent in plan.agents}
+        self.interventions_by_name = {item.name: item for item in plan.interventions}
+
+    def _style(self, text: str, style: str) -> str:
+        return f"\x1b[{_STYLES[style]}m{text}\x1b[0m" if self.color else text
+
+    def _title(self, text: str) -> str:
+        return self._style(text, "bold")
+
+    # ------------------------------------------------------------ sections
+
+    def header(self) -> str:
+        plan = self.plan
+        settings = plan.settings
+        lines = [
+            self._title(
+                f"plan {settings.scenario}: {settings.title}"
+                if settings.title
+                else f"plan {settings.scenario}"
+            )
+        ]
+        rows = [
+            ["source", f"{plan.source_file} (sha256 {plan.source_hash[:12]})"],
+            ["seed", str(settings.seed)],
+            ["model", f"{self._model()}, temperature {settings.temperature:g}"],
+            ["engine", settings.engine],
+            [
+                "plan",
+                f"{plan.plan_hash[:12]} ({len(plan.steps)} steps, schema {plan.schema_version})",
+            ],
+        ]
+        lines.extend(_table(rows))
+        return "\n".join(lines)
+
+    def _embedded(self) -> bool:
+        """Whether the plan runs on the embedded model, offline and free."""
+        settings = self.plan.settings
+        return (
+            settings.provider in (None, "embedded") and self.plan.estimate.model == EMBEDDED_MODEL
+        )
+
+    def _model(self) -> str:
+        settings = self.plan.settings
+        if self._embedded():
+            return f"embedded {EMBEDDED_MODEL} (offline, free)"
+        text = self.plan.estimate.model
+        if settings.provider is not None:
+            text += f" via {settings.provider}"
+        if not self.plan.estimate.priced:
+            text += " (no known prices)"
+        return text
+
+    def agents(self) -> str:
+        plan = self.plan
+        lines = [self._title(f"agents: {len(plan.agents):,}")]
+        personas = [agent for agent in plan.agents if agent.kind == "persona"]
+        if personas:
+            lines.append(f"  {_plural(len(personas), 'persona')}")
+            rows = [[agent.id, _person(agent)] for agent in personas]
+            lines.extend(_truncate("  " + line, WIDTH) for line in _table(rows))
+        for population in plan.populations:
+            lines.append(
+                f"  population {population.name}: {_plural(population.size, 'member')} "
+                f"from {population.demographics}"
+            )
+            by_segment: dict[str, list[AgentPlan]] = {name: [] for name in population.segments}
+            for member_id in population.members:
+                member = self.agents_by_id[member_id]
+                by_segment[member.segment or ""].append(member)
+            for name, size in population.segments.items():
+                members = by_segment[name]
+                lines.append(f"    segment {name}: {_plural(size, 'member')}")
+                if not members:
+                    continue
+                attributes = list(dict.fromkeys(key for m in members for key in m.attributes))
+                rows = [
+                    [key, _summarize([m.attributes[key] for m in members if key in m.attributes])]
+                    for key in attributes
+                ]
+                fragments = members[0].fragment_names
+                if fragments:
+                    rows.append(["fragments", ", ".join(fragments)])
+                if members[0].particularities:
+                    rows.append(["brief", members[0].particularities])
+                lines.extend(_truncate("    " + line, WIDTH) for line in _table(rows))
+        return "\n".join(lines)
+
+    def worlds(self) -> str:
+        if not self.plan.worlds:
+            return ""
+        rows = []
+        for world in self.plan.worlds:
+            details = f"from {_moment(world.start)}"
+            if world.moderator is not None:
+                details += f", moderated by {world.moderator}"
+            rows.append([world.name, world.mode, _plural(len(world.agents), "agent"), details])
+        return "\n".join([self._title("worlds"), *_table(rows, right=[2])])
+
+    def interventions(self) -> str:
+        if not self.plan.interventions:
+            return ""
+        lines = [self._title("interventions")]
+        for intervention in self.plan.interventions:
+            how = "stratified by segment" if intervention.assign == "stratified" else "random"
+            targets = _plural(len(intervention.targets), "target")
+            lines.append(
+                f"  {intervention.name}: {intervention.channel}, {targets}, {how}, "
+                f"control {intervention.control:.0%}"
+            )
+            lines.extend("  " + line for line in self._arms(intervention))
+        return "\n".join(lines)
+
+    def _arms(self, intervention: InterventionPlan) -> list[str]:
+        """Arm sizes, per segment when assignment was stratified."""
+        arms = [variant.name for variant in intervention.variants]
+        if intervention.control > 0:
+            arms.append("control")
+        strata: dict[str, Counter[str]] = {}
+        if intervention.assign == "stratified":
+            for target in intervention.targets:
+                agent = self.agents_by_id[target]
+                stratum = f"{agent.population}.{agent.segment}" if agent.population else "personas"
+                strata.setdefault(stratum, Counter())[intervention.assignment[target]] += 1
+        total = Counter(intervention.assignment.values())
+        rows = [["arm", *arms]]
+        rows.extend(
+            [stratum, *(str(counts[arm]) for arm in arms)] for stratum, counts in strata.items()
+        )
+        rows.append(["total", *(str(total[arm]) for arm in arms)])
+        return _table(rows, right=range(1, len(arms) + 1))
+
+    def steps(self, covered: set[str] | None) -> str:
+        plan = self.plan
+        header = ["id", "line", "does", "calls", "tokens"]
+        rows = [
+            [
+                step.id,
+                self._origin(step.origin),
+                "",
+                f"{step.calls:,}",
+                f"{step.input_tokens + step.output_tokens:,}",
+            ]
+            for step in plan.steps
+        ]
+        # The description takes whatever the fixed width leaves after the other columns.
+        fixed = sum(max(len(row[i]) for row in [header, *rows]) for i in (0, 1, 3, 4)) + 2 + 4 * 2
+        marker = len(CACHED) + 2 if covered is not None else 0
+        room = max(20, WIDTH - fixed - marker)
+        for row, step in zip(rows, plan.steps, strict=True):
+            row[2] = _truncate(_one_line(self._does(step)), room)
+        if covered is not None:
+            header.append("")
+            for row, step in zip(rows, plan.steps, strict=True):
+                row.append(self._style(CACHED, "green") if step.id in covered else "")
+        lines = _table([header, *rows], right=[1, 3, 4])
+        lines[0] = self._style(lines[0], "dim")
+        return "\n".join([self._title("steps"), *lines])
+
+    def _origin(self, origin: str) -> str:
+        """`15` for the scenario file, `stdlib/x.tts:15` for an imported one."""
+        path, line, _column = origin.rsplit(":", 2)
+        return line if path == self.plan.source_file else f"{path}:{line}"
+
+    def _does(self, step: Step) -> str:
+        """One line saying what a step does."""
+        n = _plural
+        match step:
+            case GenerateStep():
+                return f"generate {n(len(step.agents), 'member')} of {step.population}"
+            case BroadcastStep():
+                by = f" (said by {step.speaker})" if step.speaker else ""
+                return f"broadcast to {step.world}{by}: {step.text}"
+            case DeliverStep():
+                arms = Counter(delivery.variant for delivery in step.deliveries)
+                variants = self.interventions_by_name[step.intervention].variants
+                sent = ", ".join(f"{v.name} {arms[v.name]}" for v in variants if arms[v.name])
+                control = f"; control {len(step.control)} hear nothing" if step.control else ""
+                return f"deliver {step.intervention} in {step.world}: {sent}{control}"
+            case AskStep():
+                return f"ask {n(len(step.agents), 'agent')} in {step.world}: {step.question}"
+            case RunStep():
+                agents = n(len(step.agents), "agent")
+                return f"run {step.world} round {step.round} of {step.of}: {agents} act"
+            case WaitStep():
+                return f"wait {step.text}"
+            case InterviewStep():
+                questions = " / ".join(step.questions)
+                return f"{step.interviewer} interviews {n(len(step.agents), 'agent')}: {questions}"
+            case ThinkStep():
+                who = step.agents[0] if len(step.agents) == 1 else n(len(step.agents), "agent")
+                return f"{who} thinks: {step.text}"
+            case CheckpointStep():
+                return f"checkpoint {step.name}"
+            case ExtractStep():
+                fields = ", ".join(field.name for field in step.fields)
+                return f"extract from {n(len(step.agents), 'agent')} in {step.world}: {fields}"
+            case AnalyzeStep():
+                return "analyze: " + "; ".join(analysis.text for analysis in step.analyses)
+        raise AssertionError(f"unknown step kind {step.kind}")
+
+    def totals(self) -> str:
+        estimate = self.plan.estimate
+        settings = self.plan.settings
+        lines = [self._title("total")]
+        rows = [
+            ["calls", f"{estimate.calls:,} LLM calls"],
+            [
+                "tokens",
+                f"{estimate.input_tokens + estimate.output_tokens:,} "
+                f"({estimate.input_tokens:,} in, {estimate.output_tokens:,} out; estimated)",
+            ],
+        ]
+        if self._embedded():
+            rows.append(["cost", "$0.00 (embedded model)"])
+        elif estimate.priced:
+            rows.append(["cost", f"{_money(estimate.cost_usd)} at {estimate.model} prices"])
+        else:
+            rows.append(["cost", self._style(f"unknown: no prices for {estimate.model}", "yellow")])
+        if settings.budget_usd is not None:
+            rows.append(["budget", self._budget(settings.budget_usd)])
+        lines.extend(_table(rows))
+        return "\n".join(lines)
+
+    def _budget(self, budget: float) -> str:
+        estimate = self.plan.estimate
+        if not estimate.priced:
+            return self._style(f"${budget:,.2f}, cannot be checked without prices", "yellow")
+        crossing = budget_crossing(self.plan)
+        if crossing is not None:
+            step, _running = crossing
+            return self._style(
+                f"${budget:,.2f}, exceeded by {_money(estimate.cost_usd - budget)}: "
+                f"a run would stop at {step.id}",
+                "yellow",
+            )
+        used = estimate.cost_usd / budget if budget else 0.0
+        return f"${budget:,.2f}, headroom {_money(budget - estimate.cost_usd)} ({used:.1%} used)"
