@@ -87,7 +87,9 @@ def test_values_keep_their_meaning() -> None:
     assert problems == []
     scenario = module.declarations[0]
     assert isinstance(scenario, ast.Scenario)
-    values = {ast.key_text(e.key): e.value for e in scenario.body.entries if isinstance(e, ast.Property)}
+    values = {
+        ast.key_text(e.key): e.value for e in scenario.body.entries if isinstance(e, ast.Property)
+    }
     assert values["budget"] == ast.Money(ast.Number(5.0), "usd")
     assert values["note"] == ast.Str("two\nlines")
     assert values["esc"] == ast.Str('a"b\n')
@@ -117,7 +119,7 @@ def test_keywords_remain_usable_as_names() -> None:
 def test_lists_and_comma_lists_may_span_lines() -> None:
     module, problems = parse_text(
         "world w {\n  agents a,\n    b\n  mode survey\n}\n"
-        "persona p {\n  likes [\n    \"x\",\n    \"y\",\n  ]\n}\n"
+        'persona p {\n  likes [\n    "x",\n    "y",\n  ]\n}\n'
     )
     assert problems == []
 
@@ -127,7 +129,7 @@ SYNTAX_ERRORS = [
     ("scenario s {\n  seed = 42\n}\n", "E101", 2, 8, "seed 42"),
     ("scenario s {\n  title 'x'\n}\n", "E101", 2, 9, "double quotes"),
     ('scenario s {\n  title "open\n}\n', "E104", 2, 9, "unterminated"),
-    ("timeline {\n  brodcast w \"hi\"\n}\n", "E102", 2, 3, "did you mean `broadcast`"),
+    ('timeline {\n  brodcast w "hi"\n}\n', "E102", 2, 3, "did you mean `broadcast`"),
     ("timeline {\n  ask w\n}\n", "E102", 2, 8, "expected a string after `w`"),
     ("world w {\n  mode survey\n", "E103", 2, 14, "`w` block is never closed"),
     ("wrld w {\n}\n", "E102", 1, 1, "did you mean `world`"),
@@ -153,7 +155,7 @@ def test_syntax_error_is_located_and_explained(
 def test_one_pass_reports_every_broken_statement_and_declaration() -> None:
     text = (
         "scenario s {\n  seed = 1\n}\n\n"
-        "timeline {\n  brodcast w \"hi\"\n  ask w\n  wait 1 day\n}\n\n"
+        'timeline {\n  brodcast w "hi"\n  ask w\n  wait 1 day\n}\n\n'
         "wrld x {\n}\n\n"
         "world ok {\n  mode survey\n}\n"
     )

@@ -57,10 +57,19 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "output_format", type=_FORMATS, default="text", show_default=True,
-              help="Diagnostics as compiler-style text (stderr) or JSON (stdout).")
-@click.option("--allow-outside", is_flag=True,
-              help="Let imports and `from` paths reach outside the scenario's directory.")
+@click.option(
+    "--format",
+    "output_format",
+    type=_FORMATS,
+    default="text",
+    show_default=True,
+    help="Diagnostics as compiler-style text (stderr) or JSON (stdout).",
+)
+@click.option(
+    "--allow-outside",
+    is_flag=True,
+    help="Let imports and `from` paths reach outside the scenario's directory.",
+)
 def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> None:
     """Parse, resolve and type-check FILES; report every problem at once.
 
@@ -78,15 +87,21 @@ def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> N
     if any(d.is_error for d in all_diagnostics):
         sys.exit(EXIT_BAD_INPUT)
     if output_format == "text":
-        click.echo(f"ok: {len(files)} file{'s' if len(files) != 1 else ''} checked"
-                   + (f" ({diag.summary_line(all_diagnostics)})" if all_diagnostics else ""),
-                   err=True)
+        click.echo(
+            f"ok: {len(files)} file{'s' if len(files) != 1 else ''} checked"
+            + (f" ({diag.summary_line(all_diagnostics)})" if all_diagnostics else ""),
+            err=True,
+        )
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--check", "check_only", is_flag=True,
-              help="Write nothing; exit 1 if any file is not formatted.")
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 if any file is not formatted.",
+)
 @click.option("--diff", "show_diff", is_flag=True, help="Show what would change as a diff.")
 def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
     """Rewrite FILES in the canonical layout (comments kept).
@@ -109,9 +124,17 @@ def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
             continue
         changed.append(path)
         if show_diff:
-            click.echo("".join(difflib.unified_diff(
-                source.text.splitlines(keepends=True), formatted.splitlines(keepends=True),
-                f"{path} (original)", f"{path} (formatted)")), nl=False)
+            click.echo(
+                "".join(
+                    difflib.unified_diff(
+                        source.text.splitlines(keepends=True),
+                        formatted.splitlines(keepends=True),
+                        f"{path} (original)",
+                        f"{path} (formatted)",
+                    )
+                ),
+                nl=False,
+            )
         if not check_only:
             _write_atomic(path, formatted)
     verb = "would reformat" if check_only else "reformatted"
@@ -127,14 +150,34 @@ def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save the plan as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of text.")
-@click.option("--format", "output_format", type=_FORMATS, default="text", show_default=True,
-              help="How to print diagnostics.")
-@click.option("--allow-outside", is_flag=True,
-              help="Let imports and `from` paths reach outside the scenario's directory.")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".tts"),
-              show_default=True, help="Where checkpoints are kept (to show what is covered).")
-def plan(file: Path, output: Path | None, as_json: bool, output_format: str,
-         allow_outside: bool, state_dir: Path) -> None:
+@click.option(
+    "--format",
+    "output_format",
+    type=_FORMATS,
+    default="text",
+    show_default=True,
+    help="How to print diagnostics.",
+)
+@click.option(
+    "--allow-outside",
+    is_flag=True,
+    help="Let imports and `from` paths reach outside the scenario's directory.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".tts"),
+    show_default=True,
+    help="Where checkpoints are kept (to show what is covered).",
+)
+def plan(
+    file: Path,
+    output: Path | None,
+    as_json: bool,
+    output_format: str,
+    allow_outside: bool,
+    state_dir: Path,
+) -> None:
     """Show the execution plan of FILE: steps, LLM calls, tokens and cost.
 
     Nothing is sent to any model. Exit 0, or 2 when the file has errors.
@@ -143,8 +186,11 @@ def plan(file: Path, output: Path | None, as_json: bool, output_format: str,
 
     program, diagnostics, sources = _checked_program(file, allow_outside)
     plan_diagnostics = _plan_diagnostics(program) if program else []
-    _emit_diagnostics(diagnostics + plan_diagnostics, sources,
-                      "text" if as_json and output_format == "text" else output_format)
+    _emit_diagnostics(
+        diagnostics + plan_diagnostics,
+        sources,
+        "text" if as_json and output_format == "text" else output_format,
+    )
     if program is None:
         sys.exit(EXIT_BAD_INPUT)
     execution_plan = compile_plan(program)
@@ -168,8 +214,10 @@ def explain(code: str) -> None:
     info = diag.CODES.get(code.upper())
     if info is None:
         suggestion = diag.did_you_mean(code.upper(), diag.CODES)
-        click.echo(f"error: unknown diagnostic code `{code}`"
-                   + (f"; {suggestion}" if suggestion else ""), err=True)
+        click.echo(
+            f"error: unknown diagnostic code `{code}`" + (f"; {suggestion}" if suggestion else ""),
+            err=True,
+        )
         sys.exit(EXIT_BAD_INPUT)
     click.echo(f"{code.upper()} ({info.slug})\n\n{info.explanation}")
 

@@ -174,7 +174,9 @@ def _render_one(diagnostic: Diagnostic, sources: Mapping[str, SourceFile], color
     if primary is None:
         lines.append(f"{head}: {_paint(diagnostic.message, 'bold', color)}")
     else:
-        lines.append(f"{primary.span.origin()}: {head}: {_paint(diagnostic.message, 'bold', color)}")
+        lines.append(
+            f"{primary.span.origin()}: {head}: {_paint(diagnostic.message, 'bold', color)}"
+        )
         labels = [(primary, True), *((label, False) for label in diagnostic.secondary)]
         # Source order reads best: an opening brace above the place it is missed.
         labels.sort(key=lambda pair: (pair[0].span.file != primary.span.file, pair[0].span.line))
@@ -197,7 +199,9 @@ def _render_one(diagnostic: Diagnostic, sources: Mapping[str, SourceFile], color
                 length = max(1, len(text) - start)
             mark = ("^" if is_primary else "-") * length
             style = severity if is_primary else "blue"
-            marker = _paint(" " * start + mark + (f" {label.message}" if label.message else ""), style, color)
+            marker = _paint(
+                " " * start + mark + (f" {label.message}" if label.message else ""), style, color
+            )
             lines.append(_paint(f"{gutter} | ", "blue", color) + marker)
         lines.append(_paint(f"{gutter} |", "blue", color))
     for help_line in diagnostic.help:

@@ -110,6 +110,13 @@ class _NewlineFilter:
                 if kind == "NAME" or kind.isupper() and kind.isalpha():
                     state.last_word = token
             yield token
+            if kind == "LBRACE":
+                # An entry written on the `{` line is lexed as if it began a line
+                # of its own, so that the same words are keywords at the start of
+                # every statement (after a newline they are, as LALR merges the
+                # lookaheads of every `_sep`), and `tts fmt`, which moves such an
+                # entry to its own line, never changes what it means.
+                yield Token.new_borrow_pos("_NL", "", token)
 
 
 @dataclass
@@ -173,9 +180,7 @@ def parse(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
     return module, diagnostics
 
 
-def _parse_text(
-    source: SourceFile, text: str
-) -> tuple[list[ast.Declaration], list[Diagnostic]]:
+def _parse_text(source: SourceFile, text: str) -> tuple[list[ast.Declaration], list[Diagnostic]]:
     parser, postlex = _lark()
     try:
         tree = parser.parse(text)
@@ -355,19 +360,21 @@ def _bad_character(source: SourceFile, exc: UnexpectedCharacters) -> Diagnostic:
             "unterminated string",
             source.span(offset, line_end),
             "the string starts here and the line ends before it is closed",
-            help=['add the closing `"` before the end of the line, '
-                  'or use `"""..."""` for text over several lines'],
+            help=[
+                'add the closing `"` before the end of the line, '
+                'or use `"""..."""` for text over several lines'
+            ],
         )
     shown = repr(char) if not char.isprintable() or char == " " else f"`{char}`"
     helps = []
     if char == "'":
-        helps.append("strings use double quotes: \"...\"")
+        helps.append('strings use double quotes: "..."')
     elif char == "=":
         helps.append("properties take no `=`: write `seed 42`, not `seed = 42`")
     elif char == ":":
         helps.append("properties take no `:`: write `seed 42`, not `seed: 42`")
     else:
-        helps.append("remove it, or put the text inside a string (\"...\")")
+        helps.append('remove it, or put the text inside a string ("...")')
     return diag.error(
         "E101",
         f"unexpected character {shown}",
@@ -465,7 +472,9 @@ class _ToAst(Transformer[Token, Any]):
     def persona_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.PersonaInline:
         return ast.PersonaInline(self._ident(name), body, self._span_of(keyword, body))
 
-    def persona_file(self, keyword: Token, name: Token, _from: Token, path: Token) -> ast.PersonaFile:
+    def persona_file(
+        self, keyword: Token, name: Token, _from: Token, path: Token
+    ) -> ast.PersonaFile:
         return ast.PersonaFile(self._ident(name), self._str(path), self._span_of(keyword, path))
 
     def fragment_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.FragmentInline:
@@ -665,7 +674,12 @@ class _ToAst(Transformer[Token, Any]):
         return ast.FunnelStmt(names, self._span_of(items[0], items[-1]))
 
     def expect_between(
-        self, keyword: Token, aggregate: ast.Aggregate, _between: Token, low: Any, _and: Token,
+        self,
+        keyword: Token,
+        aggregate: ast.Aggregate,
+        _between: Token,
+        low: Any,
+        _and: Token,
         high: Any,
     ) -> ast.ExpectBetween:
         low_v, high_v = self._value(low), self._value(high)
@@ -681,8 +695,13 @@ class _ToAst(Transformer[Token, Any]):
         return ast.ExpectCompare(aggregate, str(comparator), value, self._span_of(keyword, value))
 
     def aggregate(
-        self, function: Token, _lpar: Token, name: Token, comparator: Token | None,
-        value: Any, rpar: Token,
+        self,
+        function: Token,
+        _lpar: Token,
+        name: Token,
+        comparator: Token | None,
+        value: Any,
+        rpar: Token,
     ) -> ast.Aggregate:
         return ast.Aggregate(
             self._ident(function),
