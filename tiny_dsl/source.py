@@ -7,8 +7,12 @@ message, at any stage, can show the author the line they wrote.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+_NEWLINE = re.compile("\n")
 
 
 @dataclass(frozen=True, order=True)
@@ -49,10 +53,7 @@ class SourceFile:
     _line_starts: list[int] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        starts = [0]
-        for index, char in enumerate(self.text):
-            if char == "\n":
-                starts.append(index + 1)
+        starts = [0, *(match.end() for match in _NEWLINE.finditer(self.text))]
         object.__setattr__(self, "_line_starts", starts)
 
     @classmethod

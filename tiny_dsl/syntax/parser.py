@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.diagnostics import Diagnostic, Label
@@ -78,6 +78,8 @@ _DISPLAY = {
 }
 
 _comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("tts_comments")
+# The file being parsed, for the spans the tree builder attaches while parsing.
+_current_source: contextvars.ContextVar[SourceFile] = contextvars.ContextVar("tts_source")
 
 
 class _NewlineFilter:
@@ -142,7 +144,7 @@ def _lark() -> tuple[Lark, _NewlineFilter]:
         grammar_path().read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
-        propagate_positions=True,
+        transformer=_ToAst(),
         maybe_placeholders=True,
         postlex=postlex,
         lexer_callbacks={"COMMENT": _collect_comment},
@@ -182,17 +184,16 @@ def parse(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
 
 def _parse_text(source: SourceFile, text: str) -> tuple[list[ast.Declaration], list[Diagnostic]]:
     parser, postlex = _lark()
+    token = _current_source.set(source)
     try:
         tree = parser.parse(text)
     except UnexpectedInput as exc:
         return [], [_syntax_diagnostic(source, exc, postlex.state)]
-    try:
-        module = _ToAst(source).transform(tree)
-    except VisitError as exc:  # a value the grammar admits but Python cannot hold
-        if isinstance(exc.orig_exc, _ValueProblem):
-            return [], [exc.orig_exc.diagnostic]
-        raise
-    return list(module), []
+    except _ValueProblem as exc:  # a value the grammar admits but Python cannot hold
+        return [], [exc.diagnostic]
+    finally:
+        _current_source.reset(token)
+    return list(tree), []
 
 
 def _parse_by_declaration(
@@ -265,11 +266,21 @@ def _end_span(source: SourceFile, token: Token) -> Span:
 
 
 def _token_span(source: SourceFile, token: Token) -> Span:
+    """The token's span, from the positions the lexer already counted."""
     start = token.start_pos or 0
-    end = token.end_pos if token.end_pos is not None else start
-    if token.type == "_NL":
-        end = start
-    return source.span(start, max(end, start))
+    line = token.line or 1
+    column = token.column or 1
+    if token.type == "_NL" or token.end_pos is None:
+        return Span(source.path, start, start, line, column, line, column)
+    return Span(
+        source.path,
+        start,
+        token.end_pos,
+        line,
+        column,
+        token.end_line or line,
+        token.end_column or column,
+    )
 
 
 def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, state: _LexState) -> Diagnostic:
@@ -437,17 +448,21 @@ def _number_value(raw: str) -> int | float:
 
 @v_args(inline=True)
 class _ToAst(Transformer[Token, Any]):
-    """One method per grammar rule; each returns the matching `ast` node."""
+    """One method per grammar rule; each returns the matching `ast` node.
 
-    def __init__(self, source: SourceFile):
-        super().__init__()
-        self.source = source
+    Lark calls it while parsing (LALR), so no intermediate parse tree is built.
+    """
+
+    @property
+    def source(self) -> SourceFile:
+        return _current_source.get()
 
     # helpers ---------------------------------------------------------------
 
     def _span_of(self, *items: Any) -> Span:
-        spans = [_item_span(self.source, item) for item in items if item is not None]
-        return spans[0].to(spans[-1])
+        present = [item for item in items if item is not None]
+        source = self.source
+        return _item_span(source, present[0]).to(_item_span(source, present[-1]))
 
     def _ident(self, token: Token) -> ast.Ident:
         return ast.Ident(str(token), _token_span(self.source, token))
@@ -718,9 +733,6 @@ _PUNCTUATION = {"LBRACKET", "RBRACKET", "COMMA", "LBRACE", "RBRACE"}
 def _item_span(source: SourceFile, item: Any) -> Span:
     if isinstance(item, Token):
         return _token_span(source, item)
-    if isinstance(item, Tree):
-        meta = item.meta
-        return source.span(meta.start_pos, meta.end_pos)
     span = getattr(item, "span", None)
     if isinstance(span, Span):
         return span
