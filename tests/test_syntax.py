@@ -136,6 +136,7 @@ SYNTAX_ERRORS = [
     ("}\n", "E102", 1, 1, "nothing is open"),
     ("extract from w {\n  x integer\n}\n", "E102", 2, 5, "`int`"),
     ('timeline {\n  ask w "q" "r"\n}\n', "E102", 2, 13, "own line"),
+    ("scenario s {\n  seed " + "9" * 5000 + "\n}\n", "E106", 2, 8, "too large"),
 ]
 
 

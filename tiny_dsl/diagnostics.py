@@ -274,3 +274,10 @@ register(
     fragment, demographics, population, world, intervention, timeline,
     extract, analyze and output.""",
 )
+register(
+    "E106",
+    "number-too-large",
+    """A number has more digits than any setting could use (Python refuses to
+    convert integers of more than 4,300 digits). Seeds, sizes, ages and
+    shares need only a few digits; remove the extra ones.""",
+)

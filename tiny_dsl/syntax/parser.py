@@ -565,7 +565,20 @@ class _ToAst(Transformer[Token, Any]):
         return item  # type: ignore[no-any-return]
 
     def number(self, token: Token) -> ast.Number:
-        return ast.Number(_number_value(str(token)), str(token), _token_span(self.source, token))
+        span = _token_span(self.source, token)
+        try:
+            value = _number_value(str(token))
+        except ValueError as exc:  # Python refuses to convert integers of 4,300+ digits
+            raise _ValueProblem(
+                diag.error(
+                    "E106",
+                    "number too large",
+                    span,
+                    f"{len(str(token))} digits",
+                    help=["numbers in a scenario have at most a few digits; remove the extra ones"],
+                )
+            ) from exc
+        return ast.Number(value, str(token), span)
 
     def range(self, low: Token, _dots: Token, high: Token) -> ast.Range:
         return ast.Range(self.number(low), self.number(high), self._span_of(low, high))

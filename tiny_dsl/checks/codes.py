@@ -1,0 +1,408 @@
+"""The diagnostic codes of the check stage and what `tts explain CODE` says about them.
+
+E2xx: names, imports and the files a scenario reads. E3xx: values and types.
+W1xx: legal but probably not what the author meant. Codes are stable: never
+renumber one; retire it instead.
+"""
+
+from __future__ import annotations
+
+from tiny_dsl.diagnostics import register
+
+# ------------------------------------------------------------ names and imports
+
+UNKNOWN_NAME = "E201"
+DUPLICATE_NAME = "E202"
+FILE_NOT_FOUND = "E203"
+IMPORT_CYCLE = "E204"
+PATH_OUTSIDE_ROOT = "E205"
+NOT_ALLOWED_IN_IMPORT = "E206"
+NOT_RUNNABLE = "E207"
+DUPLICATE_BLOCK = "E208"
+RESERVED_NAME = "E209"
+UNREADABLE_FILE = "E210"
+INVALID_JSON = "E211"
+INVALID_TINYTROUPE_SPEC = "E212"
+TARGET_NOT_IN_WORLD = "E213"
+CONDUCTOR_IN_GROUP = "E214"
+WRONG_KIND = "E215"
+INTERVENTION_NOT_IN_WORLD = "E216"
+
+# ------------------------------------------------------------- values and types
+
+UNKNOWN_PROPERTY = "E301"
+DUPLICATE_PROPERTY = "E302"
+WRONG_TYPE = "E303"
+OUT_OF_RANGE = "E304"
+INVALID_CHOICE = "E305"
+MISSING_PROPERTY = "E306"
+UNSUPPORTED_CURRENCY = "E307"
+MERGE_CONFLICT = "E308"
+SHARES_EXCEED_TOTAL = "E309"
+INCOMPLETE_NUMERIC_DISTRIBUTION = "E310"
+OVERLAPPING_RANGES = "E311"
+REVERSED_RANGE = "E312"
+SEGMENTS_EXCEED_SIZE = "E313"
+CONSTRAINT_OUTSIDE_SUPPORT = "E314"
+UNKNOWN_LABEL = "E315"
+INVALID_DATETIME = "E316"
+NO_VARIANTS = "E317"
+FIELD_TYPE_MISMATCH = "E318"
+FUNNEL_TOO_SHORT = "E319"
+PERCENT_NOT_ALLOWED = "E320"
+
+# --------------------------------------------------------------------- warnings
+
+UNKNOWN_PERSONA_FIELD = "W101"
+INCOMPLETE_PERSONA = "W102"
+UNUSED_POPULATION = "W103"
+UNUSED_PERSONA = "W104"
+UNANALYSED_FIELD = "W105"
+UNUSED_WORLD = "W106"
+UNDELIVERED_INTERVENTION = "W107"
+MANY_ROUNDS = "W108"
+
+register(
+    UNKNOWN_NAME,
+    "unknown-name",
+    """A reference names something that is not declared in this file or in
+    any file it imports: a persona, fragment, demographics, population,
+    segment, world, intervention or extracted field. Check the spelling (the
+    help line suggests close names), declare it, or import the file that
+    declares it.""",
+)
+register(
+    DUPLICATE_NAME,
+    "duplicate-name",
+    """Two things of the same kind have the same name: two personas, two
+    worlds, two segments of one population, two variants of one
+    intervention, two extracted fields, two checkpoints, two enum members, or
+    a name listed twice. References could not tell them apart. Declarations
+    are unique per kind across the root file and every file it imports; a
+    persona and a population may not share a name either, because both can
+    stand in a group. Rename one of them.""",
+)
+register(
+    FILE_NOT_FOUND,
+    "file-not-found",
+    """An `import "..."` or a `from "..."` path names a file that does not
+    exist. Paths are relative to the file that contains them; an import that
+    starts with `stdlib/` is also looked up in the bundled standard library.
+    The help line lists close file names.""",
+)
+register(
+    IMPORT_CYCLE,
+    "import-cycle",
+    """Files import each other in a circle (a imports b, b imports a). Every
+    file is read once, so a cycle has no meaning: move the shared
+    declarations into a third file that both import.""",
+)
+register(
+    PATH_OUTSIDE_ROOT,
+    "path-outside-root",
+    """An import or a `from "..."` path leads outside the directory of the
+    file being checked (and outside the bundled standard library). Scenarios
+    stay self-contained so that they can be shared and reviewed as one
+    folder. Copy the file into the scenario's folder, or pass
+    `--allow-outside` to `tts check`, `tts plan` or `tts run` if you trust
+    the path.""",
+)
+register(
+    NOT_ALLOWED_IN_IMPORT,
+    "not-allowed-in-import",
+    """An imported file contains a `scenario`, `timeline`, `extract`,
+    `analyze` or `output` block. Imported files are libraries: they may only
+    declare personas, fragments, demographics, populations, worlds and
+    interventions. What a run does belongs to the one file that is run.""",
+)
+register(
+    NOT_RUNNABLE,
+    "not-runnable",
+    """The file has no `scenario` block, so it cannot be planned or run. A
+    file with a `timeline`, `extract`, `analyze` or `output` block needs a
+    `scenario NAME { ... }` block. A file with only declarations (personas,
+    fragments, demographics, ...) is a library: it checks clean and is meant
+    to be imported.""",
+)
+register(
+    DUPLICATE_BLOCK,
+    "duplicate-block",
+    """A block that may appear only once appears twice: `scenario`,
+    `timeline`, `analyze` and `output` at most once per run, and one
+    `extract` block per world. Merge the two blocks into one.""",
+)
+register(
+    RESERVED_NAME,
+    "reserved-name",
+    """The name is reserved. `general` is the implicit segment that holds the
+    members of a population not in any declared segment; and a demographics
+    distribution may not be called `size`, `particularities` or
+    `fragments`, since segments use those words for their own settings.
+    Choose another name.""",
+)
+register(
+    UNREADABLE_FILE,
+    "unreadable-file",
+    """A file exists but cannot be read: it is a directory, it is not
+    readable, or it is not UTF-8 text. `.tts` files and TinyTroupe JSON files
+    must be UTF-8.""",
+)
+register(
+    INVALID_JSON,
+    "invalid-json",
+    """A `persona NAME from "..."` or `fragment NAME from "..."` file is not
+    valid JSON. The message gives the line and column where the JSON parser
+    stopped.""",
+)
+register(
+    INVALID_TINYTROUPE_SPEC,
+    "invalid-tinytroupe-spec",
+    """A JSON file is valid JSON but not a TinyTroupe specification of the
+    expected kind. `persona NAME from` needs an agent file
+    `{"type": "TinyPerson", "persona": {"name": "...", ...}}`; `fragment NAME
+    from` needs a fragment file `{"type": "Fragment", "persona": {...}}`.""",
+)
+register(
+    TARGET_NOT_IN_WORLD,
+    "target-not-in-world",
+    """`deliver INTERVENTION in WORLD` needs every target of the intervention
+    to be an agent of the world: a message cannot reach someone who is not
+    there. Add the target to the world's `agents`, or narrow the
+    intervention's `targets`.""",
+)
+register(
+    CONDUCTOR_IN_GROUP,
+    "conductor-in-group",
+    """A world's moderator is also one of its agents, or an interviewer is
+    among the people they interview. The moderator speaks for the
+    researcher and is not a participant: remove it from `agents` (or from
+    the interviewed group).""",
+)
+register(
+    WRONG_KIND,
+    "wrong-kind",
+    """A name is declared, but as a different kind of thing than the place
+    where it is used expects: for instance a population where a persona is
+    needed (`moderator`, `interview ... by`), or a world where an
+    intervention is needed (`deliver`). The message says what the name is
+    and what was expected.""",
+)
+register(
+    INTERVENTION_NOT_IN_WORLD,
+    "intervention-not-in-world",
+    """An analysis groups a field by an intervention's arms, but that
+    intervention is never delivered in the world the field is extracted
+    from, so no agent of that world has an arm. `compare FIELD by
+    INTERVENTION` needs a `deliver INTERVENTION in WORLD` step for the
+    field's world; `summarize FIELD by variant` needs exactly one.""",
+)
+register(
+    UNKNOWN_PROPERTY,
+    "unknown-property",
+    """A block contains a property it does not accept, often a typo. The
+    help line suggests close names and the message lists what the block
+    accepts. (Unknown persona fields are only a warning, W101, because
+    TinyTroupe personas are free-form.)""",
+)
+register(
+    DUPLICATE_PROPERTY,
+    "duplicate-property",
+    """The same property is set twice in one block. Only one value can hold:
+    remove one of them.""",
+)
+register(
+    WRONG_TYPE,
+    "wrong-type",
+    """A value has the wrong form for where it is written: a number where a
+    string is expected, a name where a list is expected, a block where a
+    single value is expected, and so on. The message names the expected
+    form and the help line shows an example.""",
+)
+register(
+    OUT_OF_RANGE,
+    "out-of-range",
+    """A number is outside the range its property allows: for example
+    `temperature` 0..2, `max_concurrency` 1..256, a population `size`
+    1..100000, an `age` 0..120, `run` 1..100 rounds, `control` below 100%,
+    or a `wait` that is not positive.""",
+)
+register(
+    INVALID_CHOICE,
+    "invalid-choice",
+    """A property accepts one of a fixed set of words and got another: a
+    world `mode`, an intervention `channel`, `assign`, a variant `timing`,
+    an output `format`, a `provider`, an `engine`, an aggregate function in
+    `expect`, or the grouping of `summarize`. The help line suggests the
+    closest valid word.""",
+)
+register(
+    MISSING_PROPERTY,
+    "missing-property",
+    """A required property is missing: a persona's `name`, a world's `mode`
+    and `agents`, a population's `from` and `size`, a segment's `size`, an
+    intervention's `channel` and `targets`, or a variant's `content`.""",
+)
+register(
+    UNSUPPORTED_CURRENCY,
+    "unsupported-currency",
+    """A `budget` is given in a currency other than `usd`. Model prices are
+    known in US dollars only, so cost accounting and the budget guard work
+    in `usd`. Convert the amount, for example `budget 5.00 usd`.""",
+)
+register(
+    MERGE_CONFLICT,
+    "merge-conflict",
+    """A persona's fragments cannot be merged the TinyTroupe way: lists are
+    concatenated and maps merged, but two different single values for the
+    same field (say `age 28` in the persona and `age 70` in a fragment), or
+    two values of different types (a string and a list), conflict. Both
+    sites are shown; remove one of the values or drop the fragment.""",
+)
+register(
+    SHARES_EXCEED_TOTAL,
+    "shares-exceed-total",
+    """The shares of a demographics distribution add up to more than 100%
+    (a tolerance of 0.5 points allows for rounding). Fix the percentages so
+    they add up to 100%.""",
+)
+register(
+    INCOMPLETE_NUMERIC_DISTRIBUTION,
+    "incomplete-numeric-distribution",
+    """The brackets of a numeric distribution (such as `age`) add up to less
+    than 99.5%. A categorical distribution may leave a remainder, which
+    becomes the implicit outcome `other`, but a numeric one cannot: there is
+    no number to give the rest. Add the missing brackets or fix the
+    shares.""",
+)
+register(
+    OVERLAPPING_RANGES,
+    "overlapping-ranges",
+    """Two brackets of a numeric distribution overlap (brackets include both
+    ends, so `18..25` and `25..34` share 25). Each value must fall in one
+    bracket: make them `18..24` and `25..34`.""",
+)
+register(
+    REVERSED_RANGE,
+    "reversed-range",
+    """A range's low end is above its high end (`35..25`), or, where the low
+    end must be below the high end (field ranges, `expect ... between a and
+    b`), they are equal. Write the smaller number first.""",
+)
+register(
+    SEGMENTS_EXCEED_SIZE,
+    "segments-exceed-size",
+    """The segments of a population ask for more members than the
+    population's `size`. Segment sizes must add up to at most `size`; any
+    remainder forms the implicit segment `general`. Raise `size` or lower a
+    segment's size.""",
+)
+register(
+    CONSTRAINT_OUTSIDE_SUPPORT,
+    "constraint-outside-support",
+    """A segment constrains a numeric attribute (such as `age 25..35`) to a
+    range in which the demographics has no bracket, so no member could ever
+    be sampled. Choose a range that overlaps the distribution's brackets.""",
+)
+register(
+    UNKNOWN_LABEL,
+    "unknown-label",
+    """A value must be one of a declared set and is not: a segment
+    constraint such as `gender female` must name an outcome of that
+    distribution in the population's demographics, and `share(field ==
+    member)` must name a member of the field's enum. The help line suggests
+    close labels.""",
+)
+register(
+    INVALID_DATETIME,
+    "invalid-datetime",
+    """A date or time is not in the expected format: a world's `start` is
+    "YYYY-MM-DD HH:MM" (for example "2025-03-03 08:00") and a variant's
+    exact `timing` is "HH:MM" on a 24-hour clock.""",
+)
+register(
+    NO_VARIANTS,
+    "no-variants",
+    """An intervention has no `variant NAME { content "..." }` block, so
+    there is nothing to deliver. Declare at least one variant.""",
+)
+register(
+    FIELD_TYPE_MISMATCH,
+    "field-type-mismatch",
+    """An analysis does not fit the type of the extracted field: `mean` and
+    `median` need an `int` or `float` field; `share` needs a `bool` field or
+    `field == member` on an `enum`; `funnel` stages must be `bool` fields;
+    `compare` and `summarize` cannot use `text` or `list of text` fields.""",
+)
+register(
+    FUNNEL_TOO_SHORT,
+    "funnel-too-short",
+    """A `funnel` needs at least two stages (`funnel opened, clicked`) to
+    show drop-off from one stage to the next.""",
+)
+register(
+    PERCENT_NOT_ALLOWED,
+    "percent-not-allowed",
+    """A percentage bound is only meaningful for `share(...)`, which is a
+    proportion. `mean`, `median` and `count` are compared with plain
+    numbers.""",
+)
+register(
+    UNKNOWN_PERSONA_FIELD,
+    "unknown-persona-field",
+    """A persona or fragment sets a field that is not one of TinyTroupe's
+    usual persona fields. It is kept (TinyTroupe personas are free-form JSON
+    that the model reads), but it is often a typo: the help line suggests
+    close field names.""",
+)
+register(
+    INCOMPLETE_PERSONA,
+    "incomplete-persona",
+    """A persona who takes part in a world as an agent has no `age` or no
+    `occupation` (after its fragments are merged). TinyTroupe reads both to
+    introduce the person to the model, and answers are much less specific
+    without them.""",
+)
+register(
+    UNUSED_POPULATION,
+    "unused-population",
+    """A population declared in the scenario file is not an agent of any
+    world, so it is never generated and takes no part in the run. Add it to
+    a world's `agents`, or remove it.""",
+)
+register(
+    UNUSED_PERSONA,
+    "unused-persona",
+    """A persona declared in the scenario file is never used: not an agent
+    or moderator of any world, not a target, not an interviewer, not
+    interviewed and never thinks. Use it or remove it. (Personas of
+    imported files are a library and are not reported.)""",
+)
+register(
+    UNANALYSED_FIELD,
+    "unanalysed-field",
+    """An `int`, `float` or `bool` field is extracted but no statement of the
+    `analyze` block uses it. Measured fields are usually extracted to be
+    analysed; add `compare`, `summarize`, `funnel` or `expect` for it, or
+    drop it. (Text, list and enum fields are often extracted only to be
+    read in the report, and are not reported.)""",
+)
+register(
+    UNUSED_WORLD,
+    "unused-world",
+    """No timeline step (`broadcast`, `ask`, `run`, `deliver`) uses this
+    world, so its agents never hear or say anything and extracting from it
+    yields nothing.""",
+)
+register(
+    UNDELIVERED_INTERVENTION,
+    "undelivered-intervention",
+    """An intervention is declared but no `deliver INTERVENTION in WORLD`
+    step delivers it, so none of its variants reaches anyone.""",
+)
+register(
+    MANY_ROUNDS,
+    "many-rounds",
+    """A `run WORLD N rounds` step asks for more than 20 rounds. Every round
+    is one model call per agent and conversations rarely gain from that many
+    turns; check `tts plan` for the cost.""",
+)

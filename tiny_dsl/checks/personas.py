@@ -1,0 +1,332 @@
+"""Personas and fragments: TinyTroupe persona objects, built and merged.
+
+An inline persona is written with TinyTroupe's persona fields and becomes the
+`persona` object TinyTroupe expects (`interests`, `likes` and `dislikes` go
+under `preferences`; a plain list of `behaviors` becomes `{"general": [...]}`,
+the shape of TinyTroupe's own agents and fragments, so that fragments merge
+into it). Unknown fields are kept, with a warning: TinyTroupe personas are
+free-form, but an unknown field is usually a typo.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tiny_dsl import diagnostics as diag
+from tiny_dsl.checks import codes
+from tiny_dsl.checks import model as m
+from tiny_dsl.checks.context import Context, Declared
+from tiny_dsl.checks.loader import Loader
+from tiny_dsl.checks.specs import LocatedSpec, Origin, merge_fragment
+from tiny_dsl.checks.values import (
+    Props,
+    check_duplicate_property,
+    check_missing_property,
+    check_wrong_type,
+    entry_key,
+    read_int,
+    read_items,
+    read_string,
+    read_string_list,
+)
+from tiny_dsl.diagnostics import Label
+from tiny_dsl.source import Span
+from tiny_dsl.syntax import ast
+
+STRING_FIELDS = ("name", "gender", "nationality", "residence", "education", "style", "health")
+LIST_FIELDS = ("beliefs", "skills", "other_facts", "long_term_goals")
+PREFERENCE_FIELDS = ("interests", "likes", "dislikes")
+OCCUPATION_FIELDS = ("title", "organization", "description")
+PERSONALITY_FIELDS = ("traits", "big_five")
+BIG_FIVE = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+PERSONA_FIELDS = (
+    *STRING_FIELDS,
+    "age",
+    "occupation",
+    "personality",
+    *PREFERENCE_FIELDS,
+    "preferences",
+    *LIST_FIELDS,
+    "behaviors",
+    "relationships",
+    "fragments",
+)
+MAX_AGE = 120
+
+
+def check_fragment(ctx: Context, loader: Loader, declared: Declared) -> None:
+    """Build a fragment's spec (inline or from a `.fragment.json` file)."""
+    node = declared.node
+    name = declared.name
+    errors = ctx.error_count
+    if isinstance(node, ast.FragmentFile):
+        loaded = loader.load_json_spec(declared.file, node.path, "Fragment")
+        if loaded is None:
+            return
+        data, source_path = loaded
+        spec = LocatedSpec(Origin(node.path.span, name), copy.deepcopy(data))
+    elif isinstance(node, ast.FragmentInline):
+        source_path = None
+        spec = LocatedSpec(Origin(node.name.span, name))
+        props = Props(ctx, node.body, f"fragment `{name}`", node.name.span, PERSONA_FIELDS)
+        if "fragments" in props.entries:
+            check_nested_fragments(ctx, props.entries["fragments"])
+        _build_spec(ctx, props, spec)
+    else:
+        return
+    if ctx.error_count == errors:
+        ctx.fragments[name] = spec
+        ctx.fragment_models[name] = m.Fragment(name, spec.data, source_path, node.span)
+
+
+def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
+    """Build a persona's spec and merge its fragments into it."""
+    node = declared.node
+    name = declared.name
+    errors = ctx.error_count
+    if isinstance(node, ast.PersonaFile):
+        loaded = loader.load_json_spec(declared.file, node.path, "TinyPerson")
+        if loaded is not None:
+            data, source_path = loaded
+            ctx.personas[name] = m.Persona(name, data, (), source_path, node.span)
+        return
+    if not isinstance(node, ast.PersonaInline):
+        return
+    spec = LocatedSpec(Origin(node.name.span, None))
+    props = Props(ctx, node.body, f"persona `{name}`", node.name.span, PERSONA_FIELDS)
+    if "name" not in props.entries:
+        check_missing_property(ctx, "name", props.owner, node.name.span, '"Full Name"')
+    _build_spec(ctx, props, spec)
+    fragments: list[str] = []
+    listed = props.value("fragments")
+    for ref, fragment in resolve_fragments(ctx, listed):
+        fragments.append(ref.parts[0])
+        for problem in merge_fragment(spec, fragment, ref.parts[0], f"persona `{name}`", ref.span):
+            ctx.report(problem)
+    if ctx.error_count == errors:
+        ctx.personas[name] = m.Persona(name, spec.data, tuple(fragments), None, node.span)
+
+
+def resolve_fragments(
+    ctx: Context, listed: ast.Value | ast.Block | None
+) -> list[tuple[ast.Ref, LocatedSpec]]:
+    """The fragments a `fragments [...]` list names, in order, each once.
+
+    A fragment that is declared but has errors of its own resolves (no second
+    error) but is left out of the result, so nothing is merged from it.
+    """
+    if listed is None:
+        return []
+    items = read_items(ctx, "fragments", listed, "[fragment_name, ...]")
+    if items is None:
+        return []
+    result: list[tuple[ast.Ref, LocatedSpec]] = []
+    seen: dict[str, ast.Ref] = {}
+    for item in items:
+        if not isinstance(item, ast.Ref) or len(item.parts) != 1:
+            check_wrong_type(ctx, "fragments", item, "a fragment name", "[health_conscious]")
+            continue
+        name = item.parts[0]
+        if name in seen:
+            ctx.report(
+                diag.error(
+                    codes.DUPLICATE_NAME,
+                    f"fragment `{name}` is listed twice",
+                    item.span,
+                    "listed again here",
+                    secondary=[Label(seen[name].span, "first listed here")],
+                    help=["remove one of them"],
+                )
+            )
+            continue
+        seen[name] = item
+        if ctx.resolve(name, item.span, ("fragment",), "`fragments`") is None:
+            continue
+        fragment = ctx.fragments.get(name)
+        if fragment is not None:
+            result.append((item, fragment))
+    return result
+
+
+def check_nested_fragments(ctx: Context, entry: ast.Property | ast.SubBlock) -> None:
+    """Fragments are flat: nesting them would make merge order (and cycles) opaque."""
+    ctx.report(
+        diag.error(
+            codes.UNKNOWN_PROPERTY,
+            "a fragment cannot include other fragments",
+            entry.key.span,
+            "not allowed in a fragment",
+            help=["list all the fragments in the persona (or segment) that uses them"],
+        )
+    )
+
+
+# ------------------------------------------------------------- building specs
+
+
+def _build_spec(ctx: Context, props: Props, spec: LocatedSpec) -> None:
+    """Fill `spec` from a persona or fragment body, in the order it was written."""
+    for key, entry in props.entries.items():
+        node: ast.Value | ast.Block = entry.value if isinstance(entry, ast.Property) else entry.body
+        if key in STRING_FIELDS:
+            _set(ctx, spec, (key,), read_string(ctx, key, node), node.span)
+        elif key == "age":
+            _set(ctx, spec, (key,), read_int(ctx, key, node, 0, MAX_AGE, "38"), node.span)
+        elif key == "occupation":
+            _set(ctx, spec, (key,), _occupation(ctx, node), node.span)
+        elif key == "personality":
+            _set(ctx, spec, (key,), _personality(ctx, node), node.span)
+        elif key in PREFERENCE_FIELDS:
+            _set(ctx, spec, ("preferences", key), read_string_list(ctx, key, node), node.span)
+        elif key == "preferences":
+            _preferences(ctx, node, spec)
+        elif key in LIST_FIELDS:
+            _set(ctx, spec, (key,), read_string_list(ctx, key, node), node.span)
+        elif key == "behaviors":
+            _set(ctx, spec, (key,), _behaviors(ctx, node), node.span)
+        elif key == "relationships":
+            _set(ctx, spec, (key,), _relationships(ctx, node), node.span)
+    props.report_unknown(warning=True)
+    for unusual in props.unknown:
+        _set(ctx, spec, (entry_key(unusual),), to_json(unusual), unusual.span)
+
+
+def _set(ctx: Context, spec: LocatedSpec, path: tuple[str, ...], value: Any, span: Span) -> None:
+    """Set a field once; `interests` and `preferences { interests }` are the same field."""
+    if value is None:
+        return
+    if path in spec.origins:
+        check_duplicate_property(ctx, ".".join(path), span, spec.origins[path].span)
+        return
+    spec.set(path, value, span)
+
+
+def _block_props(
+    ctx: Context, node: ast.Value | ast.Block, key: str, known: tuple[str, ...], example: str
+) -> Props | None:
+    if not isinstance(node, ast.Block):
+        check_wrong_type(ctx, key, node, "a block", example)
+        return None
+    return Props(ctx, node, f"`{key}`", node.span, known)
+
+
+def _occupation(ctx: Context, node: ast.Value | ast.Block) -> str | dict[str, Any] | None:
+    """`occupation "Nurse"`, or `occupation { title "..." organization "..." }`."""
+    if isinstance(node, ast.Str):
+        return node.value
+    props = _block_props(ctx, node, "occupation", OCCUPATION_FIELDS, '{ title "Nurse" }')
+    if props is None:
+        return None
+    result: dict[str, Any] = {}
+    for key in props.entries:
+        value = props.string(key)
+        if value is not None:
+            result[key] = value
+    return _with_unknown(props, result)
+
+
+def _personality(ctx: Context, node: ast.Value | ast.Block) -> dict[str, Any] | None:
+    props = _block_props(ctx, node, "personality", PERSONALITY_FIELDS, '{ traits ["curious"] }')
+    if props is None:
+        return None
+    result: dict[str, Any] = {}
+    traits = props.value("traits")
+    if traits is not None:
+        listed = read_string_list(ctx, "traits", traits)
+        if listed is not None:
+            result["traits"] = listed
+    big_five = props.value("big_five")
+    if big_five is not None:
+        inner = _block_props(ctx, big_five, "big_five", BIG_FIVE, '{ openness "High." }')
+        if inner is not None:
+            scores = {k: v for k in inner.entries if (v := inner.string(k)) is not None}
+            result["big_five"] = _with_unknown(inner, scores)
+    return _with_unknown(props, result)
+
+
+def _preferences(ctx: Context, node: ast.Value | ast.Block, spec: LocatedSpec) -> None:
+    props = _block_props(ctx, node, "preferences", PREFERENCE_FIELDS, '{ likes ["..."] }')
+    if props is None:
+        return
+    for key in props.entries:
+        value = props.value(key)
+        if value is not None:
+            _set(ctx, spec, ("preferences", key), read_string_list(ctx, key, value), value.span)
+    props.report_unknown(warning=True)
+    for entry in props.unknown:
+        _set(ctx, spec, ("preferences", entry_key(entry)), to_json(entry), entry.span)
+
+
+def _behaviors(ctx: Context, node: ast.Value | ast.Block) -> dict[str, Any] | None:
+    """A list (`general` behaviors) or a block of lists and blocks, as TinyTroupe writes them."""
+    if not isinstance(node, ast.Block):
+        listed = read_string_list(ctx, "behaviors", node)
+        return None if listed is None else {"general": listed}
+    result: dict[str, Any] = {}
+    props = Props(ctx, node, "`behaviors`", node.span, ())
+    for entry in props.unknown:
+        key = entry_key(entry)
+        if isinstance(entry, ast.SubBlock):
+            inner = _behaviors(ctx, entry.body)
+            if inner is not None:
+                result[key] = inner
+        elif isinstance(entry, ast.Property):
+            listed = read_string_list(ctx, key, entry.value)
+            if listed is not None:
+                result[key] = listed
+        else:
+            check_wrong_type(ctx, key, entry.body, "a list or a block", '["..."]')
+    return result
+
+
+def _relationships(ctx: Context, node: ast.Value | ast.Block) -> list[Any] | None:
+    """A list of strings, or a block `NAME "description"` -> [{"name", "description"}]."""
+    if not isinstance(node, ast.Block):
+        return read_string_list(ctx, "relationships", node)
+    result: list[Any] = []
+    props = Props(ctx, node, "`relationships`", node.span, ())
+    for entry in props.unknown:
+        key = entry_key(entry)
+        value: ast.Value | ast.Block = (
+            entry.value if isinstance(entry, ast.Property) else entry.body
+        )
+        description = read_string(ctx, key, value)
+        if description is not None:
+            result.append({"name": key, "description": description})
+    return result
+
+
+def _with_unknown(props: Props, known: dict[str, Any]) -> dict[str, Any]:
+    """Add a sub-block's unusual fields (kept as written) after warning about them."""
+    props.report_unknown(warning=True)
+    for entry in props.unknown:
+        known[entry_key(entry)] = to_json(entry)
+    return known
+
+
+def to_json(node: ast.Value | ast.Block | ast.Entry) -> Any:
+    """A value written in a free-form persona field, as the JSON TinyTroupe will read."""
+    if isinstance(node, ast.Property):
+        return to_json(node.value)
+    if isinstance(node, ast.SubBlock):
+        return to_json(node.body)
+    if isinstance(node, ast.NamedBlock):
+        return {node.name.name: to_json(node.body)}
+    if isinstance(node, ast.Block):
+        return {entry_key(entry): to_json(entry) for entry in node.entries}
+    if isinstance(node, ast.Str | ast.Number):
+        return node.value
+    if isinstance(node, ast.ListValue | ast.Seq):
+        return [to_json(item) for item in node.items]
+    if isinstance(node, ast.Ref):
+        return {"true": True, "false": False}.get(node.dotted, node.dotted)
+    if isinstance(node, ast.Phrase):
+        return " ".join(str(to_json(item)) for item in node.items)
+    if isinstance(node, ast.Percent):
+        return node.raw or f"{node.value}%"
+    if isinstance(node, ast.Range):
+        return f"{to_json(node.low)}..{to_json(node.high)}"
+    if isinstance(node, ast.Money):
+        return f"{node.amount.raw or node.amount.value} {node.currency}"
+    return f"{node.amount.raw or node.amount.value} {node.unit}"

@@ -1,0 +1,463 @@
+"""What a run extracts from each world, and the analyses over it.
+
+Field names are unique across all `extract` blocks, so an analysis names a
+field without saying which world it comes from. Each analysis is checked
+against the field's type: the analysis stage can then pick its statistical
+test from the type alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiny_dsl import diagnostics as diag
+from tiny_dsl.checks import codes
+from tiny_dsl.checks import model as m
+from tiny_dsl.checks.context import Context, check_unknown_name
+from tiny_dsl.checks.populations import check_unknown_label
+from tiny_dsl.checks.values import (
+    as_float,
+    check_invalid_choice,
+    check_out_of_range,
+    check_reversed_range,
+    check_wrong_type,
+    show_number,
+)
+from tiny_dsl.diagnostics import Label
+from tiny_dsl.source import Span
+from tiny_dsl.syntax import ast
+
+AGGREGATES = ("mean", "median", "share", "count")
+# What `summarize ... by` groups by, besides an intervention's name (its arms):
+# the columns every result row has, and `variant` (the arms of the only intervention).
+SUMMARY_GROUPS = ("segment", "population", "world", "variant")
+NUMERIC: tuple[m.FieldKind, ...] = ("int", "float")
+UNGROUPABLE: tuple[m.FieldKind, ...] = ("text", "list")
+MEASURED: tuple[m.FieldKind, ...] = ("int", "float", "bool")
+SIMPLE_KINDS: dict[type, m.FieldKind] = {
+    ast.BoolType: "bool",
+    ast.TextType: "text",
+    ast.ListType: "list",
+}
+GROUPABLE = "an int, float, bool or enum field"
+KIND_NAMES: dict[str, str] = {
+    "int": "an `int` field",
+    "float": "a `float` field",
+    "bool": "a `bool` field",
+    "text": "a `text` field",
+    "enum": "an `enum` field",
+    "list": "a `list of text` field",
+}
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A declared field: its world, and its spec when the declaration is valid."""
+
+    world: str
+    ident: ast.Ident
+    spec: m.FieldSpec | None
+
+
+# --------------------------------------------------------------------- extract
+
+
+def check_extracts(
+    ctx: Context, blocks: list[ast.Extract]
+) -> tuple[list[m.Extraction], dict[str, FieldInfo]]:
+    """Every `extract` block: its world, one block per world, unique field names."""
+    extractions: list[m.Extraction] = []
+    fields: dict[str, FieldInfo] = {}
+    by_world: dict[str, ast.Extract] = {}
+    for block in blocks:
+        world = block.world.name
+        first = by_world.get(world)
+        if first is not None:
+            check_duplicate_extract(ctx, block, first)
+            continue
+        by_world[world] = block
+        errors = ctx.error_count
+        ctx.resolve(world, block.world.span, ("world",), "`extract from`")
+        specs: list[m.FieldSpec] = []
+        for item in block.fields:
+            name = item.name.name
+            if name in fields:
+                check_duplicate_field(ctx, item.name, fields[name].ident)
+                continue
+            spec = check_field(ctx, item)
+            fields[name] = FieldInfo(world, item.name, spec)
+            if spec is not None:
+                specs.append(spec)
+        if ctx.error_count == errors:
+            extractions.append(m.Extraction(world, tuple(specs), block.span))
+    return extractions, fields
+
+
+def check_field(ctx: Context, item: ast.Field) -> m.FieldSpec | None:
+    """One field and its type: ordered numeric bounds, distinct enum members."""
+    name = item.name.name
+    description = item.description.value if item.description is not None else ""
+    kind = item.type
+    if isinstance(kind, ast.IntType | ast.FloatType):
+        label: m.FieldKind = "int" if isinstance(kind, ast.IntType) else "float"
+        if kind.range is None:
+            return m.FieldSpec(name, label, description, span=item.span)
+        bounds = kind.range
+        if label == "int" and not (
+            isinstance(bounds.low.value, int) and isinstance(bounds.high.value, int)
+        ):
+            check_wrong_type(ctx, name, bounds, "a range of whole numbers", "int 1..10")
+            return None
+        if not check_reversed_range(ctx, name, bounds, strict=True):
+            return None
+        low, high = as_float(ctx, name, bounds.low), as_float(ctx, name, bounds.high)
+        if low is None or high is None:
+            return None
+        return m.FieldSpec(name, label, description, low, high, span=item.span)
+    if isinstance(kind, ast.EnumType):
+        members = check_enum_members(ctx, name, kind)
+        if members is None:
+            return None
+        return m.FieldSpec(name, "enum", description, members=members, span=item.span)
+    return m.FieldSpec(name, SIMPLE_KINDS[type(kind)], description, span=item.span)
+
+
+def check_enum_members(ctx: Context, name: str, kind: ast.EnumType) -> tuple[str, ...] | None:
+    """At least two members, each a name or a string, none twice."""
+    members: dict[str, Span] = {}
+    valid = True
+    for item in kind.members.items:
+        if isinstance(item, ast.Ref) and len(item.parts) == 1:
+            member = item.parts[0]
+        elif isinstance(item, ast.Str):
+            member = item.value
+        else:
+            check_wrong_type(ctx, name, item, "a member name", "enum [positive, negative]")
+            valid = False
+            continue
+        if member in members:
+            ctx.report(
+                diag.error(
+                    codes.DUPLICATE_NAME,
+                    f"enum member `{member}` of `{name}` is listed twice",
+                    item.span,
+                    "listed again here",
+                    secondary=[Label(members[member], "first listed here")],
+                    help=["list every member once"],
+                )
+            )
+            valid = False
+            continue
+        members[member] = item.span
+    if valid and len(members) < 2:
+        check_wrong_type(ctx, name, kind.members, "at least two members", "enum [yes, no]")
+        return None
+    return tuple(members) if valid else None
+
+
+def check_duplicate_extract(ctx: Context, block: ast.Extract, first: ast.Extract) -> None:
+    """Two `extract` blocks for one world: one record per agent needs one list of fields."""
+    ctx.report(
+        diag.error(
+            codes.DUPLICATE_BLOCK,
+            f"world `{block.world.name}` already has an `extract` block",
+            block.world.span,
+            "second `extract` block for this world",
+            secondary=[Label(first.world.span, "first `extract` block")],
+            help=["merge the fields into the first block"],
+        )
+    )
+
+
+def check_duplicate_field(ctx: Context, ident: ast.Ident, first: ast.Ident) -> None:
+    """Analyses name fields without their world, so a field name is declared once."""
+    ctx.report(
+        diag.error(
+            codes.DUPLICATE_NAME,
+            f"field `{ident.name}` is already extracted",
+            ident.span,
+            "declared again here",
+            secondary=[Label(first.span, "first declared here")],
+            help=["field names are unique across all `extract` blocks; rename one"],
+        )
+    )
+
+
+# --------------------------------------------------------------------- analyze
+
+
+class Analyses:
+    """Checks the statements of `analyze` against the extracted fields."""
+
+    def __init__(self, ctx: Context, fields: dict[str, FieldInfo]):
+        self.ctx = ctx
+        self.fields = fields
+        self.used: set[str] = set()
+
+    def check(self, block: ast.Analyze) -> None:
+        for statement in block.statements:
+            if isinstance(statement, ast.CompareStmt):
+                self.check_compare(statement)
+            elif isinstance(statement, ast.SummarizeStmt):
+                self.check_summarize(statement)
+            elif isinstance(statement, ast.FunnelStmt):
+                self.check_funnel(statement)
+            else:
+                self.check_expect(statement)
+
+    def field(self, ident: ast.Ident) -> FieldInfo | None:
+        """The field `ident` names; reports an unknown one (unless syntax errors may hide it)."""
+        self.used.add(ident.name)
+        found = self.fields.get(ident.name)
+        if found is None and not self.ctx.incomplete:
+            check_unknown_name(
+                self.ctx,
+                ident.name,
+                ident.span,
+                "extracted field",
+                "`analyze`",
+                self.fields,
+                declare_hint="fields are declared in an `extract from WORLD { ... }` block",
+            )
+        return found
+
+    def check_compare(self, statement: ast.CompareStmt) -> None:
+        """`compare F by I`: F groupable, I delivered in F's world."""
+        info = self.field(statement.field)
+        found = self.ctx.resolve(
+            statement.by.name, statement.by.span, ("intervention",), "`compare ... by`"
+        )
+        if info is None or info.spec is None:
+            return
+        if info.spec.kind in UNGROUPABLE:
+            check_field_type_mismatch(self.ctx, statement.field, info.spec, "`compare`", GROUPABLE)
+        if found is not None:
+            self.check_arms(statement.by, info, found.name)
+
+    def check_summarize(self, statement: ast.SummarizeStmt) -> None:
+        """`summarize F by G`: G a result column, `variant`, or an intervention of F's world."""
+        info = self.field(statement.field)
+        by = statement.by.name
+        interventions = self.ctx.declared["intervention"]
+        if by not in interventions and by not in SUMMARY_GROUPS:
+            check_invalid_choice(
+                self.ctx,
+                "summarize ... by",
+                by,
+                statement.by.span,
+                [*SUMMARY_GROUPS, *interventions],
+            )
+            return
+        if info is None or info.spec is None:
+            return
+        if info.spec.kind in UNGROUPABLE:
+            check_field_type_mismatch(
+                self.ctx, statement.field, info.spec, "`summarize`", GROUPABLE
+            )
+        if by == "variant":
+            if len(interventions) == 1:
+                self.check_arms(statement.by, info, next(iter(interventions)))
+            else:
+                check_ambiguous_variant(self.ctx, statement, list(interventions))
+        elif by in interventions:
+            self.check_arms(statement.by, info, by)
+
+    def check_arms(self, by: ast.Ident, info: FieldInfo, intervention: str) -> None:
+        """Grouping by an intervention's arms needs it delivered in the field's world."""
+        if self.ctx.incomplete:
+            return
+        if info.world not in self.ctx.delivered.get(intervention, set()):
+            check_intervention_not_in_world(
+                self.ctx, by, info, f"`{intervention}` is never delivered"
+            )
+
+    def check_funnel(self, statement: ast.FunnelStmt) -> None:
+        """`funnel F1, F2, ...`: at least two distinct `bool` stages."""
+        if len(statement.fields) < 2:
+            self.ctx.report(
+                diag.error(
+                    codes.FUNNEL_TOO_SHORT,
+                    "a funnel needs at least two stages",
+                    statement.span,
+                    "only one stage",
+                    help=["list the stages in order: `funnel opened, clicked, bought`"],
+                )
+            )
+        seen: dict[str, ast.Ident] = {}
+        for ident in statement.fields:
+            if ident.name in seen:
+                self.ctx.report(
+                    diag.error(
+                        codes.DUPLICATE_NAME,
+                        f"stage `{ident.name}` is listed twice",
+                        ident.span,
+                        "listed again here",
+                        secondary=[Label(seen[ident.name].span, "first listed here")],
+                        help=["list every stage once"],
+                    )
+                )
+                continue
+            seen[ident.name] = ident
+            info = self.field(ident)
+            if info is not None and info.spec is not None and info.spec.kind != "bool":
+                check_field_type_mismatch(
+                    self.ctx, ident, info.spec, "a funnel stage", "a `bool` field"
+                )
+
+    def check_expect(self, statement: ast.ExpectBetween | ast.ExpectCompare) -> None:
+        """`expect AGG(F) between a and b` / `expect AGG(F) > x`."""
+        aggregate = statement.aggregate
+        function = aggregate.function.name
+        if function not in AGGREGATES:
+            check_invalid_choice(self.ctx, "expect", function, aggregate.function.span, AGGREGATES)
+        info = self.field(aggregate.field)
+        if info is not None and info.spec is not None and function in AGGREGATES:
+            self.check_aggregate(aggregate, info.spec)
+        bounds = (
+            [statement.low, statement.high]
+            if isinstance(statement, ast.ExpectBetween)
+            else [statement.bound]
+        )
+        valid = all([self.check_bound(function, bound) for bound in bounds])
+        if valid and isinstance(statement, ast.ExpectBetween):
+            # Compare as proportions, so that `between 0.2 and 80%` is in order.
+            written = ast.Range(
+                ast.Number(_proportion(statement.low), _show(statement.low)),
+                ast.Number(_proportion(statement.high), _show(statement.high)),
+                statement.low.span.to(statement.high.span),
+            )
+            check_reversed_range(self.ctx, f"{function}(...)", written, strict=True)
+
+    def check_aggregate(self, aggregate: ast.Aggregate, spec: m.FieldSpec) -> None:
+        """Which field types each aggregate accepts, and `F == member` for enums."""
+        function = aggregate.function.name
+        ident = aggregate.field
+        if aggregate.comparator is not None:
+            if function not in ("share", "count") or spec.kind != "enum":
+                check_field_type_mismatch(
+                    self.ctx,
+                    ident,
+                    spec,
+                    f"`{function}({ident.name} {aggregate.comparator} ...)`",
+                    "an `enum` field in `share(...)` or `count(...)`",
+                )
+                return
+            if aggregate.comparator not in ("==", "!="):
+                check_invalid_choice(
+                    self.ctx, f"{function}(...)", aggregate.comparator, aggregate.span, ["==", "!="]
+                )
+                return
+            value = aggregate.value
+            if isinstance(value, ast.Ref) and len(value.parts) == 1:
+                member = value.parts[0]
+            elif isinstance(value, ast.Str):
+                member = value.value
+            else:
+                if value is not None:
+                    check_wrong_type(self.ctx, ident.name, value, "an enum member", "positive")
+                return
+            if member not in spec.members:
+                check_unknown_label(
+                    self.ctx, member, value.span, f"a member of `{ident.name}`", list(spec.members)
+                )
+            return
+        if function in ("mean", "median") and spec.kind not in NUMERIC:
+            check_field_type_mismatch(
+                self.ctx, ident, spec, f"`{function}`", "an `int` or `float` field"
+            )
+        elif function == "share" and spec.kind != "bool":
+            hint = "`share(field == member)`" if spec.kind == "enum" else "a `bool` field"
+            check_field_type_mismatch(self.ctx, ident, spec, "`share`", hint)
+
+    def check_bound(self, function: str, bound: ast.Number | ast.Percent) -> bool:
+        """Percentages only for `share`; a share is within 0..1 (or 0%..100%)."""
+        if isinstance(bound, ast.Percent):
+            if function != "share":
+                check_percent_not_allowed(self.ctx, function, bound)
+                return False
+            if not 0 <= bound.value <= 100:
+                check_out_of_range(self.ctx, "share", bound.span, bound.raw, 0, 100, unit="%")
+                return False
+            return True
+        if as_float(self.ctx, function, bound) is None:
+            return False
+        if function == "share" and not 0 <= bound.value <= 1:
+            check_out_of_range(self.ctx, "share", bound.span, show_number(bound), 0, 1)
+            return False
+        return True
+
+
+def _proportion(bound: ast.Number | ast.Percent) -> int | float:
+    return bound.fraction if isinstance(bound, ast.Percent) else bound.value
+
+
+def _show(bound: ast.Number | ast.Percent) -> str:
+    return bound.raw or str(bound.value)
+
+
+def check_field_type_mismatch(
+    ctx: Context, ident: ast.Ident, spec: m.FieldSpec, use: str, needs: str
+) -> None:
+    """An analysis that does not fit the field's type."""
+    ctx.report(
+        diag.error(
+            codes.FIELD_TYPE_MISMATCH,
+            f"{use} needs {needs}, but `{ident.name}` is {KIND_NAMES[spec.kind]}",
+            ident.span,
+            KIND_NAMES[spec.kind],
+            secondary=[Label(spec.span, "declared here")] if spec.span is not None else [],
+            help=[f"use {use} with {needs}"],
+        )
+    )
+
+
+def check_intervention_not_in_world(
+    ctx: Context, by: ast.Ident, info: FieldInfo, problem: str
+) -> None:
+    """Grouping a field by arms of an intervention its world never received."""
+    ctx.report(
+        diag.error(
+            codes.INTERVENTION_NOT_IN_WORLD,
+            f"{problem} in world `{info.world}`, where `{info.ident.name}` is extracted",
+            by.span,
+            "no arms in that world",
+            secondary=[Label(info.ident.span, f"extracted from `{info.world}`")],
+            help=[f"add a `deliver INTERVENTION in {info.world}` step, or analyse another field"],
+        )
+    )
+
+
+def check_ambiguous_variant(
+    ctx: Context, statement: ast.SummarizeStmt, interventions: list[str]
+) -> None:
+    """`by variant` names the arms of the only intervention; with none or several it cannot."""
+    problem = (
+        "there is no intervention"
+        if not interventions
+        else "there are several interventions (" + ", ".join(f"`{i}`" for i in interventions) + ")"
+    )
+    ctx.report(
+        diag.error(
+            codes.INTERVENTION_NOT_IN_WORLD,
+            f"`summarize ... by variant` needs exactly one intervention, but {problem}",
+            statement.by.span,
+            "which intervention?",
+            help=[
+                f"name the intervention: `summarize {statement.field.name} by "
+                f"{interventions[0] if interventions else 'INTERVENTION'}`"
+            ],
+        )
+    )
+
+
+def check_percent_not_allowed(ctx: Context, function: str, bound: ast.Percent) -> None:
+    """A percentage bound on an aggregate that is not a proportion."""
+    ctx.report(
+        diag.error(
+            codes.PERCENT_NOT_ALLOWED,
+            f"`{function}` is not a proportion and cannot be compared with a percentage",
+            bound.span,
+            "percentage",
+            help=[f"write a plain number, e.g. `{bound.value:g}`; percentages are for `share`"],
+        )
+    )

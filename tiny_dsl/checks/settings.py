@@ -1,0 +1,158 @@
+"""The `scenario` settings and the `output` block, with their defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from tiny_dsl import diagnostics as diag
+from tiny_dsl.checks import codes
+from tiny_dsl.checks import model as m
+from tiny_dsl.checks.context import Context
+from tiny_dsl.checks.values import (
+    Node,
+    Props,
+    as_float,
+    check_out_of_range,
+    check_wrong_type,
+    read_choice,
+    read_items,
+    show_number,
+)
+from tiny_dsl.diagnostics import Label
+from tiny_dsl.syntax import ast
+
+SCENARIO_FIELDS = (
+    "title",
+    "description",
+    "seed",
+    "model",
+    "provider",
+    "base_url",
+    "temperature",
+    "budget",
+    "max_concurrency",
+    "max_calls",
+    "engine",
+)
+PROVIDERS = ("embedded", "openai", "azure", "openai-compatible")
+ENGINES: tuple[Literal["builtin", "tinytroupe"], ...] = ("builtin", "tinytroupe")
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 256
+OUTPUT_FIELDS = ("formats", "dir")
+FORMATS = ("csv", "json", "jsonl", "html", "md")
+DEFAULT_FORMATS = ("csv", "json")
+
+
+def check_scenario(ctx: Context, node: ast.Scenario) -> m.Settings | None:
+    """The run's settings; None when any of them is invalid."""
+    errors = ctx.error_count
+    props = Props(ctx, node.body, f"scenario `{node.name.name}`", node.name.span, SCENARIO_FIELDS)
+    props.report_unknown()
+    title = props.string("title")
+    description = props.string("description")
+    seed = props.integer("seed", 0, None)
+    model = props.string("model")
+    provider = props.choice("provider", PROVIDERS)
+    base_url = props.string("base_url")
+    temperature = props.number("temperature", 0, 2)
+    budget_node = props.value("budget")
+    budget = read_budget(ctx, budget_node) if budget_node is not None else None
+    concurrency = props.integer("max_concurrency", 1, MAX_CONCURRENCY)
+    max_calls = props.integer("max_calls", 1, None)
+    engine_node = props.value("engine")
+    engine = read_choice(ctx, "engine", engine_node, ENGINES) if engine_node is not None else None
+    if ctx.error_count != errors:
+        return None
+    return m.Settings(
+        name=node.name.name,
+        title=title if title is not None else node.name.name,
+        description=description or "",
+        seed=seed or 0,
+        model=model,
+        provider=provider,
+        base_url=base_url,
+        temperature=temperature if temperature is not None else DEFAULT_TEMPERATURE,
+        budget_usd=budget,
+        max_concurrency=concurrency or DEFAULT_CONCURRENCY,
+        max_calls=max_calls,
+        engine="tinytroupe" if engine == "tinytroupe" else "builtin",
+        span=node.span,
+    )
+
+
+def read_budget(ctx: Context, node: Node) -> float | None:
+    """A positive amount in US dollars, the currency model prices are known in."""
+    if not isinstance(node, ast.Money):
+        check_wrong_type(ctx, "budget", node, "an amount of money", "5.00 usd")
+        return None
+    if node.currency != "usd":
+        ctx.report(
+            diag.error(
+                codes.UNSUPPORTED_CURRENCY,
+                f"budgets are in `usd` only, found `{node.currency}`",
+                node.span,
+                "not in usd",
+                help=[
+                    "model prices are known in US dollars; convert the amount, "
+                    f"for example `budget {show_number(node.amount)} usd`"
+                ],
+            )
+        )
+        return None
+    amount = as_float(ctx, "budget", node.amount)
+    if amount is None:
+        return None
+    if amount <= 0:
+        check_out_of_range(ctx, "budget", node.span, f"{show_number(node.amount)} usd", 0, None)
+        return None
+    return amount
+
+
+def check_output(ctx: Context, node: ast.Output | None) -> m.OutputSpec | None:
+    """What a run writes; the defaults when there is no `output` block."""
+    if node is None:
+        return m.OutputSpec(DEFAULT_FORMATS, None, None)
+    errors = ctx.error_count
+    props = Props(ctx, node.body, "`output`", node.span, OUTPUT_FIELDS)
+    props.report_unknown()
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    listed = props.value("formats")
+    if listed is not None:
+        formats = read_formats(ctx, listed) or DEFAULT_FORMATS
+    directory = props.string("dir")
+    if ctx.error_count != errors:
+        return None
+    return m.OutputSpec(formats, directory, node.span)
+
+
+def read_formats(ctx: Context, node: Node) -> tuple[str, ...] | None:
+    """A list of distinct output formats (a single name is accepted too)."""
+    items: Sequence[Node] | None = (node,)
+    if not isinstance(node, ast.Ref | ast.Str):
+        items = read_items(ctx, "formats", node, "[csv, json]")
+    if items is None:
+        return None
+    formats: dict[str, Node] = {}
+    for item in items:
+        word = read_choice(ctx, "formats", item, FORMATS)
+        if word is None:
+            continue
+        if word in formats:
+            ctx.report(
+                diag.error(
+                    codes.DUPLICATE_NAME,
+                    f"format `{word}` is listed twice",
+                    item.span,
+                    "listed again here",
+                    secondary=[Label(formats[word].span, "first listed here")],
+                    help=["list every format once"],
+                )
+            )
+            continue
+        formats[word] = item
+    if not items:
+        check_wrong_type(ctx, "formats", node, "at least one format", "[csv, json]")
+        return None
+    return tuple(formats) if len(formats) == len(items) else None
