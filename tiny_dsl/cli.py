@@ -13,12 +13,17 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tiny_dsl import __version__
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.source import SourceFile
+
+if TYPE_CHECKING:
+    from tiny_dsl.checks.model import Program
+    from tiny_dsl.plan.model import Plan
 
 EXIT_OK = 0
 EXIT_EXPECTATION_FAILED = 1
@@ -182,18 +187,17 @@ def plan(
 
     Nothing is sent to any model. Exit 0, or 2 when the file has errors.
     """
-    from tiny_dsl.plan import compile_plan, render_plan
+    from tiny_dsl.plan import compile_plan, plan_diagnostics, render_plan
 
     program, diagnostics, sources = _checked_program(file, allow_outside)
-    plan_diagnostics = _plan_diagnostics(program) if program else []
-    _emit_diagnostics(
-        diagnostics + plan_diagnostics,
-        sources,
-        "text" if as_json and output_format == "text" else output_format,
-    )
+    diagnostics_format = "text" if as_json and output_format == "text" else output_format
     if program is None:
+        _emit_diagnostics(diagnostics, sources, diagnostics_format)
         sys.exit(EXIT_BAD_INPUT)
     execution_plan = compile_plan(program)
+    _emit_diagnostics(
+        [*diagnostics, *plan_diagnostics(program, execution_plan)], sources, diagnostics_format
+    )
     text = execution_plan.model_dump_json(indent=2)
     if output is not None:
         _write_atomic(output, text + "\n")
@@ -222,6 +226,34 @@ def explain(code: str) -> None:
     click.echo(f"{code.upper()} ({info.slug})\n\n{info.explanation}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["html", "md"]),
+    help="Which reports to write (default: both).",
+)
+def report(run_dir: Path, formats: tuple[str, ...]) -> None:
+    """Regenerate the reports of RUN_DIR from its saved results (no model calls)."""
+    from tiny_dsl.reporting import write_reports
+
+    for path in write_reports(run_dir, set(formats) if formats else None):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def diff(run_a: Path, run_b: Path, as_json: bool) -> None:
+    """Show what changed from RUN_A to RUN_B: settings, plan steps and results."""
+    from tiny_dsl.reporting import diff_runs, diff_runs_json
+
+    click.echo(diff_runs_json(run_a, run_b) if as_json else diff_runs(run_a, run_b))
+
+
 # ------------------------------------------------------------------- helpers
 
 
@@ -247,20 +279,23 @@ def _write_atomic(path: Path, text: str) -> None:
     write_text_atomic(path, text)
 
 
-def _checked_program(file: Path, allow_outside: bool):  # type: ignore[no-untyped-def]
+def _checked_program(
+    file: Path, allow_outside: bool
+) -> tuple[Program | None, list[diag.Diagnostic], dict[str, SourceFile]]:
+    """The runnable program of FILE, or None with the diagnostics that say why."""
     from tiny_dsl.checks import check_file
 
     result = check_file(file, allow_outside_root=allow_outside)
-    return result.program, list(result.diagnostics), dict(result.sources)
+    diagnostics = list(result.diagnostics)
+    try:
+        program: Program | None = result.require_program()
+    except diag.DiagnosticError as exc:
+        program = None
+        diagnostics = diag.sort_diagnostics([*diagnostics, *exc.diagnostics])
+    return program, diagnostics, dict(result.sources)
 
 
-def _plan_diagnostics(program) -> list[diag.Diagnostic]:  # type: ignore[no-untyped-def]
-    from tiny_dsl.plan import plan_diagnostics
-
-    return list(plan_diagnostics(program))
-
-
-def _covered_steps(execution_plan, state_dir: Path) -> set[str]:  # type: ignore[no-untyped-def]
+def _covered_steps(execution_plan: Plan, state_dir: Path) -> set[str]:
     from tiny_dsl.runtime.checkpoints import covered_steps
 
     return set(covered_steps(execution_plan, state_dir))
