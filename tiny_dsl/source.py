@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 _NEWLINE = re.compile("\n")
 
 

@@ -10,10 +10,8 @@ way the author spelled them; they are excluded from equality too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from tiny_dsl.source import Span
-
 
 # Nodes built by hand (tests, generators) may leave out where they came from.
 NO_SPAN = Span("", 0, 0, 0, 0, 0, 0)
@@ -126,8 +124,8 @@ class Seq:
     span: Span = _span()
 
 
-Value = Union[Str, Number, Range, Percent, Money, Duration, ListValue, Ref, Phrase, Seq]
-Key = Union[Ident, Str, Range, Number]
+Value = Str | Number | Range | Percent | Money | Duration | ListValue | Ref | Phrase | Seq
+Key = Ident | Str | Range | Number
 
 # ---------------------------------------------------------------------- blocks
 
@@ -156,7 +154,7 @@ class NamedBlock:
     span: Span = _span()
 
 
-Entry = Union[Property, SubBlock, NamedBlock]
+Entry = Property | SubBlock | NamedBlock
 
 
 @dataclass(frozen=True)
@@ -313,16 +311,16 @@ class CheckpointStep:
     span: Span = _span()
 
 
-Step = Union[
-    BroadcastStep,
-    DeliverStep,
-    AskStep,
-    RunStep,
-    WaitStep,
-    InterviewStep,
-    ThinkStep,
-    CheckpointStep,
-]
+Step = (
+    BroadcastStep
+    | DeliverStep
+    | AskStep
+    | RunStep
+    | WaitStep
+    | InterviewStep
+    | ThinkStep
+    | CheckpointStep
+)
 
 
 @dataclass(frozen=True)
@@ -369,7 +367,7 @@ class ListType:
     span: Span = _span()
 
 
-FieldType = Union[IntType, FloatType, BoolType, TextType, EnumType, ListType]
+FieldType = IntType | FloatType | BoolType | TextType | EnumType | ListType
 
 
 @dataclass(frozen=True)
@@ -421,7 +419,7 @@ class FunnelStmt:
     span: Span = _span()
 
 
-Bound = Union[Number, Percent]
+Bound = Number | Percent
 
 
 @dataclass(frozen=True)
@@ -440,7 +438,7 @@ class ExpectCompare:
     span: Span = _span()
 
 
-Analysis = Union[CompareStmt, SummarizeStmt, FunnelStmt, ExpectBetween, ExpectCompare]
+Analysis = CompareStmt | SummarizeStmt | FunnelStmt | ExpectBetween | ExpectCompare
 
 
 @dataclass(frozen=True)
@@ -449,22 +447,22 @@ class Analyze:
     span: Span = _span()
 
 
-Declaration = Union[
-    Scenario,
-    Import,
-    PersonaInline,
-    PersonaFile,
-    FragmentInline,
-    FragmentFile,
-    Demographics,
-    Population,
-    World,
-    Intervention,
-    Timeline,
-    Extract,
-    Analyze,
-    Output,
-]
+Declaration = (
+    Scenario
+    | Import
+    | PersonaInline
+    | PersonaFile
+    | FragmentInline
+    | FragmentFile
+    | Demographics
+    | Population
+    | World
+    | Intervention
+    | Timeline
+    | Extract
+    | Analyze
+    | Output
+)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast as python_ast
 import contextvars
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +45,9 @@ DECLARATION_KEYWORDS = (
 # Error recovery resumes at a line that starts, at column 1, with a declaration
 # keyword or with what looks like a misspelt one (`wrld x {`).
 _RECOVERY_POINT = re.compile(
-    r"^(?:(?:%s)\b|[A-Za-z_]\w*[ \t]+[A-Za-z_]\w*[ \t]*\{)" % "|".join(DECLARATION_KEYWORDS),
+    r"^(?:(?:{keywords})\b|[A-Za-z_]\w*[ \t]+[A-Za-z_]\w*[ \t]*\{{)".format(
+        keywords="|".join(DECLARATION_KEYWORDS)
+    ),
     re.MULTILINE,
 )
 _MAX_ERRORS_PER_DECLARATION = 20
@@ -109,7 +112,7 @@ class _NewlineFilter:
             if kind != "_NL":
                 state.last_kind = kind
                 state.last = token
-                if kind == "NAME" or kind.isupper() and kind.isalpha():
+                if kind == "NAME" or (kind.isupper() and kind.isalpha()):
                     state.last_word = token
             yield token
             if kind == "LBRACE":
@@ -186,14 +189,15 @@ def _parse_text(source: SourceFile, text: str) -> tuple[list[ast.Declaration], l
     parser, postlex = _lark()
     token = _current_source.set(source)
     try:
-        tree = parser.parse(text)
+        # The tree builder is `_ToAst`, so the parse result is `start`'s list.
+        declarations: list[ast.Declaration] = parser.parse(text)  # type: ignore[assignment]
     except UnexpectedInput as exc:
         return [], [_syntax_diagnostic(source, exc, postlex.state)]
     except _ValueProblem as exc:  # a value the grammar admits but Python cannot hold
         return [], [exc.diagnostic]
     finally:
         _current_source.reset(token)
-    return list(tree), []
+    return declarations, []
 
 
 def _parse_by_declaration(
@@ -214,7 +218,7 @@ def _parse_by_declaration(
     starts.append(len(text))
     declarations: list[ast.Declaration] = []
     diagnostics: list[Diagnostic] = []
-    for begin, end in zip(starts, starts[1:], strict=False):
+    for begin, end in itertools.pairwise(starts):
         chunk = _blank(text[:begin]) + text[begin:end]
         for _attempt in range(_MAX_ERRORS_PER_DECLARATION):
             found, problems = _parse_text(source, chunk)
@@ -353,7 +357,7 @@ def _join(names: list[str]) -> str:
 
 
 def _bad_character(source: SourceFile, exc: UnexpectedCharacters) -> Diagnostic:
-    offset = exc.pos_in_stream
+    offset = exc.pos_in_stream or 0
     char = source.text[offset] if offset < len(source.text) else ""
     if char == '"':
         line_end = source.text.find("\n", offset)
@@ -544,7 +548,7 @@ class _ToAst(Transformer[Token, Any]):
     def value_seq(self, items: list[Any]) -> ast.Value:
         phrases = [i for i in items if not isinstance(i, Token)]
         if len(phrases) == 1:
-            return phrases[0]  # type: ignore[no-any-return]
+            return phrases[0]
         return ast.Seq(tuple(phrases), self._span_of(phrases[0], phrases[-1]))
 
     @v_args(inline=False)
@@ -562,7 +566,7 @@ class _ToAst(Transformer[Token, Any]):
                 raw = str(item)
                 return ast.Percent(float(raw[:-1]), raw, _token_span(self.source, item))
             raise AssertionError(f"unexpected value token {item.type}")
-        return item  # type: ignore[no-any-return]
+        return item
 
     def number(self, token: Token) -> ast.Number:
         span = _token_span(self.source, token)
@@ -590,7 +594,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Duration(self.number(amount), str(unit), self._span_of(amount, unit))
 
     @v_args(inline=False)
-    def list(self, items: list[Any]) -> ast.ListValue:
+    def list_value(self, items: list[Any]) -> ast.ListValue:
         values = tuple(
             self._value(i)
             for i in items
