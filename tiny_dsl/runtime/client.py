@@ -226,7 +226,8 @@ class LLMClient:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Answer ``request`` from the cache or the provider (see the class docstring)."""
-        key = cache_key(self.provider.name, self.provider.model, request)
+        identity = getattr(self.provider, "cache_identity", self.provider.name)
+        key = cache_key(identity, self.provider.model, request)
         if self.cache is not None and (self.mode != "fresh" or key in self._answered):
             hit = self.cache.get(key)
             if hit is not None:

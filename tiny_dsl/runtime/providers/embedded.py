@@ -286,3 +286,16 @@ def _bound(node: dict[str, Any]) -> None:
             _bound(node[key])
     for branch in node.get("anyOf", ()):
         _bound(branch)
+
+
+def smoke_test() -> None:
+    """Generate a few tokens with the embedded model; crashes if the build is broken.
+
+    `scripts/install.sh` runs this in a child process: a llama-cpp-python built with
+    native CPU flags dies with SIGSEGV in its AMX kernels on some machines, and only
+    running inference shows it.
+    """
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(find_embedded_gguf()), n_ctx=256, seed=0, verbose=False)
+    llama.create_completion("Hello", max_tokens=4, temperature=0.0)

@@ -108,6 +108,18 @@ class OpenAICompatibleProvider:
         """Close pooled HTTP connections."""
         await self._http.aclose()
 
+    @property
+    def cache_identity(self) -> str:
+        """What the LLM cache keys answers by: a local server's URL matters.
+
+        Servers such as llama.cpp answer under whatever model name they are sent,
+        so two different local servers called with the same `--model` must not
+        share cached answers.
+        """
+        if self.name == "openai-compatible":
+            return f"{self.name}@{self._base_url}"
+        return self.name
+
     def _url(self) -> str:
         return f"{self._base_url}/chat/completions"
 
