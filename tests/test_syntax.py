@@ -58,7 +58,7 @@ def test_every_span_lies_inside_its_parent() -> None:
         source = SourceFile(path.name, path.read_text(encoding="utf-8"))
         module, _ = parse(source)
 
-        def walk(node: object, parent: Span | None) -> None:
+        def walk(node: object, parent: Span | None, text: str = source.text) -> None:
             if isinstance(node, tuple):
                 for item in node:
                     walk(item, parent)
@@ -67,7 +67,7 @@ def test_every_span_lies_inside_its_parent() -> None:
                 return
             span = getattr(node, "span", None)
             if isinstance(span, Span):
-                assert 0 <= span.start <= span.end <= len(source.text)
+                assert 0 <= span.start <= span.end <= len(text)
                 if parent is not None:
                     assert parent.start <= span.start and span.end <= parent.end, node
                 parent = span
@@ -117,7 +117,7 @@ def test_keywords_remain_usable_as_names() -> None:
 
 
 def test_lists_and_comma_lists_may_span_lines() -> None:
-    module, problems = parse_text(
+    _, problems = parse_text(
         "world w {\n  agents a,\n    b\n  mode survey\n}\n"
         'persona p {\n  likes [\n    "x",\n    "y",\n  ]\n}\n'
     )

@@ -211,6 +211,83 @@ def plan(
 
 
 @main.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option(
+    "--provider", help="embedded, openai, azure or openai-compatible (overrides the scenario)."
+)
+@click.option("--model", help="The model to ask (overrides the scenario).")
+@click.option("--base-url", help="Server URL for --provider openai-compatible.")
+@click.option(
+    "--engine",
+    type=click.Choice(["builtin", "tinytroupe"]),
+    help="Simulation engine (overrides the scenario; default builtin).",
+)
+@click.option("--fresh", is_flag=True, help="Ignore checkpoints and cached answers.")
+@click.option("--replay", is_flag=True, help="Answer every call from the cache; fail on a miss.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and the result line.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".tts"),
+    show_default=True,
+    help="Where the LLM cache and checkpoints are kept.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    help="Where run folders go (default: the `output` block's dir, or outputs/<scenario>).",
+)
+@click.option(
+    "--allow-outside",
+    is_flag=True,
+    help="Let imports and `from` paths reach outside the scenario's directory.",
+)
+def run(
+    target: Path,
+    provider: str | None,
+    model: str | None,
+    base_url: str | None,
+    engine: str | None,
+    fresh: bool,
+    replay: bool,
+    quiet: bool,
+    state_dir: Path,
+    output_dir: Path | None,
+    allow_outside: bool,
+) -> None:
+    """Run TARGET (a .tts file or a saved plan.json) and write its outputs.
+
+    Resumes from the longest unchanged prefix of steps a previous run completed.
+    Exit 0 ok, 1 an `expect` failed, 2 bad input or configuration (nothing was
+    spent), 3 the run failed (run again to resume).
+    """
+    from tiny_dsl.runtime.runner import RunOptions, RunSetupError, run_target
+
+    if fresh and replay:
+        raise click.UsageError("--fresh and --replay contradict each other; choose one")
+    options = RunOptions(
+        provider=provider,
+        model=model,
+        base_url=base_url,
+        engine=engine,
+        mode="fresh" if fresh else "replay" if replay else "normal",
+        quiet=quiet,
+        state_dir=state_dir,
+        output_dir=output_dir,
+        allow_outside=allow_outside,
+    )
+    try:
+        outcome = run_target(target, options)
+    except RunSetupError as exc:
+        _emit_diagnostics(exc.diagnostics, exc.sources, "text")
+        if exc.message:
+            click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(outcome.summary, err=outcome.exit_code != EXIT_OK)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
 @click.argument("code")
 def explain(code: str) -> None:
     """Explain a diagnostic CODE (for example E201)."""

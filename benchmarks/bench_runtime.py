@@ -1,0 +1,290 @@
+"""Benchmarks for the interpreter and the built-in engine (loopback only, no API keys).
+
+(a) Interpreter overhead per model call with a warm LLM cache: a 1,000-agent survey
+    (one question, one extraction: 2,000 calls) is run once to fill the cache, then
+    replayed with checkpoints ignored, through the real `LLMClient` and `LLMCache`.
+    Target: under 1 ms per call, so the replay takes under 2 s.
+(b) Wall time of a 500-agent survey (1,000 calls) against a local OpenAI-compatible
+    server that answers after a fixed delay, at concurrency 32, against the ideal
+    calls x delay / concurrency. Target: within 1.15 of ideal.
+
+Run:  python benchmarks/bench_runtime.py [--agents 1000] [--survey 500] [--delay 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tiny_dsl.plan.model import (
+    AgentPlan,
+    AskStep,
+    Estimate,
+    ExtractStep,
+    FieldPlan,
+    OutputPlan,
+    Plan,
+    PlanSettings,
+    Step,
+    WorldPlan,
+)
+from tiny_dsl.runtime.cache import LLMCache
+from tiny_dsl.runtime.client import LLMClient
+from tiny_dsl.runtime.interpreter import run_plan
+from tiny_dsl.runtime.providers import OpenAICompatibleProvider
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
+
+FIELDS = [
+    FieldPlan(name="intent", kind="int", low=1, high=10, description="Purchase intent"),
+    FieldPlan(name="opened", kind="bool", description="Would open the email"),
+]
+TURN = {
+    "actions": [
+        {"type": "TALK", "content": "I would probably buy it if the price is right.", "target": ""},
+        {"type": "DONE", "content": "", "target": ""},
+    ],
+    "cognitive_state": {"goals": "decide", "attention": "the offer", "emotions": "curious"},
+}
+EXTRACTION = {"intent": 6, "opened": True}
+
+
+def survey_plan(agents: int, concurrency: int) -> Plan:
+    """A compiled-looking survey plan: `agents` personas, one question, one extraction."""
+    ids = [f"p{index:04d}" for index in range(agents)]
+    personas = [
+        AgentPlan(
+            id=agent_id,
+            kind="persona",
+            persona={
+                "name": f"Person {agent_id}",
+                "age": 20 + index % 60,
+                "occupation": {"title": "Clerk", "organization": "Acme"},
+                "personality": {"traits": ["Careful with money.", "Likes new things."]},
+            },
+        )
+        for index, agent_id in enumerate(ids)
+    ]
+    steps: list[Step] = [
+        AskStep(
+            id="01-ask-inbox",
+            origin="bench.tts:10:3",
+            world="inbox",
+            question="Would you buy VitaBoost next month? Say why.",
+            agents=ids,
+            hash=f"{agents:08d}" + "a" * 56,
+        ),
+        ExtractStep(
+            id="02-extract-inbox",
+            origin="bench.tts:14:1",
+            world="inbox",
+            agents=ids,
+            fields=FIELDS,
+            hash=f"{agents:08d}" + "b" * 56,
+        ),
+    ]
+    return Plan(
+        tiny_dsl_version="0.1.0",
+        source_file="bench.tts",
+        source_hash="0" * 64,
+        settings=PlanSettings(
+            scenario=f"bench_{agents}",
+            title="Benchmark survey",
+            seed=1,
+            model=None,
+            provider=None,
+            temperature=0.7,
+            budget_usd=None,
+            max_concurrency=concurrency,
+            max_calls=None,
+            engine="builtin",
+        ),
+        agents=personas,
+        populations=[],
+        worlds=[
+            WorldPlan(
+                name="inbox",
+                mode="survey",
+                agents=ids,
+                moderator=None,
+                context="A regular weekday morning.",
+                start="2025-03-03T08:00:00",
+            )
+        ],
+        interventions=[],
+        steps=steps,
+        output=OutputPlan(formats=["csv", "json"], dir="unused"),
+        estimate=Estimate(
+            calls=2 * agents, input_tokens=0, output_tokens=0, cost_usd=0, model="m", priced=False
+        ),
+        plan_hash="c" * 64,
+    )
+
+
+class _InstantProvider:
+    """Answers every call at once with a valid turn or extraction."""
+
+    def __init__(self) -> None:
+        self.name = "instant"
+        self.model = "instant-1"
+        self.supports_json_schema = True
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        data = TURN if request.schema_name == "agent_actions" else EXTRACTION
+        return ChatResponse(json.dumps(data), data, 200, 40, self.name, self.model)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def bench_warm_cache(agents: int) -> None:
+    plan = survey_plan(agents, concurrency=32)
+    calls = 2 * agents
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        cache = LLMCache(work / "cache.sqlite")
+        started = time.perf_counter()
+        run_plan(
+            plan,
+            client=LLMClient(_InstantProvider(), cache),
+            state_dir=work / "state",
+            output_dir=work / "out",
+            fresh=True,
+        )
+        fill = time.perf_counter() - started
+        client = LLMClient(_InstantProvider(), cache, mode="replay")
+        started = time.perf_counter()
+        result = run_plan(
+            plan, client=client, state_dir=work / "state", output_dir=work / "out", fresh=True
+        )
+        replay = time.perf_counter() - started
+        assert client.stats.cache_hits == calls and client.stats.model_calls == 0
+        steps = {step.id: step.seconds for step in result.steps}
+    print(f"(a) {agents}-agent survey, {calls} calls (ask + extract), warm LLM cache:")
+    print(
+        f"      replay {replay:.3f} s = {replay / calls * 1000:.3f} ms per call   "
+        f"(targets: < 1 ms per call, replay < 2 s)"
+    )
+    print(
+        f"      steps: {', '.join(f'{k} {v:.3f} s' for k, v in steps.items())}; the rest is "
+        "setup, checkpoints and output files"
+    )
+    print(f"      first run, cache filled by an instant provider: {fill:.3f} s")
+
+
+def _serve_fixed_delay(delay: float, connection: Connection) -> None:
+    """A minimal OpenAI-compatible server: a valid answer for the schema, after `delay` s.
+
+    asyncio with HTTP/1.1 keep-alive, in its own process, so the server costs little
+    and the measurement reflects the client side.
+    """
+    bodies = {
+        name: json.dumps(
+            {
+                "model": "fixed-delay",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": json.dumps(data)}}
+                ],
+                "usage": {"prompt_tokens": 200, "completion_tokens": 40},
+            }
+        ).encode()
+        for name, data in (("agent_actions", TURN), ("extraction", EXTRACTION))
+    }
+
+    def response(body: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                payload: dict[str, Any] = json.loads(await reader.readexactly(length))
+                schema_name = payload["response_format"]["json_schema"]["name"]
+                await asyncio.sleep(delay)
+                writer.write(response(bodies[schema_name]))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its keep-alive connection
+        finally:
+            writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
+        connection.send(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+def bench_fixed_delay(agents: int, concurrency: int, delay: float) -> None:
+    """Once with the durable LLM cache (what `tts run` does), once without it.
+
+    Every answer is fsynced to the cache before use, on the event loop; the run
+    without a cache shows how much of the gap to ideal that write accounts for.
+    """
+    plan = survey_plan(agents, concurrency)
+    calls = 2 * agents
+    ideal = calls * delay / concurrency
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.Process(target=_serve_fixed_delay, args=(delay, child), daemon=True)
+    server.start()
+    port = parent.recv()
+    print(
+        f"(b) {agents}-agent survey, {calls} calls, concurrency {concurrency}, "
+        f"server delay {delay:.3f} s, ideal {ideal:.3f} s   (target ratio <= 1.15):"
+    )
+    try:
+        for durable in (True, False):
+            with tempfile.TemporaryDirectory() as folder:
+                work = Path(folder)
+                provider = OpenAICompatibleProvider(
+                    model="fixed-delay",
+                    base_url=f"http://127.0.0.1:{port}/v1",
+                    api_key="sk-local",
+                )
+                cache = LLMCache(work / "cache.sqlite") if durable else None
+                client = LLMClient(provider, cache, max_concurrency=concurrency)
+                started = time.perf_counter()
+                run_plan(plan, client=client, state_dir=work / "state", output_dir=work / "out")
+                elapsed = time.perf_counter() - started
+            label = "with the durable LLM cache" if durable else "without an LLM cache   "
+            print(
+                f"      {label}: wall {elapsed:.3f} s, ratio {elapsed / ideal:.3f}, "
+                f"model calls {client.stats.model_calls}, retries {client.stats.retries}"
+            )
+    finally:
+        server.terminate()
+        server.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000, help="(a) survey size")
+    parser.add_argument("--survey", type=int, default=500, help="(b) survey size")
+    parser.add_argument("--concurrency", type=int, default=32, help="(b) max concurrency")
+    parser.add_argument("--delay", type=float, default=0.2, help="(b) server delay, seconds")
+    args = parser.parse_args()
+    bench_warm_cache(args.agents)
+    bench_fixed_delay(args.survey, args.concurrency, args.delay)
+
+
+if __name__ == "__main__":
+    main()

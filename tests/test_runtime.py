@@ -1,0 +1,1004 @@
+"""The interpreter and the built-in engine: step semantics, concurrency, outputs.
+
+Most tests drive hand-built plans with `ScriptedClient`, a fake LLM client whose
+answers are a pure function of the request (so it behaves like a deterministic
+model behind the LLM cache) and which can add random delays or fail on demand.
+Tests marked `model` run the real embedded model (SmolLM2) through the
+provider layer's `LLMClient` and `LLMCache`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tiny_dsl.plan.model import (
+    AgentPlan,
+    AskStep,
+    BroadcastStep,
+    CheckpointStep,
+    DeliverStep,
+    Delivery,
+    Estimate,
+    ExtractStep,
+    FieldPlan,
+    GenerateStep,
+    InterventionPlan,
+    InterviewStep,
+    OutputPlan,
+    Plan,
+    PlanSettings,
+    PopulationPlan,
+    RunStep,
+    Step,
+    ThinkStep,
+    VariantPlan,
+    WaitStep,
+    WorldPlan,
+)
+from tiny_dsl.runtime.builtin import BuiltinEngine
+from tiny_dsl.runtime.cache import cache_key
+from tiny_dsl.runtime.checkpoints import CheckpointStore
+from tiny_dsl.runtime.client import ClientStats
+from tiny_dsl.runtime.engine import derive_seed
+from tiny_dsl.runtime.interpreter import PlanError, RunResult, StepFailed, load_plan, run_plan
+from tiny_dsl.runtime.progress import PlainProgress, RunEvent
+from tiny_dsl.runtime.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    InvalidOutput,
+    Provider,
+    validate_json,
+)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.name = "fake"
+        self.model = "scripted-1"
+        self.supports_json_schema = True
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        raise AssertionError("ScriptedClient answers itself")
+
+    async def aclose(self) -> None:
+        return None
+
+
+Reply = Callable[[ChatRequest, str], dict[str, Any]]
+
+
+def talk(content: str, target: str = "") -> dict[str, Any]:
+    return {
+        "actions": [
+            {"type": "TALK", "content": content, "target": target},
+            {"type": "DONE", "content": "", "target": ""},
+        ],
+        "cognitive_state": {"goals": "", "attention": "", "emotions": ""},
+    }
+
+
+def generated_persona(name: str, **changes: Any) -> dict[str, Any]:
+    """A persona as the generation schema asks for it."""
+    persona: dict[str, Any] = {
+        "name": name,
+        "age": 99,
+        "gender": "unknown",
+        "nationality": "Utopian",
+        "residence": "Springfield",
+        "education": "High school",
+        "occupation": {"title": "model title", "organization": "Org", "description": "Works."},
+        "personality": {
+            "traits": ["You are calm."],
+            "big_five": {
+                trait: "Medium."
+                for trait in (
+                    "openness",
+                    "conscientiousness",
+                    "extraversion",
+                    "agreeableness",
+                    "neuroticism",
+                )
+            },
+        },
+        "preferences": {"interests": ["chess"], "likes": ["tea"], "dislikes": []},
+        "beliefs": ["model belief"],
+        "behaviors": {"general": []},
+    }
+    persona.update(changes)
+    return persona
+
+
+def digest(request: ChatRequest) -> str:
+    return hashlib.sha256(request.messages[-1].content.encode()).hexdigest()[:8]
+
+
+def default_reply(request: ChatRequest, who: str) -> dict[str, Any]:
+    """Speech naming the speaker and a digest of what it saw; valid extraction and personas."""
+    if request.schema_name == "agent_actions":
+        return talk(f"{who} says {digest(request)}")
+    if request.schema_name == "persona":
+        return generated_persona(f"Person {who[-1]}")
+    assert request.json_schema is not None
+    values: dict[str, Any] = {}
+    for name, schema in request.json_schema["properties"].items():
+        value = schema["anyOf"][0]
+        kind = value["type"]
+        if kind == "integer":
+            values[name] = value.get("minimum", 0)
+        elif kind == "number":
+            values[name] = value.get("maximum", 1.0)
+        elif kind == "boolean":
+            values[name] = True
+        elif "enum" in value:
+            values[name] = value["enum"][0]
+        elif kind == "array":
+            values[name] = [f"theme of {who}"]
+        else:
+            values[name] = f"text of {who}"
+    return values
+
+
+class ScriptedClient:
+    """A deterministic stand-in for `LLMClient`.
+
+    Answers come from `reply(request, who)` (who = the agent the call is for),
+    memoised in `store` under the real cache key, so a second run with the same
+    store behaves like a warm LLM cache (`cache_hits`, no `model_calls`).
+    `delay(request)` adds latency; `fail(request)` may return an exception to raise.
+    Answers are checked against the request's schema as providers do, unless
+    `validate` is off (a provider that only reads the schema as a hint).
+    """
+
+    def __init__(
+        self,
+        reply: Reply = default_reply,
+        *,
+        store: dict[str, dict[str, Any]] | None = None,
+        delay: Callable[[ChatRequest], float] | None = None,
+        fail: Callable[[ChatRequest], Exception | None] | None = None,
+        validate: bool = True,
+    ) -> None:
+        self.provider: Provider = FakeProvider()
+        self.stats = ClientStats()
+        self.answered_by: set[tuple[str, str]] = set()
+        self.store = store if store is not None else {}
+        self.requests: list[ChatRequest] = []
+        self._reply, self._delay, self._fail, self._validate = reply, delay, fail, validate
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        self.requests.append(request)
+        key = cache_key(self.provider.name, self.provider.model, request)
+        if key in self.store:
+            self.stats.cache_hits += 1
+            data, cached = self.store[key], True
+        else:
+            if self._delay is not None:
+                await asyncio.sleep(self._delay(request))
+            error = self._fail(request) if self._fail else None
+            if error is not None:
+                raise error
+            self.stats.model_calls += 1
+            data, cached = self._reply(request, request.purpose.split(" ", 1)[1]), False
+            # Like every provider, reject answers that break the request's schema.
+            errors = validate_json(data, request.json_schema or {}) if self._validate else []
+            if errors:
+                raise InvalidOutput(
+                    "invalid", text="", errors=errors, input_tokens=0, output_tokens=0
+                )
+            self.store[key] = data
+        self.answered_by.add((self.provider.name, self.provider.model))
+        return ChatResponse(json.dumps(data), data, 10, 5, "fake", "scripted-1", cached=cached)
+
+    def prompts(self, who: str) -> list[str]:
+        """Everything sent in the act calls of agent `who`, one string per call."""
+        return [
+            "\n".join(m.content for m in r.messages)
+            for r in self.requests
+            if r.purpose == f"act {who}"
+        ]
+
+
+def persona(agent_id: str, name: str, **extra: Any) -> AgentPlan:
+    return AgentPlan(id=agent_id, kind="persona", persona={"name": name, **extra})
+
+
+def world(
+    name: str,
+    mode: str,
+    agents: list[str],
+    moderator: str | None = None,
+    start: str = "2025-03-03T08:00:00",
+) -> WorldPlan:
+    return WorldPlan(
+        name=name,
+        mode=mode,  # type: ignore[arg-type]
+        agents=agents,
+        moderator=moderator,
+        context=f"The {name}.",
+        start=start,
+    )
+
+
+def extract(
+    world_name: str, agents: list[str], fields: list[FieldPlan] | None = None
+) -> ExtractStep:
+    return ExtractStep(
+        id="",
+        origin="",
+        world=world_name,
+        agents=agents,
+        fields=fields
+        or [
+            FieldPlan(name="score", kind="int", low=1, high=10, description="A score"),
+            FieldPlan(name="likes", kind="bool"),
+        ],
+    )
+
+
+def make_plan(
+    agents: list[AgentPlan],
+    worlds: list[WorldPlan],
+    steps: list[Step],
+    *,
+    interventions: list[InterventionPlan] | None = None,
+    populations: list[PopulationPlan] | None = None,
+    formats: list[str] | None = None,
+    scenario: str = "test_scenario",
+    seed: int = 1,
+) -> Plan:
+    """A plan as `compile_plan` would make it: step ids, origins and chained hashes filled in.
+
+    The chain mimics the compiler's: each step's hash covers the definitions and
+    every step up to it, so editing step k changes the hashes from k on.
+    """
+    settings = PlanSettings(
+        scenario=scenario,
+        title="Test scenario",
+        seed=seed,
+        model=None,
+        provider=None,
+        temperature=0.7,
+        budget_usd=None,
+        max_concurrency=8,
+        max_calls=None,
+        engine="builtin",
+    )
+    definitions = json.dumps(
+        [
+            settings.model_dump(mode="json"),
+            [a.model_dump(mode="json") for a in agents],
+            [w.model_dump(mode="json") for w in worlds],
+            [i.model_dump(mode="json") for i in interventions or []],
+        ],
+        sort_keys=True,
+    )
+    previous = hashlib.sha256(definitions.encode()).hexdigest()
+    hashed: list[Step] = []
+    for number, step in enumerate(steps, start=1):
+        content = step.model_dump_json(exclude={"id", "origin", "hash"})
+        previous = hashlib.sha256((previous + content).encode()).hexdigest()
+        hashed.append(
+            step.model_copy(
+                update={
+                    "id": step.id or f"{number:02d}-{step.kind}",
+                    "origin": step.origin or f"test.tts:{number}:3",
+                    "hash": previous,
+                }
+            )
+        )
+    return Plan(
+        tiny_dsl_version="0.1.0",
+        source_file="test.tts",
+        source_hash="0" * 64,
+        settings=settings,
+        agents=agents,
+        populations=populations or [],
+        worlds=worlds,
+        interventions=interventions or [],
+        steps=hashed,
+        output=OutputPlan(formats=formats or ["csv", "json", "jsonl"], dir="unused"),
+        estimate=Estimate(
+            calls=0, input_tokens=0, output_tokens=0, cost_usd=0.0, model="m", priced=False
+        ),
+        plan_hash=previous,
+    )
+
+
+def run(plan: Plan, client: ScriptedClient, tmp_path: Path, **options: Any) -> RunResult:
+    return run_plan(
+        plan,
+        client=client,
+        state_dir=tmp_path / "state",
+        output_dir=tmp_path / "out",
+        **options,
+    )
+
+
+def transcript_lines(result: RunResult) -> list[str]:
+    return (result.run_dir / "transcript.jsonl").read_text().splitlines()
+
+
+PANEL = [
+    persona("ann", "Ann Lee", age=30, occupation={"title": "Nurse"}),
+    persona("bob", "Bob Stone", age=40, gender="male"),
+    persona("cat", "Cat Diaz"),
+    persona("mod", "Mo Derator"),
+]
+
+# ------------------------------------------------------------------- step semantics
+
+
+def test_survey_agents_never_hear_each_other(tmp_path: Path) -> None:
+    agents = PANEL[:2]
+    steps: list[Step] = [
+        AskStep(id="", origin="", world="poll", question="First question?", agents=["ann", "bob"]),
+        AskStep(id="", origin="", world="poll", question="Second question?", agents=["ann", "bob"]),
+    ]
+    client = ScriptedClient()
+    result = run(
+        make_plan(agents, [world("poll", "survey", ["ann", "bob"])], steps), client, tmp_path
+    )
+
+    ann_said = [e.content for e in result.transcript if e.agent == "ann" and e.type == "TALK"]
+    assert len(ann_said) == 2
+    for prompt in client.prompts("bob"):
+        assert "ann says" not in prompt and "Ann Lee" not in prompt
+    assert "Nobody else is present." in client.prompts("bob")[0]
+    # Each agent heard only the questions.
+    heard = [(e.agent, e.content) for e in result.transcript if e.kind == "stimulus"]
+    assert heard == [
+        ("ann", "First question?"),
+        ("bob", "First question?"),
+        ("ann", "Second question?"),
+        ("bob", "Second question?"),
+    ]
+
+
+def test_focus_group_everyone_hears_untargeted_talk(tmp_path: Path) -> None:
+    panel = world("panel", "focus_group", ["ann", "bob", "cat"], moderator="mod")
+    steps: list[Step] = [
+        BroadcastStep(id="", origin="", world="panel", text="Welcome!", speaker="mod"),
+        RunStep(id="", origin="", world="panel", round=1, of=2, agents=["ann", "bob", "cat"]),
+        RunStep(id="", origin="", world="panel", round=2, of=2, agents=["ann", "bob", "cat"]),
+    ]
+    client = ScriptedClient()
+    result = run(make_plan(PANEL, [panel], steps), client, tmp_path)
+
+    round1 = [e for e in result.transcript if e.step == "02-run"]
+    ann_talk = next(e for e in round1 if e.agent == "ann" and e.type == "TALK")
+    listeners = sorted(e.agent for e in round1 if e.kind == "stimulus" and e.source == "ann")
+    assert listeners == ["bob", "cat", "mod"]  # the moderator listens too
+    # Round 2 prompts show what everyone said in round 1; the moderator never acts.
+    assert ann_talk.content in client.prompts("bob")[1]
+    assert ann_talk.content in client.prompts("cat")[1]
+    assert ann_talk.content not in client.prompts("bob")[0]
+    assert client.prompts("mod") == []
+    assert "Mo Derator says" in client.prompts("ann")[0]
+    # Others present are named so agents can address them.
+    assert "Also present: Bob Stone, Cat Diaz, Mo Derator (moderator)." in client.prompts("ann")[0]
+
+
+def test_targeted_talk_reaches_only_its_target(tmp_path: Path) -> None:
+    def reply(request: ChatRequest, who: str) -> dict[str, Any]:
+        if who == "ann":
+            return talk("Bob, what do you think?", target="Bob Stone")
+        return talk(f"{who} agrees")
+
+    panel = world("panel", "focus_group", ["ann", "bob", "cat"], moderator="mod")
+    steps: list[Step] = [
+        RunStep(id="", origin="", world="panel", round=1, of=1, agents=["ann", "bob", "cat"])
+    ]
+    result = run(make_plan(PANEL, [panel], steps), ScriptedClient(reply), tmp_path)
+
+    talk_event = next(e for e in result.transcript if e.agent == "ann" and e.type == "TALK")
+    assert (talk_event.target, talk_event.target_name) == ("bob", "Bob Stone")
+    heard_by = [e.agent for e in result.transcript if e.kind == "stimulus" and e.source == "ann"]
+    assert heard_by == ["bob"]
+
+
+def test_interview_mode_talk_reaches_only_the_moderator(tmp_path: Path) -> None:
+    room = world("room", "interview", ["ann", "bob"], moderator="mod")
+    steps: list[Step] = [
+        AskStep(id="", origin="", world="room", question="How are you?", agents=["ann", "bob"])
+    ]
+    result = run(make_plan(PANEL, [room], steps), ScriptedClient(), tmp_path)
+    heard = [(e.agent, e.source) for e in result.transcript if e.kind == "stimulus" and e.source]
+    assert heard == [("ann", "mod"), ("bob", "mod"), ("mod", "ann"), ("mod", "bob")]
+
+
+def test_deliver_frames_by_channel_sets_clock_and_skips_control(tmp_path: Path) -> None:
+    inbox = world("inbox", "survey", ["ann", "bob"])
+    campaign = InterventionPlan(
+        name="promo",
+        channel="email",
+        control=0.5,
+        assign="random",
+        variants=[VariantPlan(name="short", content="Buy now!", timing="afternoon")],
+        targets=["ann", "bob"],
+        assignment={"ann": "short", "bob": "control"},
+    )
+    steps: list[Step] = [
+        DeliverStep(
+            id="",
+            origin="",
+            intervention="promo",
+            world="inbox",
+            deliveries=[
+                Delivery(
+                    agent="ann",
+                    variant="short",
+                    content="Buy now!",
+                    channel="email",
+                    time="2025-03-03T14:00:00",
+                )
+            ],
+            control=["bob"],
+        ),
+        WaitStep(id="", origin="", seconds=86400, text="1 day"),
+        AskStep(id="", origin="", world="inbox", question="Will you buy?", agents=["ann", "bob"]),
+        extract("inbox", ["ann", "bob"]),
+    ]
+    client = ScriptedClient()
+    result = run(make_plan(PANEL[:2], [inbox], steps, interventions=[campaign]), client, tmp_path)
+
+    delivered = [e for e in result.transcript if e.step == "01-deliver"]
+    assert [(e.agent, e.type, e.time, e.source) for e in delivered] == [
+        ("ann", "VISUAL", "2025-03-03T14:00:00", "promo")
+    ]
+    assert delivered[0].content == '[email] You receive an email: "Buy now!"'
+    # The wait moved both clocks by a day from where each was.
+    assert "Current date and time: Tuesday 2025-03-04 14:00." in client.prompts("ann")[0]
+    assert "Current date and time: Tuesday 2025-03-04 08:00." in client.prompts("bob")[0]
+    assert "Buy now!" not in client.prompts("bob")[0]
+    rows = {row["agent"]: row for row in result.rows}
+    assert rows["ann"]["variant"] == rows["ann"]["variant_promo"] == "short"
+    assert rows["bob"]["variant"] == "control"
+
+
+def test_interview_asks_each_question_in_turn(tmp_path: Path) -> None:
+    steps: list[Step] = [
+        InterviewStep(
+            id="",
+            origin="",
+            interviewer="mod",
+            agents=["ann", "bob"],
+            questions=["Why did you join?", "What would you change?"],
+        )
+    ]
+    client = ScriptedClient()
+    result = run(
+        make_plan(PANEL, [world("app", "survey", ["ann", "bob"])], steps), client, tmp_path
+    )
+
+    sequence = [(e.agent, e.kind, e.type, e.content[:12]) for e in result.transcript]
+    ann_answers = [e.content for e in result.transcript if e.agent == "ann" and e.type == "TALK"]
+    assert sequence[:5] == [
+        ("mod", "action", "TALK", "Why did you "),
+        ("ann", "stimulus", "CONVERSATION", "Why did you "),
+        ("ann", "action", "TALK", ann_answers[0][:12]),
+        ("mod", "stimulus", "CONVERSATION", ann_answers[0][:12]),
+        ("ann", "action", "DONE", ""),
+    ]
+    assert sequence[5][3] == "What would y"
+    # The second question's prompt shows the first answer; the sessions are 1:1.
+    first, second = client.prompts("ann")
+    assert ann_answers[0] in second and ann_answers[0] not in first
+    assert all("ann says" not in prompt for prompt in client.prompts("bob"))
+    assert all(e.world == "app" for e in result.transcript)
+
+
+def test_think_is_a_private_thought(tmp_path: Path) -> None:
+    steps: list[Step] = [
+        ThinkStep(id="", origin="", agents=["ann"], text="I am tired of ads."),
+        AskStep(id="", origin="", world="poll", question="Mood?", agents=["ann", "bob"]),
+    ]
+    client = ScriptedClient()
+    run(make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps), client, tmp_path)
+    assert "You think: I am tired of ads." in client.prompts("ann")[0]
+    assert "tired" not in client.prompts("bob")[0]
+
+
+def test_actions_after_done_are_ignored_and_empty_turns_are_fine(tmp_path: Path) -> None:
+    def reply(request: ChatRequest, who: str) -> dict[str, Any]:
+        if who == "ann":
+            return {
+                "actions": [
+                    {"type": "THINK", "content": "hmm", "target": ""},
+                    {"type": "DONE", "content": "", "target": ""},
+                    {"type": "TALK", "content": "never said", "target": ""},
+                ],
+                "cognitive_state": {"goals": "", "attention": "", "emotions": "calm"},
+            }
+        return {"actions": [], "cognitive_state": {"goals": "", "attention": "", "emotions": ""}}
+
+    panel = world("panel", "focus_group", ["ann", "bob"])
+    steps: list[Step] = [
+        RunStep(id="", origin="", world="panel", round=1, of=2, agents=["ann", "bob"]),
+        RunStep(id="", origin="", world="panel", round=2, of=2, agents=["ann", "bob"]),
+    ]
+    client = ScriptedClient(reply)
+    result = run(make_plan(PANEL[:2], [panel], steps), client, tmp_path)
+    first_round = [(e.agent, e.type) for e in result.transcript if e.step == "01-run"]
+    assert first_round == [("ann", "THINK"), ("ann", "DONE")]
+    assert "never said" not in json.dumps([e.to_json() for e in result.transcript])
+    assert "hmm" not in client.prompts("bob")[1]  # thoughts are private
+    assert "emotions: calm" in client.prompts("ann")[1]  # the cognitive state carries over
+
+
+def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
+    def reply(request: ChatRequest, who: str) -> dict[str, Any]:
+        if request.schema_name != "persona":
+            return default_reply(request, who)
+        return generated_persona("Sam Poe")  # every member gets the same name
+
+    members = [
+        AgentPlan(
+            id=f"crowd/{index}",
+            kind="member",
+            population="crowd",
+            segment="young",
+            index=index,
+            attributes={"age": 20 + index, "gender": "female", "occupation": "teacher"},
+            particularities="Likes hiking.",
+            fragments=[
+                {"preferences": {"likes": ["tea", "hiking"]}, "beliefs": ["fragment belief"]},
+                {"gender": "male", "occupation": {"organization": "School"}},
+            ],
+        )
+        for index in (1, 2, 3)
+    ]
+    agents = [persona("sam", "Sam Poe"), *members]
+    population = PopulationPlan(
+        name="crowd",
+        demographics="town",
+        demographics_description="People of a small town.",
+        size=3,
+        segments={"young": 3},
+        members=[m.id for m in members],
+    )
+    steps: list[Step] = [
+        GenerateStep(id="", origin="", population="crowd", agents=[m.id for m in members]),
+        extract("town", [m.id for m in members]),
+    ]
+    client = ScriptedClient(reply)
+    plan = make_plan(
+        agents, [world("town", "survey", [m.id for m in members])], steps, populations=[population]
+    )
+    result = run(plan, client, tmp_path)
+
+    rows = {row["agent"]: row for row in result.rows}
+    assert [rows[m.id]["name"] for m in members] == ["Sam Poe 2", "Sam Poe 3", "Sam Poe 4"]
+    first = rows["crowd/1"]
+    assert first["persona_age"] == 21 and first["persona_gender"] == "female"
+    assert first["persona_occupation"] == "teacher"
+    prompt = client.requests[0].messages[1].content
+    assert "age: 21; gender: female; occupation: teacher" in prompt
+    assert "Likes hiking." in prompt and "People of a small town." in prompt
+    # Fragments were merged TinyTroupe-style into what the model generated.
+    store = CheckpointStore(tmp_path / "state", "test_scenario")
+    state = store.load(plan.steps[0].hash)["engine_state"]["agents"]["crowd/1"]
+    assert state["persona"]["preferences"]["likes"] == ["tea", "hiking"]
+    assert state["persona"]["beliefs"] == ["model belief", "fragment belief"]
+    assert state["persona"]["occupation"]["organization"] == "Org"  # generated value kept
+    assert len(state["notes"]) == 3  # gender and organization conflicts, and the rename
+
+
+def test_merge_and_attributes_follow_tinytroupe() -> None:
+    from tiny_dsl.runtime.builtin.personas import apply_attributes, merge_persona, unique_name
+
+    notes: list[str] = []
+    merged = merge_persona(
+        {"likes": ["tea"], "occupation": {"title": "A"}, "gender": "female", "bio": ""},
+        {
+            "likes": ["tea", "jam"],
+            "occupation": {"organization": "B"},
+            "gender": "male",
+            "bio": "x",
+        },
+        notes,
+    )
+    assert merged == {
+        "likes": ["tea", "jam"],
+        "occupation": {"title": "A", "organization": "B"},
+        "gender": "female",
+        "bio": "x",
+    }
+    assert len(notes) == 1 and "gender" in notes[0] and "kept the generated one" in notes[0]
+    assert apply_attributes(merged, {"occupation": "C", "age": 30})["occupation"]["title"] == "C"
+    assert unique_name("Ann", {"ann", "ann 2"}) == "Ann 3"
+
+
+def test_seeds_depend_on_step_and_agent_only() -> None:
+    assert derive_seed(1, "02-ask", "ann") == derive_seed(1, "02-ask", "ann")
+    assert derive_seed(1, "02-ask", "ann") != derive_seed(1, "02-ask", "bob")
+    assert derive_seed(1, "02-ask", "ann") != derive_seed(2, "02-ask", "ann")
+    assert 0 <= derive_seed(7, "x") < 2**31
+
+
+def test_results_never_depend_on_completion_order(tmp_path: Path) -> None:
+    agents = [persona(f"p{i}", f"Person {i}") for i in range(12)]
+    ids = [a.id for a in agents]
+    steps: list[Step] = [
+        BroadcastStep(id="", origin="", world="room", text="Go!", speaker=None),
+        RunStep(id="", origin="", world="room", round=1, of=2, agents=ids),
+        RunStep(id="", origin="", world="room", round=2, of=2, agents=ids),
+        InterviewStep(id="", origin="", interviewer="p0", agents=ids[1:5], questions=["a?", "b?"]),
+        extract("room", ids),
+    ]
+    plan = make_plan(agents, [world("room", "focus_group", ids)], steps)
+    outputs = []
+    for attempt in range(2):
+        rng = random.Random(attempt)
+
+        def delay(request: ChatRequest, rng: random.Random = rng) -> float:
+            return rng.random() * 0.02
+
+        client = ScriptedClient(delay=delay)
+        result = run(plan, client, tmp_path / str(attempt))
+        outputs.append((transcript_lines(result), (result.run_dir / "results.csv").read_text()))
+    assert outputs[0] == outputs[1]
+
+
+def test_failed_step_names_step_and_origin(tmp_path: Path) -> None:
+    def fail(request: ChatRequest) -> Exception | None:
+        return RuntimeError("provider exploded") if request.purpose == "act bob" else None
+
+    steps: list[Step] = [
+        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"])
+    ]
+    plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
+    with pytest.raises(StepFailed) as caught:
+        run(plan, ScriptedClient(fail=fail), tmp_path)
+    error = caught.value
+    assert str(error) == "test.tts:1:3: step 01-ask failed: provider exploded"
+    assert error.step_id == "01-ask" and error.origin == "test.tts:1:3"
+    assert error.run_dir is not None
+    manifest = json.loads((error.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["exit_code"] == 3
+    assert manifest["steps"][0]["status"] == "failed"
+    assert not (tmp_path / "out" / "latest").exists()
+
+
+def test_refuses_unknown_schema_versions_and_uncompiled_plans(tmp_path: Path) -> None:
+    plan = make_plan(PANEL[:1], [], [CheckpointStep(id="", origin="", name="x")])
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps({**plan.model_dump(mode="json"), "schema_version": 99}))
+    with pytest.raises(PlanError, match="schema version 99 is not supported"):
+        load_plan(saved)
+    saved.write_text(plan.model_dump_json())
+    assert load_plan(saved) == plan
+    unhashed = plan.model_copy(update={"steps": [plan.steps[0].model_copy(update={"hash": ""})]})
+    with pytest.raises(PlanError, match="chained hash"):
+        run(unhashed, ScriptedClient(), tmp_path)
+
+
+# -------------------------------------------------------------------------- outputs
+
+
+REQUIRED_MANIFEST_KEYS = {
+    "tiny_dsl_version",
+    "scenario",
+    "plan_hash",
+    "source_hash",
+    "seed",
+    "provider",
+    "model",
+    "configured",
+    "answered_by",
+    "engine",
+    "started",
+    "finished",
+    "duration_s",
+    "steps",
+    "model_calls",
+    "cache_hits",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "env_vars",
+    "status",
+    "exit_code",
+}
+
+
+def test_outputs_manifest_and_latest(tmp_path: Path) -> None:
+    steps: list[Step] = [
+        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"]),
+        CheckpointStep(id="", origin="", name="after_q"),
+        extract(
+            "poll",
+            ["ann", "bob"],
+            [
+                FieldPlan(name="themes", kind="list"),
+                FieldPlan(name="mood", kind="enum", members=["up", "down"]),
+            ],
+        ),
+    ]
+    plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
+    client = ScriptedClient()
+    first = run(plan, client, tmp_path, env_vars=["OPENAI_API_KEY"])
+    files = {p.name for p in first.run_dir.iterdir()}
+    assert files == {
+        "manifest.json",
+        "plan.json",
+        "transcript.jsonl",
+        "transcript.md",
+        "results.csv",
+        "results.json",
+        "results.jsonl",
+    }
+    manifest = json.loads((first.run_dir / "manifest.json").read_text())
+    assert set(manifest) >= REQUIRED_MANIFEST_KEYS
+    assert manifest["model_calls"] == 4 and manifest["cache_hits"] == 0
+    assert isinstance(manifest["model_calls"], int) and isinstance(manifest["cache_hits"], int)
+    assert manifest["env_vars"] == ["OPENAI_API_KEY"]
+    assert manifest["answered_by"] == [{"provider": "fake", "model": "scripted-1"}]
+    assert [s["status"] for s in manifest["steps"]] == ["executed"] * 3
+    assert manifest["run_id"] == first.run_id and first.run_id.endswith(plan.plan_hash[:8])
+
+    csv_lines = (first.run_dir / "results.csv").read_text().splitlines()
+    assert csv_lines[0] == (
+        "agent,name,world,population,segment,persona_age,persona_gender,persona_occupation,"
+        "themes,mood,_missing"
+    )
+    assert csv_lines[1] == "ann,Ann Lee,poll,,,30,,Nurse,theme of ann,up,"
+    assert csv_lines[2] == "bob,Bob Stone,poll,,,40,male,,theme of bob,up,"
+    event = json.loads(transcript_lines(first)[0])
+    assert set(event) >= {"seq", "step", "world", "agent", "agent_name", "kind", "type", "time"}
+    markdown = (first.run_dir / "transcript.md").read_text()
+    assert (
+        "## 1. ask poll" in markdown
+        and '[2025-03-03 08:00] To Ann Lee, Bob Stone: "Q?"' in markdown
+    )
+
+    # A second run (everything restored) gets its own folder and becomes `latest`.
+    second = run(plan, ScriptedClient(store=client.store), tmp_path)
+    assert second.run_dir != first.run_dir
+    latest = tmp_path / "out" / "latest"
+    assert latest.is_symlink() and latest.resolve() == second.run_dir.resolve()
+    assert json.loads((latest / "manifest.json").read_text())["run_id"] == second.run_id
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
+    import io
+
+    stream = io.StringIO()
+    events: list[RunEvent] = []
+    display = PlainProgress(stream)
+
+    def on_event(event: RunEvent) -> None:
+        events.append(event)
+        display(event)
+
+    steps: list[Step] = [
+        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"]),
+        WaitStep(id="", origin="", seconds=60, text="1 minute"),
+    ]
+    plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
+    run(plan, ScriptedClient(), tmp_path, on_event=on_event)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[1/2] ask poll: 2 calls (0 cached) ")
+    assert lines[1].startswith("[2/2] wait 1 minute: ")
+    assert lines[2].startswith("done in ")
+    assert [e.kind for e in events] == [
+        "run_started",
+        "step_started",
+        "step_finished",
+        "step_started",
+        "step_finished",
+        "run_finished",
+    ]
+
+
+def test_live_progress_renders_and_displays_are_chosen_by_stream() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tiny_dsl.runtime.progress import LiveProgress, QuietProgress, make_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(make_progress(quiet=True, stream=Terminal()), QuietProgress)
+    assert isinstance(make_progress(stream=io.StringIO()), PlainProgress)
+    assert isinstance(make_progress(stream=Terminal()), LiveProgress)
+
+    screen = io.StringIO()
+    stats = ClientStats(model_calls=3, cache_hits=2, input_tokens=1200, cost_usd=0.5)
+    with LiveProgress(
+        Console(file=screen, force_terminal=True, color_system=None, width=100)
+    ) as live:
+        live(RunEvent("run_started", total=2, stats=stats, restored=1))
+        live(RunEvent("step_started", total=2, stats=stats, index=1, label="ask poll"))
+        live(RunEvent("step_finished", total=2, stats=stats, index=1, label="ask poll", calls=5))
+        live(RunEvent("run_finished", total=2, stats=stats))
+    shown = screen.getvalue()
+    assert "resuming: 1 of 2 steps restored" in shown and "ask poll: 5 calls" in shown
+    assert "2/2" in shown and "1,200 in" in shown and "$0.5000" in shown
+
+
+def test_normative_focus_group_runs_end_to_end(tmp_path: Path) -> None:
+    checks = pytest.importorskip("tiny_dsl.checks")
+    compiler = pytest.importorskip("tiny_dsl.plan")
+    program = checks.check_file(ROOT / "scenarios" / "focus_group.tts").require_program()
+    plan = compiler.compile_plan(program)
+    client = ScriptedClient()
+    result = run(plan, client, tmp_path)
+    assert result.exit_code == 0
+    assert len(result.rows) == 3
+    assert {row["name"] for row in result.rows} == {"Lisa Carter", "Tomas Novak", "Marcos Almeida"}
+    # 5 rounds of 3 participants, then one extraction each; the moderator only speaks.
+    assert client.stats.model_calls == 5 * 3 + 3
+    assert json.loads((result.run_dir / "results.json").read_text()) == result.rows
+    # `md` is the reporting module's; it is asked for exactly that format.
+    assert result.manifest["reports"] == {
+        "requested": ["md"],
+        "status": "written",
+        "files": ["report.md"],
+    }
+    assert (result.run_dir / "report.md").is_file()
+
+
+def test_no_secret_reaches_any_file_a_run_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    steps: list[Step] = [
+        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann"]),
+        extract("poll", ["ann"]),
+    ]
+    plan = make_plan(PANEL[:1], [world("poll", "survey", ["ann"])], steps)
+    result = run(plan, ScriptedClient(), tmp_path, env_vars=["OPENAI_API_KEY"])
+    assert result.manifest["env_vars"] == ["OPENAI_API_KEY"]
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) > 5
+    for path in written:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        assert secret.encode() not in data, path
+
+
+# --------------------------------------------------------------- the embedded model
+
+TINY_PANEL = """
+scenario tiny_panel {
+  title "Tiny panel"
+  seed 5
+}
+
+persona ana {
+  name "Ana Silva"
+  age 34
+  occupation "Nurse"
+}
+
+persona ben {
+  name "Ben Okoro"
+  age 45
+  occupation "Accountant"
+}
+
+world room {
+  mode focus_group
+  agents ana, ben
+  context "A short online chat about a $10 monthly vitamin subscription."
+}
+
+timeline {
+  broadcast room "Would you pay $10 a month for vitamins delivered to your door?"
+  run room 1 rounds
+}
+
+extract from room {
+  would_buy bool         "Whether the person would subscribe"
+  interest  int 1..10    "How interested the person is, from 1 to 10"
+}
+
+output {
+  formats [json, csv]
+}
+"""
+
+
+def compile_text(text: str, path: Path) -> Plan:
+    checks = pytest.importorskip("tiny_dsl.checks")
+    compiler = pytest.importorskip("tiny_dsl.plan")
+    path.write_text(text)
+    return compiler.compile_plan(checks.check_file(path).require_program())
+
+
+def embedded_client(cache_path: Path) -> Any:
+    pytest.importorskip("llama_cpp")
+    from tiny_dsl.runtime.cache import LLMCache
+    from tiny_dsl.runtime.client import LLMClient
+    from tiny_dsl.runtime.providers import EmbeddedProvider
+
+    # One llama.cpp thread: with a thread per core, generation slows down by an order of
+    # magnitude as soon as anything else competes for the CPU (a parallel test run).
+    provider = EmbeddedProvider(n_threads=1)
+    return LLMClient(provider, LLMCache(cache_path), max_concurrency=4)
+
+
+@pytest.mark.model
+def test_embedded_focus_group_gives_schema_valid_rows_and_replays(tmp_path: Path) -> None:
+    plan = compile_text(TINY_PANEL, tmp_path / "tiny.tts")
+    first = run_plan(
+        plan,
+        client=embedded_client(tmp_path / "cache.sqlite"),
+        state_dir=tmp_path / "state",
+        output_dir=tmp_path / "out",
+    )
+    assert first.manifest["model_calls"] >= 4
+    assert first.manifest["answered_by"] == [
+        {"provider": "embedded", "model": "SmolLM2-135M-Instruct"}
+    ]
+    assert len(first.rows) == 2
+    for row in first.rows:
+        assert row["would_buy"] is None or isinstance(row["would_buy"], bool)
+        assert row["interest"] is None or (
+            isinstance(row["interest"], int) and 1 <= row["interest"] <= 10
+        )
+        for field, reason in row["_missing"].items():
+            assert row[field] is None and reason
+    # Same plan, new checkpoints: everything comes from the LLM cache.
+    second = run_plan(
+        plan,
+        client=embedded_client(tmp_path / "cache.sqlite"),
+        state_dir=tmp_path / "state-2",
+        output_dir=tmp_path / "out",
+    )
+    assert second.manifest["model_calls"] == 0
+    assert second.manifest["cache_hits"] == first.manifest["model_calls"]
+    assert second.rows == first.rows
+    assert transcript_lines(second) == transcript_lines(first)
+
+
+def test_engine_state_round_trips(tmp_path: Path) -> None:
+    steps: list[Step] = [
+        DeliverStep(
+            id="",
+            origin="",
+            intervention="promo",
+            world="poll",
+            deliveries=[
+                Delivery(agent="ann", variant="v", content="Hi", channel="push", time=None)
+            ],
+            control=[],
+        ),
+        WaitStep(id="", origin="", seconds=3600, text="1 hour"),
+        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"]),
+    ]
+    plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        engine = BuiltinEngine(ScriptedClient())
+        await engine.setup(plan)
+        for step in plan.steps:
+            await engine.execute(step)
+        state = engine.dump_state()
+        copy = BuiltinEngine(ScriptedClient())
+        await copy.setup(plan)
+        copy.load_state(json.loads(json.dumps(state)))
+        return state, copy.dump_state()
+
+    state, restored = asyncio.run(scenario())
+    assert state == restored
+    assert state["agents"]["ann"]["clock"] == "2025-03-03T09:00:00"
+    assert state["worlds"]["poll"]["clock"] == "2025-03-03T09:00:00"

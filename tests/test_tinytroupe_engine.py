@@ -1,0 +1,521 @@
+"""The TinyTroupe engine, on the real TinyTroupe library.
+
+TinyTroupe is an optional extra (see the README): every test that needs it is
+skipped, with the install instructions as the reason, when it is absent.
+`pytest.importorskip("tinytroupe")` is not used because importing TinyTroupe
+directly is exactly what the adapter exists to avoid (banner, root logging,
+a log file in the working directory); the check looks for the package without
+importing it.
+
+Most tests use a deterministic in-test provider whose answers are a hash of
+the request, so any difference in what an agent remembers shows up in what it
+says. Tests marked `model` run the example scenarios on the embedded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tiny_dsl.checks import check_file
+from tiny_dsl.plan import compile_plan
+from tiny_dsl.plan.model import AskStep, DeliverStep, ExtractStep, Plan, RunStep
+from tiny_dsl.runtime import engines
+from tiny_dsl.runtime.cache import LLMCache
+from tiny_dsl.runtime.client import LLMClient
+from tiny_dsl.runtime.engines import (
+    TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+    TINYTROUPE_EMBEDDED_N_CTX,
+    EngineUnavailable,
+    make_engine,
+)
+from tiny_dsl.runtime.interpreter import RunResult, StepFailed, run_plan
+from tiny_dsl.runtime.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    InvalidOutput,
+    ProviderError,
+)
+from tiny_dsl.runtime.tinytroupe import (
+    COMPACT_MEMORY,
+    INSTALL_HINT,
+    TinyTroupeEngine,
+    tinytroupe_installed,
+)
+
+needs_tinytroupe = pytest.mark.skipif(not tinytroupe_installed(), reason=INSTALL_HINT)
+
+SCENARIOS = ROOT / "scenarios"
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def compiled(name: str) -> Plan:
+    return compile_plan(check_file(SCENARIOS / f"{name}.tts").require_program())
+
+
+def _value(schema: dict[str, Any], key: str, digest: str) -> Any:
+    """A schema-valid value whose strings carry `digest`."""
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") != "null":
+            return _value(branch, key, digest)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        if "actions" in schema["properties"]:
+            return {
+                "actions": [
+                    {"type": "THINK", "content": f"thinking {digest}", "target": ""},
+                    {"type": "TALK", "content": f"my view {digest}", "target": ""},
+                    {"type": "DONE", "content": "", "target": ""},
+                ],
+                "cognitive_state": _value(
+                    schema["properties"]["cognitive_state"], "cognitive_state", digest
+                ),
+            }
+        return {k: _value(sub, k, digest) for k, sub in schema["properties"].items()}
+    if kind == "array":
+        return [_value(schema["items"], key, digest)]
+    if kind == "string":
+        text = f"Name {digest}" if key == "name" else f"{key} {digest}"
+        return text[: schema.get("maxLength", len(text))]
+    if kind == "integer":
+        return int(schema.get("minimum", 30))
+    if kind == "number":
+        return float(schema.get("minimum", 0.5))
+    return True
+
+
+class HashProvider:
+    """Answers are a function of the request: a schema instance carrying its hash.
+
+    `fail(request)` may return an exception to raise instead; `extraction(data)`
+    may rewrite extraction answers.
+    """
+
+    name = "hash"
+    model = "hash-1"
+    supports_json_schema = True
+
+    def __init__(
+        self,
+        fail: Callable[[ChatRequest], Exception | None] | None = None,
+        extraction: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.requests: list[ChatRequest] = []
+        self._fail = fail
+        self._extraction = extraction
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        self.requests.append(request)
+        await asyncio.sleep(0)
+        if self._fail is not None and (error := self._fail(request)) is not None:
+            raise error
+        digest = hashlib.sha256(
+            json.dumps([[m.role, m.content] for m in request.messages]).encode()
+        ).hexdigest()[:8]
+        data = _value(request.json_schema, "", digest) if request.json_schema else None
+        if data is not None and request.schema_name == "extraction" and self._extraction:
+            data = self._extraction(data)
+        text = json.dumps(data) if data is not None else f"text {digest}"
+        return ChatResponse(
+            text=text,
+            data=data,
+            input_tokens=sum(len(m.content) for m in request.messages) // 4,
+            output_tokens=len(text) // 4,
+            provider=self.name,
+            model=self.model,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def run(
+    plan: Plan,
+    tmp_path: Path,
+    provider: Any,
+    *,
+    cache: LLMCache | None = None,
+    engine: bool = True,
+    timeout_s: float = 120.0,
+) -> tuple[RunResult, LLMClient]:
+    client = LLMClient(provider, cache, max_concurrency=8, attempt_timeout_s=timeout_s)
+    result = run_plan(
+        plan,
+        client=client,
+        engine=TinyTroupeEngine(client, memory=COMPACT_MEMORY) if engine else None,
+        state_dir=tmp_path / "state",
+        output_dir=tmp_path / "out",
+    )
+    return result, client
+
+
+def transcript(result: RunResult) -> list[dict[str, Any]]:
+    return [event.to_json() for event in result.transcript]
+
+
+# ---------------------------------------------------------------- without TinyTroupe
+
+
+def test_missing_tinytroupe_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines, "tinytroupe_installed", lambda: False)
+    plan = compiled("fed_rate_hike")
+    client = LLMClient(HashProvider(), None)
+    with pytest.raises(EngineUnavailable) as caught:
+        make_engine("tinytroupe", plan, client)
+    message = str(caught.value)
+    assert "placeholder" in message and "git+https://github.com/microsoft/TinyTroupe" in message
+    assert make_engine(None, plan, client).name == "builtin"
+
+
+# ------------------------------------------------------------------ import containment
+
+IMPORT_CHECK = textwrap.dedent(
+    """
+    import io, json, logging, os, sys
+    root = logging.getLogger()
+    ours = logging.StreamHandler(io.StringIO())
+    root.addHandler(ours)
+    root.setLevel(logging.INFO)
+    def snapshot():
+        return {"cwd": os.getcwd(), "handlers": [id(h) for h in root.handlers],
+                "level": root.level, "path": list(sys.path)}
+    before = snapshot()
+    import tiny_dsl.runtime.tinytroupe as adapter
+    tt = adapter.import_tinytroupe()
+    after = snapshot()
+    print(json.dumps({
+        "unchanged": before == after,
+        "api_type": tt.package.config_manager.get("api_type"),
+        "consolidation": tt.package.config_manager.get("enable_memory_consolidation"),
+        "banner_lines": len(tt.banner.splitlines()),
+        "files": sorted(os.listdir(".")),
+        "root_records": ours.stream.getvalue(),
+    }))
+    """
+)
+
+
+@needs_tinytroupe
+def test_import_leaves_cwd_logging_and_stdout_alone(tmp_path: Path) -> None:
+    # A config.ini in the working directory that TinyTroupe would read if it looked.
+    (tmp_path / "config.ini").write_text("[OpenAI]\nAPI_TYPE=ollama\n")
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1  # our JSON only: the banner was captured
+    report = json.loads(lines[0])
+    assert report["unchanged"]
+    assert report["api_type"] == "tiny_dsl" and report["consolidation"] is False
+    assert report["banner_lines"] > 10
+    assert report["files"] == ["config.ini"]  # no tinytroupe.*.log
+    assert report["root_records"] == ""
+
+
+# --------------------------------------------------------------------- semantics
+
+
+@needs_tinytroupe
+def test_focus_group_runs_on_tinytroupe(tmp_path: Path) -> None:
+    plan = compiled("focus_group")
+    provider = HashProvider()
+    result, client = run(plan, tmp_path, provider)
+    assert result.manifest["engine"] == "tinytroupe"
+    # 3 participants x 5 rounds, then 3 extractions; the moderator never acts.
+    purposes = [r.purpose for r in provider.requests]
+    assert sorted(set(purposes)) == [
+        "act lisa",
+        "act marcos",
+        "act tomas",
+        "extract lisa",
+        "extract marcos",
+        "extract tomas",
+    ]
+    assert len(purposes) == 18 and client.stats.model_calls == 18
+
+    events = transcript(result)
+    welcome = [e for e in events if e["step"] == "01-broadcast-panel"]
+    assert [(e["agent"], e["kind"], e["type"]) for e in welcome] == [
+        ("mia", "action", "TALK"),
+        ("lisa", "stimulus", "CONVERSATION"),
+        ("tomas", "stimulus", "CONVERSATION"),
+        ("marcos", "stimulus", "CONVERSATION"),
+    ]
+    assert {e["source_name"] for e in welcome[1:]} == {"Mia Okafor"}
+    round_one = [e for e in events if e["step"] == "02-run-panel-r1"]
+    talks = [e for e in round_one if e["type"] == "TALK"]
+    assert [e["agent"] for e in talks] == ["lisa", "tomas", "marcos"]
+    heard = [e for e in round_one if e["kind"] == "stimulus"]
+    # Every untargeted TALK reaches everyone else present, the moderator included.
+    assert len(heard) == 3 * 3
+    assert {(e["source"], e["agent"]) for e in heard} == {
+        (s, a)
+        for s in ("lisa", "tomas", "marcos")
+        for a in ("lisa", "tomas", "marcos", "mia")
+        if s != a
+    }
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+    assert [row["agent"] for row in result.rows] == ["lisa", "tomas", "marcos"]
+    for row in result.rows:
+        assert row["_missing"] == {} and row["would_subscribe"] is True
+        assert row["themes"] and row["world"] == "panel"
+    assert result.rows[0]["persona_occupation"] == "Data scientist"
+
+
+@needs_tinytroupe
+def test_survey_agents_are_isolated_and_deliveries_timed(tmp_path: Path) -> None:
+    plan = compiled("email_ab")
+    result, _ = run(plan, tmp_path, HashProvider())
+    events = transcript(result)
+    intervention = plan.interventions[0]
+    delivered = {e["agent"]: e for e in events if e["type"] == "VISUAL"}
+    deliveries = {
+        d.agent: d for step in plan.steps if isinstance(step, DeliverStep) for d in step.deliveries
+    }
+    assert set(delivered) == set(deliveries)
+    for agent_id, event in delivered.items():
+        assert event["time"] == deliveries[agent_id].time
+        assert event["source"] == "email_campaign" and event["source_name"] is None
+        assert event["content"].startswith("[email] You receive an email:")
+    control = [a for a, arm in intervention.assignment.items() if arm == "control"]
+    assert control and not set(control) & set(delivered)
+    # Nobody in a survey hears anybody else.
+    assert all(e["source"] is None for e in events if e["type"] == "CONVERSATION")
+    # The question comes a day after each agent's own clock (moved by the delivery).
+    asked = {e["agent"]: e["time"] for e in events if e["type"] == "CONVERSATION"}
+    assert asked[control[0]] == "2025-03-04T08:00:00"
+    treated = next(iter(delivered))
+    assert asked[treated] == "2025-03-04" + str(deliveries[treated].time)[10:]
+    names = [row["name"] for row in result.rows]
+    assert len(names) == 24 and len(set(names)) == 24
+    assert all(row["variant"] == intervention.assignment[row["agent"]] for row in result.rows)
+
+
+@needs_tinytroupe
+def test_interview_goes_one_to_one(tmp_path: Path) -> None:
+    plan = compiled("onboarding_journey")
+    result, _ = run(plan, tmp_path, HashProvider())
+    interview = [e for e in transcript(result) if e["step"].endswith("interview-users")]
+    questions = [e for e in interview if e["agent"] == "interviewer" and e["kind"] == "action"]
+    assert len(questions) == 6 and {e["target"] for e in questions} == {
+        f"users/{i:03d}" for i in range(1, 7)
+    }
+    answers = [e for e in interview if e["agent"] == "interviewer" and e["kind"] == "stimulus"]
+    assert {e["target"] for e in answers} == {"interviewer"}
+    # Each interviewee hears only the interviewer.
+    heard = [e for e in interview if e["agent"] != "interviewer" and e["kind"] == "stimulus"]
+    assert {e["source"] for e in heard} == {"interviewer"}
+    assert all(e["target"] == e["agent"] for e in heard)
+
+
+@needs_tinytroupe
+def test_extraction_is_validated_on_top_of_the_schema(tmp_path: Path) -> None:
+    plan = compiled("fed_rate_hike")
+
+    def blank_post(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "post": "   "}
+
+    result, _ = run(plan, tmp_path, HashProvider(extraction=blank_post))
+    for row in result.rows:
+        assert row["post"] is None
+        assert row["_missing"] == {"post": "the model answered with empty text"}
+
+    def invalid(request: ChatRequest) -> Exception | None:
+        if request.schema_name != "extraction":
+            return None
+        return InvalidOutput("no", text="{}", errors=["bad"], input_tokens=1, output_tokens=1)
+
+    again, _ = run(plan, tmp_path / "invalid", HashProvider(fail=invalid))
+    for row in again.rows:
+        assert row["decision"] is None and row["sentiment"] is None
+        assert "did not match the schema" in row["_missing"]["decision"]
+
+
+@needs_tinytroupe
+def test_plan_setting_selects_the_engine(tmp_path: Path) -> None:
+    plan = compiled("fed_rate_hike")
+    settings = plan.settings.model_copy(update={"engine": "tinytroupe"})
+    plan = plan.model_copy(update={"settings": settings})
+    result, _ = run(plan, tmp_path, HashProvider(), engine=False)
+    assert result.manifest["engine"] == "tinytroupe"
+
+
+# ------------------------------------------------------------------------- resume
+
+
+@needs_tinytroupe
+def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    plan = compiled("focus_group")
+    reference, _ = run(plan, tmp_path / "reference", HashProvider())
+
+    calls = {"act tomas": 0}
+
+    def fail_in_round_two(request: ChatRequest) -> Exception | None:
+        if request.purpose == "act tomas":
+            calls["act tomas"] += 1
+            if calls["act tomas"] == 2:
+                return ProviderError("connection reset by peer")
+        return None
+
+    cache = LLMCache(tmp_path / "cache.sqlite")
+    with pytest.raises(StepFailed) as caught:
+        run(plan, tmp_path / "resumed", HashProvider(fail=fail_in_round_two), cache=cache)
+    assert caught.value.step_id == "03-run-panel-r2"
+    assert "connection reset by peer" in str(caught.value)
+
+    provider = HashProvider()
+    resumed, client = run(plan, tmp_path / "resumed", provider, cache=cache)
+    assert resumed.restored == ["01-broadcast-panel", "02-run-panel-r1"]
+    assert resumed.executed[0] == "03-run-panel-r2"
+    # Lisa's and Marcos's round-2 answers arrived before Tomas's failed: cache hits now.
+    assert client.stats.cache_hits == 2
+    assert transcript(resumed) == transcript(reference)
+    assert resumed.rows == reference.rows
+
+
+@needs_tinytroupe
+def test_state_round_trips_and_rejects_foreign_states(tmp_path: Path) -> None:
+    plan = compiled("fed_rate_hike")
+    client = LLMClient(HashProvider(), None)
+
+    async def scenario() -> None:
+        first = TinyTroupeEngine(client)
+        await first.setup(plan)
+        await first.execute(plan.steps[0])
+        await first.execute(plan.steps[1])
+        state = json.loads(json.dumps(first.dump_state()))
+
+        second = TinyTroupeEngine(client)
+        await second.setup(plan)
+        with pytest.raises(ValueError, match="engine 'builtin'"):
+            second.load_state({**state, "engine": "builtin"})
+        with pytest.raises(ValueError, match="different agents"):
+            second.load_state({**state, "agents": {}})
+        second.load_state(state)
+        assert second.dump_state() == state  # not applied yet: nothing lost
+        events_first = await first.execute(plan.steps[2])
+        events_second = await second.execute(plan.steps[2])
+        assert [e.to_json() for e in events_second] == [e.to_json() for e in events_first]
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------- bridge
+
+
+@needs_tinytroupe
+def test_action_schema_is_closed_and_bounded() -> None:
+    from tiny_dsl.runtime.tinytroupe.bridge import (
+        _with_targets,
+        schema_for_model,
+        worst_case_tokens,
+    )
+    from tiny_dsl.runtime.tinytroupe.loader import import_tinytroupe
+
+    import_tinytroupe()
+    from tinytroupe.agent import CognitiveActionsModel
+
+    schema = schema_for_model(CognitiveActionsModel)
+    action = schema["properties"]["actions"]["items"]
+    assert schema["additionalProperties"] is False and action["additionalProperties"] is False
+    assert action["properties"]["type"]["enum"] == ["TALK", "THINK", "DONE"]
+    assert action["properties"]["content"]["maxLength"] > 0
+    assert schema["properties"]["actions"]["maxItems"] > 0
+    assert worst_case_tokens(schema) < 4096
+    targeted = _with_targets(schema, ("Ann", "Bob"))
+    target = targeted["properties"]["actions"]["items"]["properties"]["target"]
+    assert target == {"type": "string", "enum": ["", "Ann", "Bob"]}
+    assert "enum" not in action["properties"]["target"]  # the cached schema is untouched
+
+
+@needs_tinytroupe
+def test_bridge_refuses_to_block_the_event_loop() -> None:
+    from tiny_dsl.runtime.tinytroupe.bridge import TinyDslClient
+
+    bridge = TinyDslClient(lambda text: text)
+    client = LLMClient(HashProvider(), None)
+
+    async def on_the_loop() -> None:
+        with bridge.attached(client, asyncio.get_running_loop(), seed=1, temperature=0.5):
+            bridge.send_message([{"role": "user", "content": "hi"}])
+
+    with pytest.raises(RuntimeError, match="event loop's own thread"):
+        asyncio.run(on_the_loop())
+    with pytest.raises(RuntimeError, match="outside a tiny_dsl engine step"):
+        bridge.send_message([{"role": "user", "content": "hi"}])
+
+
+# ------------------------------------------------------------- the embedded model
+
+
+def _up_to_first_ask(plan: Plan) -> Plan:
+    index = next(i for i, step in enumerate(plan.steps) if step.kind == "ask")
+    return plan.model_copy(update={"steps": plan.steps[: index + 1]})
+
+
+@needs_tinytroupe
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("scenario", "whole"),
+    [
+        ("focus_group", True),
+        ("fed_rate_hike", True),
+        ("email_ab", False),
+        ("onboarding_journey", False),
+    ],
+)
+def test_example_scenarios_on_the_embedded_model(
+    tmp_path: Path, scenario: str, whole: bool
+) -> None:
+    """The normative examples on TinyTroupe with the embedded model.
+
+    TinyTroupe's agent prompt is about 5,600 tokens, so every turn takes the
+    embedded model tens of seconds to read (minutes on a busy two-core machine):
+    the two small worlds run whole, the two populations (24 and 6 members) up
+    to their first `ask`. `TTS_TINYTROUPE_TEST_CACHE` names a directory that
+    keeps the model's answers between runs (`<scenario>.sqlite`).
+    """
+    from tiny_dsl.runtime.providers.embedded import EmbeddedProvider
+
+    plan = compiled(scenario)
+    if not whole:
+        plan = _up_to_first_ask(plan)
+    provider = EmbeddedProvider(n_ctx=TINYTROUPE_EMBEDDED_N_CTX)
+    kept = os.environ.get("TTS_TINYTROUPE_TEST_CACHE")
+    cache = LLMCache(Path(kept) / f"{scenario}.sqlite" if kept else tmp_path / "cache.sqlite")
+    result, client = run(
+        plan, tmp_path, provider, cache=cache, timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S
+    )
+    assert result.status in ("ok", "expectations_failed")
+    assert client.stats.failures == 0
+    acted = {e.agent for e in result.transcript if e.kind == "action" and e.type != "DONE"}
+    asked = {a for step in plan.steps if isinstance(step, AskStep | RunStep) for a in step.agents}
+    assert asked <= {e.agent for e in result.transcript if e.kind == "action"}
+    assert acted, "nobody said or thought anything"
+    fields = {f.name for step in plan.steps if isinstance(step, ExtractStep) for f in step.fields}
+    for row in result.rows:
+        assert set(row["_missing"]) <= fields
+        assert all(reason for reason in row["_missing"].values())

@@ -1,0 +1,142 @@
+"""One structured model call per agent over what that agent saw and did.
+
+Engine-independent: an engine passes the agent's transcript events in the
+extracted world and its persona; this module builds the request, makes the
+call and turns the answer into a validated row. Following TinyTroupe's
+`ResultsExtractor`, the model reads the agent's own trajectory; unlike it, the
+answer is schema-constrained and checked field by field, and whatever cannot be
+obtained is recorded as missing with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from tiny_dsl.extraction.rows import build_row
+from tiny_dsl.extraction.schema import extraction_schema, max_answer_tokens, validate_answer
+from tiny_dsl.plan.model import AgentPlan, ExtractStep, FieldPlan, InterventionPlan
+from tiny_dsl.runtime.engine import TranscriptEvent, derive_seed, memory_view, render_prompt
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, InvalidOutput, Message
+
+__all__ = [
+    "EXTRACT_RECORD_CHARS",
+    "ExtractionClient",
+    "extract_row",
+    "extraction_request",
+]
+
+# How much of an agent's record the extraction prompt shows (newest first). Long
+# enough for a survey answer or a few focus-group rounds, short enough for a
+# 4k-token context such as the embedded model's.
+EXTRACT_RECORD_CHARS = 6000
+_RECORD_ITEM_CHARS = 800
+
+
+class ExtractionClient(Protocol):
+    """The part of `LLMClient` extraction needs."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+def extraction_request(
+    *,
+    seed: int,
+    step: ExtractStep,
+    agent_id: str,
+    name: str,
+    brief: str,
+    events: list[TranscriptEvent],
+) -> ChatRequest:
+    """The request for one agent.
+
+    Temperature is 0: extraction reads facts off a record, it should not be
+    creative, and repeated extractions of the same record should agree.
+    """
+    view, omitted = memory_view(
+        events, me=agent_id, max_chars=EXTRACT_RECORD_CHARS, item_chars=_RECORD_ITEM_CHARS
+    )
+    user = render_prompt(
+        "extract_user.j2",
+        name=name,
+        brief=brief,
+        events=view,
+        omitted=omitted,
+        fields=[
+            {"name": f.name, "type": _describe(f), "description": f.description}
+            for f in step.fields
+        ],
+    )
+    return ChatRequest(
+        messages=(
+            Message("system", render_prompt("extract_system.j2")),
+            Message("user", user),
+        ),
+        temperature=0.0,
+        max_tokens=max_answer_tokens(step.fields),
+        json_schema=extraction_schema(step.fields),
+        schema_name="extraction",
+        seed=derive_seed(seed, step.id, agent_id, "extract"),
+        purpose=f"extract {agent_id}",
+    )
+
+
+async def extract_row(
+    client: ExtractionClient,
+    *,
+    seed: int,
+    step: ExtractStep,
+    agent: AgentPlan,
+    name: str,
+    persona: Mapping[str, Any],
+    brief: str,
+    events: list[TranscriptEvent],
+    interventions: list[InterventionPlan],
+) -> dict[str, Any]:
+    """Ask the model about one agent and return its validated row.
+
+    An answer that still violates the schema after the client's repair attempts
+    makes every field missing with that reason; provider failures (network,
+    budget, replay miss) propagate and stop the step, since retrying later can
+    succeed.
+    """
+    request = extraction_request(
+        seed=seed, step=step, agent_id=agent.id, name=name, brief=brief, events=events
+    )
+    try:
+        response = await client.complete(request)
+    except InvalidOutput as exc:
+        reason = f"the model's answer did not match the schema: {exc}"
+        values = {field.name: None for field in step.fields}
+        missing = {field.name: reason for field in step.fields}
+    else:
+        values, missing = validate_answer(step.fields, response.data)
+    return build_row(
+        agent=agent,
+        name=name,
+        world=step.world,
+        persona=persona,
+        interventions=interventions,
+        values=values,
+        missing=missing,
+    )
+
+
+def _describe(field: FieldPlan) -> str:
+    """The field's type in words, for the prompt (the schema says it formally)."""
+    if field.kind in ("int", "float"):
+        noun = "integer" if field.kind == "int" else "number"
+        if field.low is not None and field.high is not None:
+            return f"{noun} from {_number(field.low)} to {_number(field.high)}"
+        return noun
+    if field.kind == "bool":
+        return "true or false"
+    if field.kind == "enum":
+        return "one of " + ", ".join(field.members)
+    if field.kind == "list":
+        return "list of short texts"
+    return "short text"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else str(value)

@@ -1,0 +1,109 @@
+"""Result rows: one per agent and `extract` block, with who the agent is next to the fields.
+
+A row carries everything an analysis needs to group or compare without going
+back to the plan: the agent's world, population and segment, the variant it was
+assigned in every intervention, and its persona attributes (prefixed
+`persona_`). Missing values are `None`, and `_missing` maps each missing field
+to the reason, so a reader can tell "the model did not know" from "invalid".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tiny_dsl.plan.model import AgentPlan, FieldPlan, InterventionPlan
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "MISSING_COLUMN",
+    "build_row",
+    "persona_attributes",
+    "result_columns",
+]
+
+FIXED_COLUMNS = ("agent", "name", "world", "population", "segment")
+MISSING_COLUMN = "_missing"
+PERSONA_PREFIX = "persona_"
+# Persona keys worth a column: TinyTroupe's identity fields, which are scalars (or,
+# for occupation, a dict whose title is the scalar).
+_PERSONA_KEYS = ("age", "gender", "nationality", "residence", "education", "occupation")
+
+
+def persona_attributes(agent: AgentPlan, persona: Mapping[str, Any]) -> dict[str, Any]:
+    """`persona_*` columns: identity fields of the persona and every sampled attribute.
+
+    Sampled demographic attributes (region, income, ...) are included even when
+    the persona has no such key, since they are what a population was stratified
+    on. Only scalar values become columns; structured values stay in the persona.
+    """
+    columns: dict[str, Any] = {}
+    for key in _PERSONA_KEYS:
+        value = persona.get(key)
+        if key == "occupation" and isinstance(value, Mapping):
+            value = value.get("title")
+        if _is_scalar(value):
+            columns[PERSONA_PREFIX + key] = value
+    for key, value in agent.attributes.items():
+        if key == "occupation" or PERSONA_PREFIX + key in columns:
+            continue
+        if _is_scalar(value):
+            columns[PERSONA_PREFIX + key] = value
+    return columns
+
+
+def build_row(
+    *,
+    agent: AgentPlan,
+    name: str,
+    world: str,
+    persona: Mapping[str, Any],
+    interventions: list[InterventionPlan],
+    values: Mapping[str, Any],
+    missing: Mapping[str, str],
+) -> dict[str, Any]:
+    """The result row of one agent (see the module docstring for the columns).
+
+    `variant_<intervention>` is the assigned variant or `control`, and None for
+    an agent the intervention does not target; with exactly one intervention the
+    same value is also in `variant`, the column most analyses group by.
+    """
+    row: dict[str, Any] = {
+        "agent": agent.id,
+        "name": name,
+        "world": world,
+        "population": agent.population,
+        "segment": agent.segment,
+    }
+    for intervention in interventions:
+        row[f"variant_{intervention.name}"] = intervention.assignment.get(agent.id)
+    if len(interventions) == 1:
+        row["variant"] = row[f"variant_{interventions[0].name}"]
+    row.update(persona_attributes(agent, persona))
+    row.update(values)
+    row[MISSING_COLUMN] = dict(missing)
+    return row
+
+
+def result_columns(rows: Iterable[Mapping[str, Any]], fields: list[FieldPlan]) -> list[str]:
+    """A stable column order: fixed columns, variants, persona attributes sorted, fields.
+
+    Fields come in declared order (first extract block first); `_missing` is last.
+    Columns are the union over all rows, so rows from different extract blocks or
+    with different persona attributes share one table.
+    """
+    rows = list(rows)
+    present = {key for row in rows for key in row}
+    field_names = list(dict.fromkeys(field.name for field in fields))
+    variants = sorted(key for key in present if key.startswith("variant_"))
+    if "variant" in present:
+        variants.insert(0, "variant")
+    persona = sorted(key for key in present if key.startswith(PERSONA_PREFIX))
+    known = {*FIXED_COLUMNS, *variants, *persona, *field_names, MISSING_COLUMN}
+    # Anything else (a future engine's extra column) goes before the fields, sorted.
+    extra = sorted(present - known)
+    return [*FIXED_COLUMNS, *variants, *persona, *extra, *field_names, MISSING_COLUMN]
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and value != ""
