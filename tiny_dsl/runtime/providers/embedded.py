@@ -166,7 +166,10 @@ class EmbeddedProvider:
     ) -> None:
         self._model_path = model_path
         self._n_ctx = n_ctx
-        self._n_threads = n_threads or os.cpu_count() or 1
+        # Half the logical CPUs (the physical cores, on most machines): llama.cpp with
+        # one thread per logical CPU collapses to under a token per second as soon as
+        # anything else wants the CPU, where half the threads keep most of the speed.
+        self._n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Run one chat completion on the shared model in its worker thread."""
