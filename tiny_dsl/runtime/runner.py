@@ -23,7 +23,12 @@ from tiny_dsl.plan import compile_plan, price_for
 from tiny_dsl.plan.model import Plan
 from tiny_dsl.runtime.cache import CacheCorruptError, LLMCache
 from tiny_dsl.runtime.client import ClientError, LLMClient
-from tiny_dsl.runtime.engines import TINYTROUPE_EMBEDDED_N_CTX, EngineUnavailable, make_engine
+from tiny_dsl.runtime.engines import (
+    TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+    TINYTROUPE_EMBEDDED_N_CTX,
+    EngineUnavailable,
+    make_engine,
+)
 from tiny_dsl.runtime.interpreter import (
     EXIT_RUN_FAILED,
     PlanError,
@@ -101,6 +106,10 @@ def run_target(target: Path, options: RunOptions) -> RunOutcome:
         # The embedded model is free; an unpriced model is counted at zero (`tts plan` warns).
         price=(price_for(provider.model) if provider.name != "embedded" else None) or (0.0, 0.0),
         max_calls=plan.settings.max_calls,
+        # TinyTroupe's long agent prompt takes the embedded model minutes to read.
+        attempt_timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S
+        if provider.name == "embedded" and (options.engine or plan.settings.engine) == "tinytroupe"
+        else 120.0,
     )
     try:
         engine = make_engine(options.engine, plan, client, log_dir=options.state_dir / "logs")

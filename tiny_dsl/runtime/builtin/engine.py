@@ -107,7 +107,7 @@ STATE_FORMAT = 1
 _DEFAULT_START = "2025-01-01T09:00:00"
 
 # How a delivered message is framed, by channel; other channels get a generic frame.
-_CHANNEL_FRAMES = {
+CHANNEL_FRAMES = {
     "email": "You receive an email",
     "sms": "You receive a text message",
     "text": "You receive a text message",
@@ -329,26 +329,7 @@ class BuiltinEngine:
     def _persona_request(
         self, agent: AgentPlan, demographics: str, context: str, step_id: str
     ) -> ChatRequest:
-        plan = self._require_plan()
-        user = render_prompt(
-            "generate_user.j2",
-            demographics=demographics,
-            context=context,
-            attributes=describe_attributes(agent.attributes),
-            particularities=agent.particularities,
-        )
-        return ChatRequest(
-            messages=(
-                Message("system", render_prompt("generate_system.j2")),
-                Message("user", user),
-            ),
-            temperature=plan.settings.temperature,
-            max_tokens=PERSONA_MAX_TOKENS,
-            json_schema=PERSONA_SCHEMA,
-            schema_name="persona",
-            seed=derive_seed(plan.settings.seed, step_id, agent.id, "generate"),
-            purpose=f"generate {agent.id}",
-        )
+        return persona_request(self._require_plan(), agent, demographics, context, step_id)
 
     def _broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
         world = self._world(step.world)
@@ -385,7 +366,7 @@ class BuiltinEngine:
             agent = self._agents[delivery.agent]
             if delivery.time is not None:
                 agent.clock = datetime.fromisoformat(delivery.time)
-            frame = _CHANNEL_FRAMES.get(
+            frame = CHANNEL_FRAMES.get(
                 delivery.channel, f"You receive a message ({delivery.channel})"
             )
             content = f'[{delivery.channel}] {frame}: "{delivery.content}"'
@@ -720,3 +701,32 @@ def _answer(response: ChatResponse) -> dict[str, Any]:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
+
+
+def persona_request(
+    plan: Plan, agent: AgentPlan, demographics: str, context: str, step_id: str
+) -> ChatRequest:
+    """The one call that fleshes out a population member into a persona.
+
+    Shared by every engine, so that both simulate the same people and share
+    cached answers.
+    """
+    user = render_prompt(
+        "generate_user.j2",
+        demographics=demographics,
+        context=context,
+        attributes=describe_attributes(agent.attributes),
+        particularities=agent.particularities,
+    )
+    return ChatRequest(
+        messages=(
+            Message("system", render_prompt("generate_system.j2")),
+            Message("user", user),
+        ),
+        temperature=plan.settings.temperature,
+        max_tokens=PERSONA_MAX_TOKENS,
+        json_schema=PERSONA_SCHEMA,
+        schema_name="persona",
+        seed=derive_seed(plan.settings.seed, step_id, agent.id, "generate"),
+        purpose=f"generate {agent.id}",
+    )

@@ -85,7 +85,6 @@ from typing import Any, TypeVar
 from tiny_dsl.extraction import build_row, extraction_schema, validate_answer
 from tiny_dsl.extraction.schema import max_answer_tokens
 from tiny_dsl.plan.model import (
-    AgentPlan,
     AskStep,
     BroadcastStep,
     CheckpointStep,
@@ -102,15 +101,12 @@ from tiny_dsl.plan.model import (
     WorldPlan,
 )
 from tiny_dsl.runtime.builtin import EngineStateError
-from tiny_dsl.runtime.builtin.engine import _CHANNEL_FRAMES
+from tiny_dsl.runtime.builtin.engine import CHANNEL_FRAMES, persona_request
 from tiny_dsl.runtime.builtin.personas import (
-    PERSONA_MAX_TOKENS,
-    PERSONA_SCHEMA,
-    describe_attributes,
     unique_name,
 )
-from tiny_dsl.runtime.engine import TranscriptEvent, derive_seed, render_prompt
-from tiny_dsl.runtime.providers.base import ChatRequest, InvalidOutput, Message
+from tiny_dsl.runtime.engine import TranscriptEvent
+from tiny_dsl.runtime.providers.base import InvalidOutput
 from tiny_dsl.runtime.tinytroupe.bridge import (
     CallContext,
     CompletingClient,
@@ -526,7 +522,7 @@ class TinyTroupeEngine:
         plan = self._require_plan()
         population = next(p for p in plan.populations if p.name == step.population)
         requests = [
-            _generation_request(
+            persona_request(
                 plan,
                 plan.agent(agent_id),
                 population.demographics_description,
@@ -611,7 +607,7 @@ class TinyTroupeEngine:
                     delivery.time
                 )
             # Framed by channel exactly as the built-in engine frames it.
-            frame = _CHANNEL_FRAMES.get(
+            frame = CHANNEL_FRAMES.get(
                 delivery.channel, f"You receive a message ({delivery.channel})"
             )
             content = f'[{delivery.channel}] {frame}: "{delivery.content}"'
@@ -1077,31 +1073,6 @@ def _act_context(
     """An agent's turn: its calls' seeds and whom its TALK may address."""
     return CallContext(
         purpose=f"act {agent_id}", seed_parts=(step_id, agent_id), targets=targets[agent_id]
-    )
-
-
-def _generation_request(
-    plan: Plan, agent: AgentPlan, demographics: str, context: str, step_id: str
-) -> ChatRequest:
-    """The built-in engine's persona request for `agent`, byte for byte."""
-    user = render_prompt(
-        "generate_user.j2",
-        demographics=demographics,
-        context=context,
-        attributes=describe_attributes(agent.attributes),
-        particularities=agent.particularities,
-    )
-    return ChatRequest(
-        messages=(
-            Message("system", render_prompt("generate_system.j2")),
-            Message("user", user),
-        ),
-        temperature=plan.settings.temperature,
-        max_tokens=PERSONA_MAX_TOKENS,
-        json_schema=PERSONA_SCHEMA,
-        schema_name="persona",
-        seed=derive_seed(plan.settings.seed, step_id, agent.id, "generate"),
-        purpose=f"generate {agent.id}",
     )
 
 
