@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, SCENARIOS
+from tests.fuzzing import mutate_chars
 from tiny_dsl.checks import CheckResult, check_file, check_source, codes, loader
 from tiny_dsl.diagnostics import CODES, Diagnostic, DiagnosticError
 from tiny_dsl.resources import stdlib_dir
@@ -455,27 +455,12 @@ def test_a_library_checks_clean_but_is_not_runnable() -> None:
 # ----------------------------------------------------------------- robustness
 
 
-def _mutate(text: str, rng: random.Random) -> str:
-    """Delete, duplicate or swap one to three characters."""
-    chars = list(text)
-    for _ in range(rng.randint(1, 3)):
-        index = rng.randrange(len(chars) - 1)
-        operation = rng.choice(("delete", "duplicate", "swap"))
-        if operation == "delete":
-            del chars[index]
-        elif operation == "duplicate":
-            chars.insert(index, chars[index])
-        else:
-            chars[index], chars[index + 1] = chars[index + 1], chars[index]
-    return "".join(chars)
-
-
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
 def test_mutated_examples_give_diagnostics_not_tracebacks(path: Path) -> None:
     rng = random.Random(f"tts-{path.name}")
     text = path.read_text(encoding="utf-8")
     for _ in range(MUTANTS_PER_EXAMPLE):
-        mutant = _mutate(text, rng)
+        mutant = mutate_chars(text, rng, rng.randint(1, 3))
         result = check_source(SourceFile(str(path), mutant), path=path)
         assert result.program is None or result.ok
 
@@ -538,13 +523,9 @@ def _large_scenario(personas: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_checking_a_large_scenario_is_fast() -> None:
-    """The checks themselves (parsing is cached) take well under a second for 10,000 lines."""
+def test_a_large_scenario_checks_cleanly() -> None:
+    """10,000 lines check without a problem (its speed is in benchmarks/bench_check_plan.py)."""
     text = _large_scenario(330)
     assert text.count("\n") >= 10_000
-    source = SourceFile("big.tts", text)
-    first = check_source(source, path=ROOT / "big.tts")
-    assert first.diagnostics == [] and first.program is not None
-    started = time.perf_counter()
-    check_source(source, path=ROOT / "big.tts")
-    assert time.perf_counter() - started < 0.5
+    result = check_source(SourceFile("big.tts", text), path=ROOT / "big.tts")
+    assert result.diagnostics == [] and result.program is not None

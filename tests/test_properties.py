@@ -4,8 +4,10 @@
     type, analysis and value form are printed, parsed back and compared; the
     printed text is then re-laid-out at random (comments, blank lines,
     indentation, `;`) and must format back to the same tree and comments.
-(b) Robustness: arbitrary text and mutated example files never make `parse`
-    or `format_source` raise; whatever still parses formats under the contract.
+(b) Robustness: generated text and token- and character-level mutations of
+    the corpus (`tests/fuzzing.py`, which `benchmarks/bench_fuzz.py` runs
+    100,000 times) never make parsing, formatting, checking or planning
+    raise; whatever still parses formats under the contract.
 
 `TTS_HYPOTHESIS_PROFILE=thorough` runs many more examples than CI's default,
 which is derandomized so that a CI run is reproducible.
@@ -15,14 +17,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+from unittest.mock import ANY
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT, SCENARIOS
+from tests import fuzzing
+from tests.conftest import ROOT
+from tests.fuzzing import (
+    CorpusFile,
+    Outcome,
+    generated_texts,
+    load_corpus,
+    mutate_chars,
+    mutate_tokens,
+    run_pipeline,
+    tokenize,
+)
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax import ast, parse
 from tiny_dsl.syntax.formatter import format_module, format_source
@@ -371,54 +388,68 @@ def _never_raises(text: str) -> None:
     assert_contract(text, module)
 
 
-@examples(300)
-@given(st.text(max_size=200))
-def test_arbitrary_text_never_raises(text: str) -> None:
+# The mutations and generated text of `benchmarks/bench_fuzz.py`, a few hundred
+# times: parsing and formatting keep their contract, and checking and planning
+# give diagnostics, never a traceback.
+CORPUS = load_corpus()
+MUTATIONS = {"tokens": mutate_tokens, "chars": mutate_chars}
+
+
+def _never_crashes(text: str, path: Path) -> None:
     _never_raises(text)
+    outcome = run_pipeline(text, path)
+    assert outcome.crash is None, outcome.crash
 
 
-_TOKENS = [
-    "{", "}", "[", "]", "(", ")", ",", ";", ".", "..", "\n", " ", "#", '"', '"""', "\\",
-    "%", "-", "0", "1.5", "usd", "days", "round", "x", "from", "by", "in", "int", "text",
-    "list of text", "enum", "scenario", "persona", "timeline", "wait", "ask", "==", ">",
-    "\t", "\r\n", "é",
-]  # fmt: skip
-EXAMPLES = [p.read_text(encoding="utf-8") for p in SCENARIOS]
-_MUTATION = st.tuples(
-    st.sampled_from(["insert", "delete", "replace", "duplicate_line", "drop_line"]),
-    st.floats(0, 1, exclude_max=True),
-    st.integers(1, 8),
-    st.sampled_from(_TOKENS),
-)
-
-
-def mutate(text: str, mutations: list[tuple[str, float, int, str]]) -> str:
-    for kind, where, size, token in mutations:
-        at = int(where * (len(text) + 1))
-        if kind == "insert":
-            text = text[:at] + token + text[at:]
-        elif kind == "delete":
-            text = text[:at] + text[at + size :]
-        elif kind == "replace":
-            text = text[:at] + token + text[at + size :]
-        else:
-            start = text.rfind("\n", 0, at) + 1
-            end = text.find("\n", at)
-            end = len(text) if end == -1 else end + 1
-            if kind == "duplicate_line":
-                text = text[:end] + text[start:end] + text[end:]
-            else:
-                text = text[:start] + text[end:]
-    return text
+@examples(300)
+@given(generated_texts)
+def test_generated_text_never_raises(text: str) -> None:
+    _never_crashes(text, ROOT / "scenarios" / PATH)
 
 
 @examples(150)
-@given(st.sampled_from(EXAMPLES), st.lists(_MUTATION, min_size=1, max_size=4))
-def test_mutated_examples_never_raise(text: str, mutations: list) -> None:
-    _never_raises(mutate(text, mutations))
+@given(
+    st.sampled_from(CORPUS),
+    st.sampled_from(sorted(MUTATIONS)),
+    st.integers(1, 8),
+    st.randoms(use_true_random=False),
+)
+def test_mutated_corpus_never_raises(
+    original: CorpusFile, mutation: str, count: int, rng: random.Random
+) -> None:
+    event(f"{mutation} mutation")
+    _never_crashes(MUTATIONS[mutation](original.text, rng, count), original.path)
 
 
 @examples(40)
-@given(modules, st.lists(_MUTATION, min_size=1, max_size=3))
-def test_mutated_generated_files_never_raise(module: ast.Module, mutations: list) -> None:
-    _never_raises(mutate(format_module(module), mutations))
+@given(
+    modules,
+    st.sampled_from(sorted(MUTATIONS)),
+    st.integers(1, 3),
+    st.randoms(use_true_random=False),
+)
+def test_mutated_generated_files_never_raise(
+    module: ast.Module, mutation: str, count: int, rng: random.Random
+) -> None:
+    _never_crashes(MUTATIONS[mutation](format_module(module), rng, count), ROOT / PATH)
+
+
+def test_fuzz_mutations_are_reproducible_and_tokens_rejoin() -> None:
+    original = CORPUS[0]
+    assert "".join(tokenize(original.text)) == original.text
+    for mutation in MUTATIONS.values():
+        first = mutation(original.text, random.Random(3), 5)
+        assert first == mutation(original.text, random.Random(3), 5) != original.text
+
+
+def test_the_fuzz_verdict_tells_a_crash_from_a_diagnostic(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = CORPUS[0].path
+    assert run_pipeline(CORPUS[0].text, path) == Outcome(ANY, True, None)
+    assert run_pipeline("persona {", path).crash is None  # a syntax error is a diagnostic
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(fuzzing, "check_source", broken)
+    crash = run_pipeline(CORPUS[0].text, path).crash
+    assert crash is not None and "KeyError: 'boom'" in crash

@@ -134,9 +134,21 @@ def _make(
     )
 
 
+# Fuzzy matching costs tens of microseconds per candidate. Past this many
+# candidates, only those of about the same length and first letter are
+# compared, and none when even those are too many: a suggestion is not worth
+# seconds of checking.
+MAX_SUGGESTION_POOL = 500
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A `did you mean` help line, or "" when nothing is close enough."""
     pool = sorted(set(candidates))
+    if len(pool) > MAX_SUGGESTION_POOL:
+        first = name[:1].lower()
+        pool = [c for c in pool if abs(len(c) - len(name)) <= 2 and c[:1].lower() == first]
+        if len(pool) > MAX_SUGGESTION_POOL:
+            return ""
     matches = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
     if not matches:
         lowered = {c.lower(): c for c in pool}
@@ -178,11 +190,14 @@ def _render_one(diagnostic: Diagnostic, sources: Mapping[str, SourceFile], color
             f"{primary.span.origin()}: {head}: {_paint(diagnostic.message, 'bold', color)}"
         )
         labels = [(primary, True), *((label, False) for label in diagnostic.secondary)]
+        # A file too large to read has no source to show: the location line says it all.
+        labels = [pair for pair in labels if pair[0].span.file in sources]
         # Source order reads best: an opening brace above the place it is missed.
         labels.sort(key=lambda pair: (pair[0].span.file != primary.span.file, pair[0].span.line))
-        width = max(len(str(label.span.line)) for label, _ in labels)
+        width = max((len(str(label.span.line)) for label, _ in labels), default=0)
         gutter = " " * width
-        lines.append(_paint(f"{gutter} |", "blue", color))
+        if labels:
+            lines.append(_paint(f"{gutter} |", "blue", color))
         for label, is_primary in labels:
             source = sources.get(label.span.file)
             if source is None:
@@ -190,25 +205,43 @@ def _render_one(diagnostic: Diagnostic, sources: Mapping[str, SourceFile], color
             if not is_primary and label.span.file != primary.span.file:
                 lines.append(_paint(f"{gutter} = ", "blue", color) + f"in {label.span.origin()}:")
             text = source.line_text(label.span.line)
-            number = str(label.span.line).rjust(width)
-            lines.append(_paint(f"{number} | ", "blue", color) + text)
             start = label.span.column - 1
             if label.span.end_line == label.span.line:
                 length = max(1, label.span.end_column - label.span.column)
             else:
                 length = max(1, len(text) - start)
+            text, start, length = _window(text, start, length)
+            number = str(label.span.line).rjust(width)
+            lines.append(_paint(f"{number} | ", "blue", color) + text)
             mark = ("^" if is_primary else "-") * length
             style = severity if is_primary else "blue"
             marker = _paint(
                 " " * start + mark + (f" {label.message}" if label.message else ""), style, color
             )
             lines.append(_paint(f"{gutter} | ", "blue", color) + marker)
-        lines.append(_paint(f"{gutter} |", "blue", color))
+        if labels:
+            lines.append(_paint(f"{gutter} |", "blue", color))
     for help_line in diagnostic.help:
         lines.append(_paint("  = help: ", "blue", color) + help_line)
     for note in diagnostic.notes:
         lines.append(_paint("  = note: ", "blue", color) + note)
     return "\n".join(lines) + "\n"
+
+
+# A source line longer than this is shown as a window around the span, so that
+# a minified or generated file does not flood the terminal.
+MAX_SHOWN_LINE = 160
+
+
+def _window(text: str, start: int, length: int) -> tuple[str, int, int]:
+    """The part of a long line around `start`, with the span's start and length in it."""
+    if len(text) <= MAX_SHOWN_LINE:
+        return text, start, length
+    length = min(length, MAX_SHOWN_LINE // 2)
+    left = max(0, min(start - MAX_SHOWN_LINE // 4, len(text) - MAX_SHOWN_LINE))
+    right = left + MAX_SHOWN_LINE
+    shown = ("…" if left else "") + text[left:right] + ("…" if right < len(text) else "")
+    return shown, start - left + (1 if left else 0), length
 
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
@@ -280,4 +313,23 @@ register(
     """A number has more digits than any setting could use (Python refuses to
     convert integers of more than 4,300 digits). Seeds, sizes, ages and
     shares need only a few digits; remove the extra ones.""",
+)
+register(
+    "E107",
+    "nesting-too-deep",
+    """Brackets, braces and parentheses are nested more than 32 levels deep,
+    in a `.tts` file or in a JSON file a scenario reads (`persona NAME from
+    "x.agent.json"`). Scenarios need a few levels at most; a deeper nesting is
+    a generated or corrupted file, and is refused before it can exhaust the
+    stack of any later stage. Flatten the value, or fix the generator.""",
+)
+register(
+    "E108",
+    "file-too-large",
+    """A `.tts` file, or a JSON file a scenario reads, is larger than 2 MiB
+    (2,097,152 bytes), ten times a 10,000-line scenario. It is refused
+    before it is read, so that checking stays fast and memory stays bounded.
+    Split the scenario into files that import each other, and describe large
+    groups as a `population` (members are generated) rather than as
+    thousands of personas.""",
 )

@@ -73,6 +73,7 @@ _DECLARATION_HEAD = re.compile(
     re.MULTILINE,
 )
 _SCENARIO_HEAD = re.compile(r"^[ \t]*scenario\b", re.MULTILINE)
+MAX_SUGGESTIONS = 100
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,21 @@ class Context:
     step_worlds: set[str] = field(default_factory=set)
     delivered: dict[str, set[str]] = field(default_factory=dict)
     error_count: int = 0  # checks compare it before and after to know if they failed
+    # "Did you mean" searches left in this pass: each compares a name with every
+    # declared one, so a file of thousands of unknown names would take minutes.
+    suggestions_left: int = MAX_SUGGESTIONS
 
     def report(self, diagnostic: Diagnostic) -> None:
         self.diagnostics.append(diagnostic)
         if diagnostic.is_error:
             self.error_count += 1
+
+    def suggest(self, name: str, candidates: Iterable[str]) -> str:
+        """`did_you_mean`, for the first `MAX_SUGGESTIONS` unknown names of the pass."""
+        if self.suggestions_left <= 0:
+            return ""
+        self.suggestions_left -= 1
+        return diag.did_you_mean(name, candidates)
 
     def salvage(self, text: str) -> None:
         """Remember what a file with syntax errors probably declares."""
@@ -181,7 +192,7 @@ def check_unknown_name(
     `what` is the kind of thing expected ("persona or population"), `where`
     the place it is used ("`agents` of world `panel`").
     """
-    suggestion = diag.did_you_mean(name, candidates)
+    suggestion = ctx.suggest(name, candidates)
     helps = [suggestion] if suggestion else []
     if not suggestion:
         helps.append(declare_hint or "declare it, or import the file that declares it")

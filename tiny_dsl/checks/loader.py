@@ -23,8 +23,9 @@ from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks.context import Context
 from tiny_dsl.diagnostics import Diagnostic, Label
-from tiny_dsl.source import SourceFile, Span
+from tiny_dsl.source import SourceFile, SourceTooLarge, Span, read_source_text
 from tiny_dsl.syntax import ast, parse
+from tiny_dsl.syntax.parser import MAX_NESTING_DEPTH, file_too_large
 
 STDLIB_PREFIX = "stdlib/"
 # Declarations only the file that is run may contain.
@@ -54,6 +55,16 @@ def real_path(path: Path) -> Path:
         return path.resolve()
     except (OSError, ValueError, RuntimeError):
         return Path(os.path.normpath(os.path.abspath(path)))
+
+
+def output_dir_inside(directory: str | Path, scenario_dir: Path) -> bool:
+    """Whether a run may write to `directory`: inside the working directory, which a
+    relative output path is resolved from when the run starts, or inside the
+    scenario's directory, the root imports may not leave either. Symlinks and `..`
+    are resolved first, so neither can lead a run's files somewhere else."""
+    cwd = real_path(Path.cwd())
+    target = real_path(cwd / directory)
+    return target.is_relative_to(cwd) or target.is_relative_to(real_path(scenario_dir))
 
 
 def display_path(path: Path) -> str:
@@ -91,10 +102,17 @@ class Loader:
         real = real_path(path)
         return real.is_relative_to(self.root_dir) or real.is_relative_to(self.stdlib)
 
+    def output_inside(self, directory: str) -> bool:
+        """Whether a run may write its folders to `directory` (see `output_dir_inside`)."""
+        return self.allow_outside or output_dir_inside(directory, self.root_dir)
+
     def read_text(self, path: Path, span: Span | None) -> str | None:
         """The text of `path`, or None after an E210 saying why it cannot be read."""
         try:
-            return path.read_text(encoding="utf-8")
+            return read_source_text(path)
+        except SourceTooLarge as exc:
+            self.ctx.report(file_too_large(display_path(path), exc.size, span))
+            return None
         except UnicodeDecodeError as exc:
             reason = f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"
         except (OSError, ValueError) as exc:
@@ -202,11 +220,33 @@ class Loader:
         except json.JSONDecodeError as exc:
             check_invalid_json(self.ctx, path_node, source, exc)
             return None
+        except RecursionError:  # nested deeper than the decoder's stack allows
+            check_json_too_deep(self.ctx, path_node, source.path)
+            return None
+        if json_depth(data) > MAX_NESTING_DEPTH:
+            check_json_too_deep(self.ctx, path_node, source.path)
+            return None
         problem = _spec_problem(data, expected_type)
         if problem:
             check_invalid_tinytroupe_spec(self.ctx, path_node, source.path, problem, expected_type)
             return None
         return data["persona"], source.path
+
+
+def json_depth(data: Any) -> int:
+    """How deeply arrays and objects nest in decoded JSON, counted without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(data, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_NESTING_DEPTH:
+                break
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth) for child in children)
+    return deepest
 
 
 def _spec_problem(data: Any, expected_type: str) -> str:
@@ -376,6 +416,19 @@ def check_invalid_json(
             "this file is not valid JSON",
             secondary=[Label(source.span(offset, offset), exc.msg)],
             help=["fix the JSON at that position; a JSON linter shows the details"],
+        )
+    )
+
+
+def check_json_too_deep(ctx: Context, path_node: ast.Str, display: str) -> None:
+    """A TinyTroupe file whose arrays and objects nest past `MAX_NESTING_DEPTH`."""
+    ctx.report(
+        diag.error(
+            "E107",
+            f"`{display}` nests arrays and objects more than {MAX_NESTING_DEPTH} levels deep",
+            path_node.span,
+            "nested too deeply",
+            help=["a persona needs a few levels at most; flatten the JSON or fix its generator"],
         )
     )
 

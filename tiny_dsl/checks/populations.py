@@ -42,6 +42,9 @@ GENERAL = "general"  # the implicit segment of members in no declared segment
 OTHER = "other"  # the implicit outcome of a categorical distribution under 100%
 MAX_POPULATION = 100_000
 TOLERANCE = 0.5  # percentage points
+# An unknown label's help lists the valid ones, up to this many: a distribution
+# of thousands of labels would otherwise repeat them all in every diagnostic.
+MAX_LISTED_LABELS = 20
 
 
 def check_demographics(ctx: Context, declared: Declared) -> None:
@@ -407,8 +410,10 @@ def check_constraint_outside_support(
 
 def check_unknown_label(ctx: Context, label: str, span: Span, what: str, known: list[str]) -> None:
     """A label that is not one of the declared set it must come from."""
-    suggestion = diag.did_you_mean(label, known)
-    listed = ", ".join(f"`{k}`" for k in known)
+    suggestion = ctx.suggest(label, known)
+    listed = ", ".join(f"`{k}`" for k in known[:MAX_LISTED_LABELS])
+    if len(known) > MAX_LISTED_LABELS:
+        listed += f" ({len(known):,} in all)"
     ctx.report(
         diag.error(
             codes.UNKNOWN_LABEL,

@@ -9,6 +9,7 @@ from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
 from tiny_dsl.checks.context import Context
+from tiny_dsl.checks.loader import Loader
 from tiny_dsl.checks.values import (
     Node,
     Props,
@@ -110,8 +111,13 @@ def read_budget(ctx: Context, node: Node) -> float | None:
     return amount
 
 
-def check_output(ctx: Context, node: ast.Output | None) -> m.OutputSpec | None:
-    """What a run writes; the defaults when there is no `output` block."""
+def check_output(ctx: Context, node: ast.Output | None, loader: Loader) -> m.OutputSpec | None:
+    """What a run writes; the defaults when there is no `output` block.
+
+    `dir` may not lead outside the project unless the author allows it
+    (`loader.output_inside`): a scenario shared for review should not write
+    into `~/.config`.
+    """
     if node is None:
         return m.OutputSpec(DEFAULT_FORMATS, None, None)
     errors = ctx.error_count
@@ -122,9 +128,28 @@ def check_output(ctx: Context, node: ast.Output | None) -> m.OutputSpec | None:
     if listed is not None:
         formats = read_formats(ctx, listed) or DEFAULT_FORMATS
     directory = props.string("dir")
+    directory_node = props.value("dir")
+    if isinstance(directory_node, ast.Str) and not loader.output_inside(directory_node.value):
+        check_output_outside_root(ctx, directory_node)
     if ctx.error_count != errors:
         return None
     return m.OutputSpec(formats, directory, node.span)
+
+
+def check_output_outside_root(ctx: Context, node: ast.Str) -> None:
+    """An output `dir` outside the working directory and the scenario's directory."""
+    ctx.report(
+        diag.error(
+            codes.PATH_OUTSIDE_ROOT,
+            f"output `dir` `{node.value}` leads outside the project",
+            node.span,
+            "outside the working directory and the scenario's directory",
+            help=[
+                'use a relative path that stays inside the project, such as `dir "outputs/study"`, '
+                "or pass `--allow-outside` if you mean to write there"
+            ],
+        )
+    )
 
 
 def read_formats(ctx: Context, node: Node) -> tuple[str, ...] | None:

@@ -6,11 +6,18 @@
 """
 
 from tiny_dsl.plan.compile import PROMPT_VERSION, canonical_json, compile_plan, plan_diagnostics
-from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_diagnostics, price_for
+from tiny_dsl.plan.estimate import (
+    DEFAULT_MAX_CALLS,
+    EMBEDDED_MODEL,
+    budget_diagnostics,
+    price_for,
+    run_refusals,
+)
 from tiny_dsl.plan.model import SCHEMA_VERSION, Plan
 from tiny_dsl.plan.render import render_plan
 
 __all__ = [
+    "DEFAULT_MAX_CALLS",
     "EMBEDDED_MODEL",
     "PROMPT_VERSION",
     "SCHEMA_VERSION",
@@ -21,4 +28,5 @@ __all__ = [
     "plan_diagnostics",
     "price_for",
     "render_plan",
+    "run_refusals",
 ]

@@ -43,7 +43,13 @@ from tiny_dsl.checks.model import (
     World,
 )
 from tiny_dsl.diagnostics import Diagnostic
-from tiny_dsl.plan.estimate import budget_diagnostics, estimate_steps, model_name, price_for
+from tiny_dsl.plan.estimate import (
+    budget_diagnostics,
+    call_limit_diagnostics,
+    estimate_steps,
+    model_name,
+    price_for,
+)
 from tiny_dsl.plan.estimate import cost as tokens_cost
 from tiny_dsl.plan.model import (
     AgentPlan,
@@ -679,6 +685,10 @@ def _analysis(statement: ast.Analysis, sources: Mapping[str, SourceFile]) -> Ana
 
 
 def plan_diagnostics(program: Program, plan: Plan | None = None) -> list[Diagnostic]:
-    """Every warning of the plan stage (today: the budget's). Pass `plan` when it is
-    compiled already; without it the program is compiled here."""
-    return budget_diagnostics(plan if plan is not None else compile_plan(program), program)
+    """Every warning of the plan stage: the budget's and the call limit's. Pass `plan`
+    when it is compiled already; without it the program is compiled here."""
+    compiled = plan if plan is not None else compile_plan(program)
+    return [
+        *budget_diagnostics(compiled, program),
+        *call_limit_diagnostics(compiled, program),
+    ]

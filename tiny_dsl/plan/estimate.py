@@ -24,8 +24,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tiny_dsl.checks.model import Program
-from tiny_dsl.diagnostics import Diagnostic, Label, warning
-from tiny_dsl.plan.codes import BUDGET_EXCEEDED, BUDGET_UNPRICED
+from tiny_dsl.diagnostics import Diagnostic, Label, error, warning
+from tiny_dsl.plan.codes import (
+    BUDGET_EXCEEDED,
+    BUDGET_UNPRICED,
+    CALLS_EXCEED_LIMIT,
+    RUN_CALLS_EXCEED_LIMIT,
+    RUN_OVER_BUDGET,
+)
 from tiny_dsl.plan.model import (
     AgentPlan,
     AnalyzeStep,
@@ -62,6 +68,11 @@ GENERATE_OUTPUT_TOKENS = 400
 # The memory window (see the module docstring).
 MEMORY_PREFIX_ITEMS = 10
 MEMORY_LOOKBACK_ITEMS = 20
+
+# The most LLM calls a plan may make when the scenario sets no `max_calls`:
+# sixty times the largest example, so that a typo such as a population of
+# `size 12000` is caught before anything is spent, not after.
+DEFAULT_MAX_CALLS = 10_000
 
 # USD per 1M tokens (input, output), list prices. The embedded model runs locally.
 PRICES: dict[str, tuple[float, float]] = {
@@ -306,6 +317,135 @@ def budget_crossing(plan: Plan) -> tuple[Step, float] | None:
     return plan.steps[-1], running
 
 
+def call_limit(plan: Plan) -> tuple[int, bool]:
+    """The most LLM calls the plan may make, and whether that is the default."""
+    if plan.settings.max_calls is not None:
+        return plan.settings.max_calls, False
+    return DEFAULT_MAX_CALLS, True
+
+
+def calls_crossing(plan: Plan) -> tuple[Step, int] | None:
+    """The step at which the running call count first exceeds the limit, and the
+    count there; None within the limit."""
+    limit, _default = call_limit(plan)
+    running = 0
+    for step in plan.steps:
+        running += step.calls
+        if running > limit:
+            return step, running
+    return None
+
+
+def call_limit_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
+    """W403 when the plan's estimated calls exceed `max_calls` (or the default)."""
+    crossing = calls_crossing(plan)
+    if crossing is None:
+        return []
+    return [_calls_over_limit(plan, program, crossing, refuse=False)]
+
+
+def run_refusals(plan: Plan, program: Program | None) -> list[Diagnostic]:
+    """Why `tts run` refuses to start the plan: its estimated calls exceed
+    `max_calls` (E501), or its estimated cost exceeds the budget (E502). Each
+    points at the statement where the running estimate crosses the limit;
+    `program` gives the statements' source (without it, only their origin)."""
+    refusals = []
+    crossing = calls_crossing(plan)
+    if crossing is not None:
+        refusals.append(_calls_over_limit(plan, program, crossing, refuse=True))
+    over_budget = budget_crossing(plan)
+    if over_budget is not None and plan.settings.budget_usd is not None:
+        step, running = over_budget
+        budget = plan.settings.budget_usd
+        refusals.append(
+            _at_step(
+                RUN_OVER_BUDGET,
+                f"refusing to run: the estimated cost, ${plan.estimate.cost_usd:.4f} at "
+                f"{plan.estimate.model} prices, exceeds the budget of ${budget:.2f}",
+                plan,
+                program,
+                step,
+                f"the budget runs out here, at step `{step.id}` (${running:.4f} so far)",
+                setting=_setting_span(program, "budget"),
+                setting_label="budget set here",
+                helps=[
+                    "make the scenario smaller (fewer members, rounds or questions), choose a "
+                    "cheaper model, or raise `budget`",
+                    "`--allow-over-budget` starts the run anyway; it stops when the budget "
+                    "is spent",
+                ],
+            )
+        )
+    return refusals
+
+
+def _calls_over_limit(
+    plan: Plan, program: Program | None, crossing: tuple[Step, int], *, refuse: bool
+) -> Diagnostic:
+    step, running = crossing
+    limit, default = call_limit(plan)
+    what = (
+        f"the default limit of {limit:,} calls (the scenario sets no `max_calls`)"
+        if default
+        else f"`max_calls` {limit:,}"
+    )
+    raise_it = "set `max_calls N` in the scenario block" if default else "raise `max_calls`"
+    helps = [f"if a number in that statement is a typo, fix it; otherwise {raise_it}"]
+    if refuse:
+        helps.append(
+            "`--allow-over-budget` starts the run anyway"
+            + ("" if default else "; it stops when `max_calls` calls are made")
+        )
+    else:
+        helps.append("`tts run` refuses to start such a plan unless `--allow-over-budget`")
+    return _at_step(
+        RUN_CALLS_EXCEED_LIMIT if refuse else CALLS_EXCEED_LIMIT,
+        ("refusing to run: " if refuse else "")
+        + f"the plan makes an estimated {plan.estimate.calls:,} LLM calls, more than {what}",
+        plan,
+        program,
+        step,
+        f"the count passes {limit:,} here, at step `{step.id}` ({running:,} calls so far)",
+        setting=None if default else _setting_span(program, "max_calls"),
+        setting_label="max_calls set here",
+        helps=helps,
+        severity_error=refuse,
+    )
+
+
+def _at_step(
+    code: str,
+    message: str,
+    plan: Plan,
+    program: Program | None,
+    step: Step,
+    label: str,
+    *,
+    setting: Span | None,
+    setting_label: str,
+    helps: list[str],
+    severity_error: bool = True,
+) -> Diagnostic:
+    """A diagnostic at the statement `step` comes from, noting how much that
+    statement makes of the plan's calls (a typo makes nearly all of them)."""
+    span = _statement_spans(program).get(step.origin) if program is not None else None
+    statement_calls = sum(other.calls for other in plan.steps if other.origin == step.origin)
+    notes = [
+        f"the statement at {step.origin} makes {statement_calls:,} of the plan's "
+        f"{plan.estimate.calls:,} estimated calls"
+    ]
+    make = error if severity_error else warning
+    return make(
+        code,
+        message,
+        span if span is not None else setting,
+        label if span is not None else setting_label,
+        secondary=[Label(setting, setting_label)] if span is not None and setting else [],
+        help=helps,
+        notes=notes,
+    )
+
+
 def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
     """Warnings when the scenario's budget cannot be checked or would be exceeded.
 
@@ -354,7 +494,8 @@ def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
             "budget set here",
             secondary=secondary,
             help=[
-                "raise `budget`, choose a cheaper model, or use fewer members, rounds or questions"
+                "raise `budget`, choose a cheaper model, or use fewer members, rounds or questions",
+                "`tts run` refuses to start over budget unless `--allow-over-budget`",
             ],
         )
     ]
@@ -362,13 +503,20 @@ def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
 
 def _budget_span(program: Program) -> Span:
     """The `budget` property of the scenario block (the block itself if not found)."""
+    return _setting_span(program, "budget") or program.settings.span
+
+
+def _setting_span(program: Program | None, key: str) -> Span | None:
+    """The property `key` of the scenario block, if the program is known and sets it."""
+    if program is None:
+        return None
     for module in program.modules.values():
         for declaration in module.declarations:
             if isinstance(declaration, ast.Scenario) and declaration.span == program.settings.span:
                 for entry in declaration.body.entries:
-                    if isinstance(entry, ast.Property) and ast.key_text(entry.key) == "budget":
+                    if isinstance(entry, ast.Property) and ast.key_text(entry.key) == key:
                         return entry.span
-    return program.settings.span
+    return None
 
 
 def _statement_spans(program: Program) -> dict[str, Span]:

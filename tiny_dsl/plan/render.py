@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_crossing
+from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_crossing, call_limit
 from tiny_dsl.plan.model import (
     AgentPlan,
     AnalyzeStep,
@@ -318,7 +318,7 @@ class _View:
         settings = self.plan.settings
         lines = [self._title("total")]
         rows = [
-            ["calls", f"{estimate.calls:,} LLM calls"],
+            ["calls", self._calls()],
             [
                 "tokens",
                 f"{estimate.input_tokens + estimate.output_tokens:,} "
@@ -336,6 +336,19 @@ class _View:
         lines.extend(_table(rows))
         return "\n".join(lines)
 
+    def _calls(self) -> str:
+        calls = self.plan.estimate.calls
+        limit, default = call_limit(self.plan)
+        name = "the default limit" if default else "max_calls"
+        if calls > limit:
+            return self._style(
+                f"{calls:,} LLM calls, over {name} of {limit:,}: `tts run` refuses to start",
+                "yellow",
+            )
+        return f"{calls:,} LLM calls, limit {limit:,}" + (
+            " (the default; `max_calls` sets it)" if default else " (max_calls)"
+        )
+
     def _budget(self, budget: float) -> str:
         estimate = self.plan.estimate
         if not estimate.priced:
@@ -344,8 +357,8 @@ class _View:
         if crossing is not None:
             step, _running = crossing
             return self._style(
-                f"${budget:,.2f}, exceeded by {_money(estimate.cost_usd - budget)}: "
-                f"a run would stop at {step.id}",
+                f"${budget:,.2f}, exceeded by {_money(estimate.cost_usd - budget)} at "
+                f"{step.id}: `tts run` refuses to start",
                 "yellow",
             )
         used = estimate.cost_usd / budget if budget else 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast as python_ast
 import contextvars
+import dataclasses
 import itertools
 import re
 from collections.abc import Iterator
@@ -19,11 +20,12 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.utils import TextSlice
 
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.diagnostics import Diagnostic, Label
 from tiny_dsl.resources import grammar_path
-from tiny_dsl.source import SourceFile, Span
+from tiny_dsl.source import MAX_SOURCE_BYTES, SourceFile, Span
 from tiny_dsl.syntax import ast
 
 # A top-level declaration starts at column 1 with one of these words; error
@@ -51,6 +53,13 @@ _RECOVERY_POINT = re.compile(
     re.MULTILINE,
 )
 _MAX_ERRORS_PER_DECLARATION = 20
+# Error recovery stops after this many syntax errors in one file: each one
+# costs a re-parse, and the first ones are what the author fixes first.
+MAX_SYNTAX_ERRORS = 100
+# Brackets, braces and parentheses open at once. Real scenarios nest four or
+# five levels deep; the limit keeps every recursive stage (checks, formatter,
+# JSON) far from Python's recursion limit.
+MAX_NESTING_DEPTH = 32
 
 _OPENERS = {"LBRACE": "RBRACE", "LBRACKET": "RBRACKET", "LPAR": "RPAR"}
 _CLOSERS = {"RBRACE", "RBRACKET", "RPAR"}
@@ -107,6 +116,8 @@ class _NewlineFilter:
                     continue
             elif kind in _OPENERS:
                 state.open.append((token, state.last_word))
+                if len(state.open) > MAX_NESTING_DEPTH:
+                    raise _ValueProblem(_too_deep(_current_source.get(), state))
             elif kind in _CLOSERS and state.open:
                 state.open.pop()
             if kind != "_NL":
@@ -161,6 +172,9 @@ def _lark() -> tuple[Lark, _NewlineFilter]:
 
 def parse(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
     """Parse one file into a `Module` and the syntax diagnostics found."""
+    size = source_bytes(source.text)
+    if size > MAX_SOURCE_BYTES:
+        return ast.Module(source.path, (), (), complete=False), [file_too_large(source.path, size)]
     comments: list[Token] = []
     token = _comments.set(comments)
     try:
@@ -185,12 +199,40 @@ def parse(source: SourceFile) -> tuple[ast.Module, list[Diagnostic]]:
     return module, diagnostics
 
 
-def _parse_text(source: SourceFile, text: str) -> tuple[list[ast.Declaration], list[Diagnostic]]:
+def source_bytes(text: str) -> int:
+    """The UTF-8 size of `text`, or its length when that alone is over the limit (a
+    lower bound, spared the encoding of a huge text)."""
+    if len(text) > MAX_SOURCE_BYTES or len(text) * 4 <= MAX_SOURCE_BYTES:
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def file_too_large(display: str, size: int, span: Span | None = None) -> Diagnostic:
+    """E108 for a file over `MAX_SOURCE_BYTES`, located at `span` (the import or
+    `from` path that names it) or else at the file's start: it is not read."""
+    return diag.error(
+        "E108",
+        f"file too large: `{display}` has {size:,} bytes, the limit is {MAX_SOURCE_BYTES:,}",
+        span or Span(display, 0, 0, 1, 1, 1, 1),
+        "too large to read" if span else "not read",
+        help=[
+            "split the scenario into files that import each other, "
+            "or generate large populations with `population` instead of listing personas"
+        ],
+    )
+
+
+def _parse_text(
+    source: SourceFile, text: str, begin: int = 0, end: int | None = None
+) -> tuple[list[ast.Declaration], list[Diagnostic]]:
+    """Parse `text[begin:end]`, with offsets, lines and columns those of the whole `text`."""
     parser, postlex = _lark()
     token = _current_source.set(source)
     try:
         # The tree builder is `_ToAst`, so the parse result is `start`'s list.
-        declarations: list[ast.Declaration] = parser.parse(text)  # type: ignore[assignment]
+        declarations: list[ast.Declaration] = parser.parse(  # type: ignore[assignment]
+            TextSlice(text, begin, len(text) if end is None else end)
+        )
     except UnexpectedInput as exc:
         return [], [_syntax_diagnostic(source, exc, postlex.state)]
     except _ValueProblem as exc:  # a value the grammar admits but Python cannot hold
@@ -205,11 +247,13 @@ def _parse_by_declaration(
 ) -> tuple[list[ast.Declaration], list[Diagnostic]]:
     """Parse each top-level declaration on its own, to report every broken one.
 
-    Text outside the declaration is blanked (newlines kept) so that offsets,
-    lines and columns stay those of the real file. Within a declaration, a
-    line with an error is blanked and the declaration parsed again, so that
-    every broken statement is reported; a broken line that opens or closes a
-    block ends that, since what follows would only report the imbalance.
+    Each declaration is parsed as a slice of the file, so offsets, lines and
+    columns stay those of the real file and no declaration re-reads the ones
+    before it. Within a declaration, a line with an error is blanked and the
+    declaration parsed again, so that every broken statement is reported; a
+    broken line that opens or closes a block ends that, since what follows
+    would only report the imbalance. After `MAX_SYNTAX_ERRORS` errors the
+    rest of the file is not parsed.
     """
     text = source.text
     starts = [m.start() for m in _RECOVERY_POINT.finditer(text)]
@@ -219,29 +263,37 @@ def _parse_by_declaration(
     declarations: list[ast.Declaration] = []
     diagnostics: list[Diagnostic] = []
     for begin, end in itertools.pairwise(starts):
-        chunk = _blank(text[:begin]) + text[begin:end]
         for _attempt in range(_MAX_ERRORS_PER_DECLARATION):
-            found, problems = _parse_text(source, chunk)
+            found, problems = _parse_text(source, text, begin, end)
             if not problems:
                 declarations.extend(found)
                 break
             diagnostics.extend(problems)
+            if len(diagnostics) >= MAX_SYNTAX_ERRORS:
+                return declarations, _stopped_after(diagnostics[:MAX_SYNTAX_ERRORS])
             problem = problems[0]
-            if problem.code == "E103" or problem.primary is None:
+            if problem.code in ("E103", "E107") or problem.primary is None:
                 break
             line = problem.primary.span.line
-            line_start = source.text.rfind("\n", 0, problem.primary.span.start) + 1
-            line_end = chunk.find("\n", line_start)
-            line_end = len(chunk) if line_end == -1 else line_end
-            broken = chunk[line_start:line_end]
+            line_start = text.rfind("\n", 0, problem.primary.span.start) + 1
+            line_end = text.find("\n", line_start, end)
+            line_end = end if line_end == -1 else line_end
+            broken = text[line_start:line_end]
             if line < 1 or not broken.strip() or "{" in broken or "}" in broken:
                 break
-            chunk = chunk[:line_start] + _blank(broken) + chunk[line_end:]
+            text = text[:line_start] + _blank(broken) + text[line_end:]
     return declarations, diagnostics
 
 
 def _blank(text: str) -> str:
-    return re.sub(r"[^\n]", " ", text)
+    """`text` with every character but newlines turned into a space."""
+    return "\n".join(" " * len(line) for line in text.split("\n"))
+
+
+def _stopped_after(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    last = diagnostics[-1]
+    note = f"stopped after {MAX_SYNTAX_ERRORS} syntax errors; fix these and check again"
+    return [*diagnostics[:-1], dataclasses.replace(last, notes=(*last.notes, note))]
 
 
 # ----------------------------------------------------------------- diagnostics
@@ -396,6 +448,23 @@ def _bad_character(source: SourceFile, exc: UnexpectedCharacters) -> Diagnostic:
         source.span(offset, offset + 1),
         "cannot start any token",
         help=helps,
+    )
+
+
+def _too_deep(source: SourceFile, state: _LexState) -> Diagnostic:
+    opener = state.open[-1][0]
+    outermost = state.open[0][0]
+    return diag.error(
+        "E107",
+        f"nested too deeply: more than {MAX_NESTING_DEPTH} brackets, braces or parentheses "
+        "are open here",
+        _token_span(source, opener),
+        f"level {len(state.open)}",
+        secondary=[Label(_token_span(source, outermost), "the outermost one opens here")],
+        help=[
+            f"a scenario needs a few levels at most; flatten the value "
+            f"(the limit is {MAX_NESTING_DEPTH} levels)"
+        ],
     )
 
 
