@@ -228,18 +228,19 @@ def bench_scenario(target_lines: int, repeat: int) -> None:
             return path
 
         start = time.perf_counter()
-        plan = compile_plan(_checked(fresh_copy()))
+        plan = compile_plan(checked_program(fresh_copy()))
         first = time.perf_counter() - start
         total = min(
-            _timed(lambda path: compile_plan(_checked(path)), fresh_copy()) for _ in range(repeat)
+            _timed(lambda path: compile_plan(checked_program(path)), fresh_copy())
+            for _ in range(repeat)
         )
         parse_only = min(
             _timed(lambda path: parse(SourceFile.read(path)), fresh_copy()) for _ in range(repeat)
         )
-        program = _checked(fresh_copy())
+        program = checked_program(fresh_copy())
         plan_only = best_time(lambda: compile_plan(program), repeat)
         path = fresh_copy()
-        peak = traced_peak(lambda: compile_plan(_checked(path)))
+        peak = traced_peak(lambda: compile_plan(checked_program(path)))
     personas = sum(1 for agent in plan.agents if agent.kind == "persona")
     members = len(plan.agents) - personas
     rss = max_rss_mb()
@@ -258,7 +259,7 @@ def bench_scenario(target_lines: int, repeat: int) -> None:
     )
 
 
-def _checked(path: Path) -> Program:
+def checked_program(path: Path) -> Program:
     result = check_file(path)
     errors = [d for d in result.diagnostics if d.is_error]
     if errors or result.program is None:
@@ -343,7 +344,7 @@ def bench_population(size: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "population.tts"
         path.write_text(population_text(size), encoding="utf-8")
-        program = _checked(path)
+        program = checked_program(path)
     plan = compile_plan(program)
     seconds = best_time(lambda: compile_plan(program), repeat)
     peak = traced_peak(lambda: compile_plan(program))

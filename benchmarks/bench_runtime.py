@@ -14,18 +14,16 @@ Run:  python benchmarks/bench_runtime.py [--agents 1000] [--survey 500] [--delay
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.fixed_delay_server import FixedDelayServer, schema_name
 from tiny_dsl.plan.model import (
     AgentPlan,
     AskStep,
@@ -181,57 +179,9 @@ def bench_warm_cache(agents: int) -> None:
     print(f"      first run, cache filled by an instant provider: {fill:.3f} s")
 
 
-def _serve_fixed_delay(delay: float, connection: Connection) -> None:
-    """A minimal OpenAI-compatible server: a valid answer for the schema, after `delay` s.
-
-    asyncio with HTTP/1.1 keep-alive, in its own process, so the server costs little
-    and the measurement reflects the client side.
-    """
-    bodies = {
-        name: json.dumps(
-            {
-                "model": "fixed-delay",
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": json.dumps(data)}}
-                ],
-                "usage": {"prompt_tokens": 200, "completion_tokens": 40},
-            }
-        ).encode()
-        for name, data in (("agent_actions", TURN), ("extraction", EXTRACTION))
-    }
-
-    def response(body: bytes) -> bytes:
-        return (
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                payload: dict[str, Any] = json.loads(await reader.readexactly(length))
-                schema_name = payload["response_format"]["json_schema"]["name"]
-                await asyncio.sleep(delay)
-                writer.write(response(bodies[schema_name]))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client closed its keep-alive connection
-        finally:
-            writer.close()
-
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
-        connection.send(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    asyncio.run(serve())
+def survey_answer(payload: dict[str, Any]) -> dict[str, Any]:
+    """The fixed-delay server's answer: a valid turn or extraction."""
+    return TURN if schema_name(payload) == "agent_actions" else EXTRACTION
 
 
 def bench_fixed_delay(agents: int, concurrency: int, delay: float) -> None:
@@ -243,22 +193,16 @@ def bench_fixed_delay(agents: int, concurrency: int, delay: float) -> None:
     plan = survey_plan(agents, concurrency)
     calls = 2 * agents
     ideal = calls * delay / concurrency
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_serve_fixed_delay, args=(delay, child), daemon=True)
-    server.start()
-    port = parent.recv()
     print(
         f"(b) {agents}-agent survey, {calls} calls, concurrency {concurrency}, "
         f"server delay {delay:.3f} s, ideal {ideal:.3f} s   (target ratio <= 1.15):"
     )
-    try:
+    with FixedDelayServer(delay, survey_answer) as base_url:
         for durable in (True, False):
             with tempfile.TemporaryDirectory() as folder:
                 work = Path(folder)
                 provider = OpenAICompatibleProvider(
-                    model="fixed-delay",
-                    base_url=f"http://127.0.0.1:{port}/v1",
-                    api_key="sk-local",
+                    model="fixed-delay", base_url=base_url, api_key="sk-local"
                 )
                 cache = LLMCache(work / "cache.sqlite") if durable else None
                 client = LLMClient(provider, cache, max_concurrency=concurrency)
@@ -270,9 +214,6 @@ def bench_fixed_delay(agents: int, concurrency: int, delay: float) -> None:
                 f"      {label}: wall {elapsed:.3f} s, ratio {elapsed / ideal:.3f}, "
                 f"model calls {client.stats.model_calls}, retries {client.stats.retries}"
             )
-    finally:
-        server.terminate()
-        server.join()
 
 
 def main() -> None:

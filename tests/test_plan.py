@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import chisquare
 
+from tests.chi_square import chi_square_p
 from tests.conftest import ROOT, SCENARIOS
 from tests.golden import assert_golden
 from tiny_dsl.checks import check_file
@@ -704,15 +704,6 @@ def test_member_draws_are_seeded_per_member() -> None:
     assert len(draws) > 30
 
 
-def _chi_square_p(observed: Counter[str], expected_shares: dict[str, float]) -> float:
-    total = sum(observed.values())
-    labels = sorted(expected_shares)
-    assert set(observed) <= set(labels)
-    weights = sum(expected_shares.values())
-    expected = [total * expected_shares[label] / weights for label in labels]
-    return float(chisquare([observed[label] for label in labels], expected).pvalue)
-
-
 def _bracket(age: int) -> str:
     return next(s.label for s in BASE.distributions[0].shares if s.low <= age <= s.high)  # type: ignore[operator]
 
@@ -722,9 +713,9 @@ def test_draws_match_declared_shares() -> None:
     draws = [sampler.sample(member_rng(1, "chi", i)) for i in range(10_000)]
     regions = Counter(d["region"] for d in draws)
     # the undeclared 10% is drawn as "other"
-    assert _chi_square_p(regions, {"north": 0.25, "south": 0.45, "east": 0.2, "other": 0.1}) > 0.01
+    assert chi_square_p(regions, {"north": 0.25, "south": 0.45, "east": 0.2, "other": 0.1}) > 0.01
     ages = Counter(_bracket(d["age"]) for d in draws)
-    assert _chi_square_p(ages, {s.label: s.share for s in BASE.distributions[0].shares}) > 0.01
+    assert chi_square_p(ages, {s.label: s.share for s in BASE.distributions[0].shares}) > 0.01
 
 
 def test_constrained_draws_follow_the_restricted_distribution() -> None:
@@ -735,16 +726,16 @@ def test_constrained_draws_follow_the_restricted_distribution() -> None:
     assert all(25 <= d["age"] <= 35 and d["region"] in ("north", "east") for d in draws)
     # 25..34 keeps its 30%; 35..44 keeps a tenth of its 30% (the age 35 alone)
     ages = Counter("35" if d["age"] == 35 else "25-34" for d in draws)
-    assert _chi_square_p(ages, {"25-34": 0.30, "35": 0.03}) > 0.01
+    assert chi_square_p(ages, {"25-34": 0.30, "35": 0.03}) > 0.01
     regions = Counter(d["region"] for d in draws)
-    assert _chi_square_p(regions, {"north": 0.25, "east": 0.2}) > 0.01
+    assert chi_square_p(regions, {"north": 0.25, "east": 0.2}) > 0.01
 
 
 def test_population_of_1000_matches_the_declared_shares() -> None:
     plan = compile_text(size=1000)
     general = [a for a in plan.agents if a.segment == "general"]
     regions = Counter(a.attributes["region"] for a in general)
-    assert _chi_square_p(regions, {"north": 0.25, "south": 0.45, "east": 0.2, "other": 0.1}) > 0.01
+    assert chi_square_p(regions, {"north": 0.25, "south": 0.45, "east": 0.2, "other": 0.1}) > 0.01
 
 
 def test_a_constraint_on_an_undescribed_attribute_is_drawn_from_the_constraint() -> None:
@@ -868,7 +859,7 @@ def test_budget_exceeded_names_the_step_where_it_runs_out() -> None:
     text = render_text([diagnostic], program.sources)
     assert "fixture.tts:6:3: warning[W401]" in text  # the `budget` line
     assert f"{crossing.origin.rsplit(':', 2)[1]} |" in text  # and the step's statement
-    assert f"a run would stop at {crossing.id}" in render_plan(plan)
+    assert f"at {crossing.id}: `tts run` refuses to start" in render_plan(plan)
 
 
 # -------------------------------------------------------------------- render

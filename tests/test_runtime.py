@@ -593,6 +593,84 @@ def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
     assert state["persona"]["beliefs"] == ["model belief", "fragment belief"]
     assert state["persona"]["occupation"]["organization"] == "Org"  # generated value kept
     assert len(state["notes"]) == 3  # gender and organization conflicts, and the rename
+    saved = json.loads((result.run_dir / "personas" / "crowd" / "1.agent.json").read_text())
+    assert saved == {"type": "TinyPerson", "persona": state["persona"]}
+    assert sorted(p.name for p in (result.run_dir / "personas" / "crowd").iterdir()) == [
+        "1.agent.json",
+        "2.agent.json",
+        "3.agent.json",
+    ]
+    assert "personas/" in result.manifest["files"]
+
+
+def test_a_saved_persona_is_reusable_with_persona_from(tmp_path: Path) -> None:
+    """A generated member's `.agent.json` passes `tts check` as `persona x from` and
+    declares the very persona the run simulated."""
+    member = AgentPlan(
+        id="crowd/1",
+        kind="member",
+        population="crowd",
+        segment="general",
+        index=1,
+        attributes={"age": 41, "occupation": "baker"},
+        fragments=[{"beliefs": ["Bread is life."]}],
+    )
+    population = PopulationPlan(
+        name="crowd",
+        demographics="town",
+        demographics_description="People of a small town.",
+        size=1,
+        segments={"general": 1},
+        members=[member.id],
+    )
+    steps: list[Step] = [GenerateStep(id="", origin="", population="crowd", agents=[member.id])]
+    plan = make_plan(
+        [member], [world("town", "survey", [member.id])], steps, populations=[population]
+    )
+    run_dir = run(plan, ScriptedClient(), tmp_path).run_dir
+    saved = run_dir / "personas" / "crowd" / "1.agent.json"
+    declared = declare_from_files(tmp_path, [saved])[0]
+    assert declared == json.loads(saved.read_text())["persona"]
+    assert declared["age"] == 41 and declared["occupation"]["title"] == "baker"
+    assert "Bread is life." in declared["beliefs"]
+
+
+def test_persona_files_stay_inside_the_run_folder(tmp_path: Path) -> None:
+    from tiny_dsl.runtime.outputs import write_personas
+
+    personas = {"crowd/007": {"name": "Cy"}, "../../evil": {"name": "Eve"}}  # a hand-edited plan
+    assert write_personas(tmp_path / "run", personas) == 2
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json"))
+    assert written == ["run/personas/__/__/evil.agent.json", "run/personas/crowd/007.agent.json"]
+
+
+def declare_from_files(folder: Path, saved: list[Path]) -> list[dict[str, Any]]:
+    """Declare each saved `.agent.json` as `persona pN from "..."` in a scenario in
+    `folder`; `tts check` must accept it without a diagnostic. Returns the personas
+    the checker declared, in order."""
+    from click.testing import CliRunner
+
+    from tiny_dsl.checks import check_file
+    from tiny_dsl.cli import main
+
+    names = [f"p{number}" for number in range(len(saved))]
+    declarations = "".join(
+        f'persona {name} from "{path.relative_to(folder).as_posix()}"\n'
+        for name, path in zip(names, saved, strict=True)
+    )
+    scenario = folder / "reuse.tts"
+    scenario.write_text(
+        'scenario reuse {\n  title "Reuse"\n}\n\n'
+        f"{declarations}\n"
+        f"world shop {{\n  mode survey\n  agents {', '.join(names)}\n}}\n\n"
+        'timeline {\n  ask shop "How is business?"\n}\n',
+        encoding="utf-8",
+    )
+    outcome = CliRunner().invoke(main, ["check", str(scenario)])
+    assert outcome.exit_code == 0, outcome.output
+    checked = check_file(scenario)
+    assert checked.diagnostics == [] and checked.program is not None
+    return [checked.program.personas[name].spec for name in names]
 
 
 def test_merge_and_attributes_follow_tinytroupe() -> None:
@@ -739,7 +817,10 @@ def test_outputs_manifest_and_latest(tmp_path: Path) -> None:
         "results.csv",
         "results.json",
         "results.jsonl",
+        "personas",
     }
+    saved = json.loads((first.run_dir / "personas" / "ann.agent.json").read_text())
+    assert saved == {"type": "TinyPerson", "persona": PANEL[0].persona}
     manifest = json.loads((first.run_dir / "manifest.json").read_text())
     assert set(manifest) >= REQUIRED_MANIFEST_KEYS
     assert manifest["model_calls"] == 4 and manifest["cache_hits"] == 0
@@ -968,6 +1049,63 @@ def test_embedded_focus_group_gives_schema_valid_rows_and_replays(tmp_path: Path
     assert second.manifest["cache_hits"] == first.manifest["model_calls"]
     assert second.rows == first.rows
     assert transcript_lines(second) == transcript_lines(first)
+
+
+TINY_POPULATION = """
+scenario tiny_population {
+  title "Tiny population"
+  seed 5
+}
+
+import "stdlib/demographics/usa.tts"
+import "stdlib/fragments.tts"
+
+population people {
+  from usa
+  size 3
+  segment young {
+    size 2
+    age 25..35
+    particularities "Early in their career."
+    fragments [health_conscious]
+  }
+}
+
+world town {
+  mode survey
+  agents people
+}
+
+timeline {
+  broadcast town "Welcome."
+}
+"""
+
+
+@pytest.mark.model
+def test_embedded_population_gives_distinct_valid_personas(tmp_path: Path) -> None:
+    plan = compile_text(TINY_POPULATION, tmp_path / "population.tts")
+    result = run_plan(
+        plan,
+        client=embedded_client(tmp_path / "cache.sqlite"),
+        state_dir=tmp_path / "state",
+        output_dir=tmp_path / "out",
+    )
+    members = [agent for agent in plan.agents if agent.kind == "member"]
+    assert [m.segment for m in members] == ["young", "young", "general"]
+    assert result.manifest["model_calls"] == 3
+    files = sorted((result.run_dir / "personas" / "people").iterdir())
+    assert [f.name for f in files] == ["001.agent.json", "002.agent.json", "003.agent.json"]
+    personas = declare_from_files(tmp_path, files)  # valid TinyTroupe agent specifications
+    assert len({p["name"].casefold() for p in personas}) == 3
+    for member, persona in zip(members, personas, strict=True):
+        assert persona["age"] == member.attributes["age"]
+        assert persona["occupation"]["title"] == member.attributes["occupation"]
+        if member.segment == "young":
+            assert 25 <= persona["age"] <= 35
+            (fragment,) = member.fragments
+            assert set(fragment["beliefs"]) <= set(persona["beliefs"])
+            assert set(fragment["behaviors"]["general"]) <= set(persona["behaviors"]["general"])
 
 
 def test_engine_state_round_trips(tmp_path: Path) -> None:

@@ -6,18 +6,31 @@ semantic checker: every file parses cleanly and documents itself, fragments
 merge with anything (they set no scalar field), demographic distributions add
 up to 100% with contiguous age brackets, and the archetype personas that the
 normative examples use exist, with unique full names.
+
+The sampling tests at the end go through the checker and the plan compiler:
+populations drawn from each demographics file match its declared shares
+(chi-square goodness of fit over 10,000 seeded members, at the 1% level), and
+segment constraints hold for every member.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+import tempfile
+from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from tests.chi_square import chi_square_p
 from tests.conftest import ROOT
+from tiny_dsl.checks import check_file
+from tiny_dsl.checks.model import Demographics, Distribution
 from tiny_dsl.diagnostics import render_text
+from tiny_dsl.plan import Plan, compile_plan
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax import ast, parse
 
@@ -371,3 +384,132 @@ def test_persona_full_names_are_unique_across_the_stdlib() -> None:
         assert full not in seen, f"{full!r}: {seen[full]} and {file}:{name}"
         seen[full] = f"{file}:{name}"
     assert len(seen) >= 16
+
+
+# -------------------------------------------------------------------- sampling
+
+DRAWS = 10_000
+SIGNIFICANCE = 0.01
+# Segment constraints, as the population below writes them: an age range, a
+# single age, and the first two outcomes of every categorical distribution.
+AGE_RANGE = (30, 45)
+SINGLE_AGE = 40
+SEGMENT_SIZE = 300
+
+
+@functools.cache
+def sampled(name: str) -> tuple[Demographics, Plan]:
+    """The checked demographics `name` and the plan of a scenario sampling from it:
+    `everyone` (DRAWS members, no segment) and `segmented` (constrained segments)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sampling.tts"
+        path.write_text(sampling_scenario(name), encoding="utf-8")
+        result = check_file(path)
+        errors = [d for d in result.diagnostics if d.is_error]
+        assert not errors, render_text(errors, result.sources)
+        program = result.require_program()
+    return program.demographics[name], compile_plan(program)
+
+
+def sampling_scenario(name: str) -> str:
+    labels = {
+        attribute: [ast.key_text(key) for key, _ in distribution(block)[:2]]
+        for attribute, block in entries(demographics(name).body).items()
+        if isinstance(block, ast.SubBlock) and attribute != "age"
+    }
+    picked = "\n".join(
+        f"    {attribute} [{', '.join(json.dumps(label) for label in two)}]"
+        for attribute, two in labels.items()
+    )
+    low, high = AGE_RANGE
+    return f"""scenario sampling_{name} {{
+  title "Sampling from {name}"
+  seed 11
+}}
+
+import "stdlib/demographics/{name}.tts"
+
+population everyone {{
+  from {name}
+  size {DRAWS}
+}}
+
+population segmented {{
+  from {name}
+  size {3 * SEGMENT_SIZE}
+  segment age_range {{
+    size {SEGMENT_SIZE}
+    age {low}..{high}
+  }}
+  segment single_age {{
+    size {SEGMENT_SIZE}
+    age {SINGLE_AGE}
+  }}
+  segment two_of_each {{
+    size {SEGMENT_SIZE}
+{picked}
+  }}
+}}
+
+world market {{
+  mode survey
+  agents everyone, segmented
+}}
+
+timeline {{
+  broadcast market "Hello."
+}}
+"""
+
+
+def outcome(value: object, of: Distribution) -> str | None:
+    """The declared outcome a sampled value belongs to (its bracket, or its label), or None."""
+    if not of.is_numeric:
+        return str(value) if any(share.label == value for share in of.shares) else None
+    assert isinstance(value, int)
+    return next(
+        (
+            share.label
+            for share in of.shares
+            if share.low is not None and share.high is not None and share.low <= value <= share.high
+        ),
+        None,
+    )
+
+
+@pytest.mark.parametrize("name", DEMOGRAPHICS)
+@pytest.mark.parametrize("attribute", DISTRIBUTIONS)
+def test_sampled_members_match_the_declared_shares(name: str, attribute: str) -> None:
+    base, plan = sampled(name)
+    of = next(d for d in base.distributions if d.attribute == attribute)
+    members = [agent for agent in plan.agents if agent.population == "everyone"]
+    assert len(members) == DRAWS
+    observed = Counter(outcome(member.attributes[attribute], of) for member in members)
+    p_value = chi_square_p(observed, {share.label: share.share for share in of.shares})
+    assert p_value > SIGNIFICANCE, f"{name}.{attribute}: p = {p_value:.4f}, {observed}"
+
+
+@pytest.mark.parametrize("name", DEMOGRAPHICS)
+def test_segment_constraints_hold_for_every_member(name: str) -> None:
+    base, plan = sampled(name)
+    segmented = [agent for agent in plan.agents if agent.population == "segmented"]
+    by_segment = Counter(agent.segment for agent in segmented)
+    assert by_segment == dict.fromkeys(("age_range", "single_age", "two_of_each"), SEGMENT_SIZE)
+    declared = {d.attribute: d for d in base.distributions}
+    first_two = {
+        attribute: {share.label for share in of.shares[:2]}
+        for attribute, of in declared.items()
+        if not of.is_numeric
+    }
+    for member in segmented:
+        assert set(member.attributes) == set(declared)
+        for attribute, value in member.attributes.items():
+            assert outcome(value, declared[attribute]) is not None, (member.id, attribute, value)
+        age = member.attributes["age"]
+        if member.segment == "age_range":
+            assert AGE_RANGE[0] <= age <= AGE_RANGE[1]
+        elif member.segment == "single_age":
+            assert age == SINGLE_AGE
+        else:
+            for attribute, allowed in first_two.items():
+                assert member.attributes[attribute] in allowed, (member.id, attribute)

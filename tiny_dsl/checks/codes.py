@@ -61,6 +61,8 @@ UNANALYSED_FIELD = "W105"
 UNUSED_WORLD = "W106"
 UNDELIVERED_INTERVENTION = "W107"
 MANY_ROUNDS = "W108"
+DUPLICATE_PERSONA_NAME = "W109"
+AGENT_FILE_FIELD_TYPE = "W110"
 
 register(
     UNKNOWN_NAME,
@@ -101,9 +103,13 @@ register(
     PATH_OUTSIDE_ROOT,
     "path-outside-root",
     """An import or a `from "..."` path leads outside the directory of the
-    file being checked (and outside the bundled standard library). Scenarios
-    stay self-contained so that they can be shared and reviewed as one
-    folder. Copy the file into the scenario's folder, or pass
+    file being checked (and outside the bundled standard library), or an
+    output `dir` (or `tts run --output-dir`) leads outside both the working
+    directory and the scenario's directory, after `..` and symlinks are
+    resolved. Scenarios stay self-contained so that they can be shared and
+    reviewed as one folder, and a shared scenario cannot read `~/.ssh` or
+    write into `~/.config`. Copy the file into the scenario's folder, write
+    outputs to a relative `dir` such as `outputs/study`, or pass
     `--allow-outside` to `tts check`, `tts plan` or `tts run` if you trust
     the path.""",
 )
@@ -405,4 +411,24 @@ register(
     """A `run WORLD N rounds` step asks for more than 20 rounds. Every round
     is one model call per agent and conversations rarely gain from that many
     turns; check `tts plan` for the cost.""",
+)
+register(
+    DUPLICATE_PERSONA_NAME,
+    "duplicate-persona-name",
+    """Two personas that take part in the run have the same `name` (letter
+    case aside), in this file, an imported one or an `.agent.json` file.
+    Agents address each other by name, and TinyTroupe refuses a second agent
+    with a name already in use, so the run adds a number to one of them
+    (`NAME 2`). Give each persona its own name.""",
+)
+register(
+    AGENT_FILE_FIELD_TYPE,
+    "agent-file-field-type",
+    """A `.agent.json` file declared with `persona NAME from "..."` gives one
+    of TinyTroupe's usual persona fields a value of another form than
+    TinyTroupe's own agents use: `age` that is not a whole number, an
+    `occupation` that is neither a string nor an object, `beliefs` that are
+    not a list, and so on. The file is used as is (TinyTroupe personas are
+    free-form JSON), but the model, TinyTroupe's `minibio` and the result
+    columns read these fields as TinyTroupe's forms.""",
 )

@@ -53,6 +53,17 @@ PERSONA_FIELDS = (
     "fragments",
 )
 MAX_AGE = 120
+# The JSON form of each usual field, as inline personas write them (and TinyTroupe's
+# own agents have them): what the field should be, and the Python types that are.
+AGENT_FILE_FORMS: dict[str, tuple[str, tuple[type, ...]]] = {
+    **{key: ("a string", (str,)) for key in STRING_FIELDS},
+    "age": ("a whole number", (int,)),
+    "occupation": ("a string or an object", (str, dict)),
+    "personality": ("an object", (dict,)),
+    "preferences": ("an object", (dict,)),
+    **{key: ("a list", (list,)) for key in (*LIST_FIELDS, "relationships")},
+    "behaviors": ("an object or a list", (dict, list)),
+}
 
 
 def check_fragment(ctx: Context, loader: Loader, declared: Declared) -> None:
@@ -89,6 +100,7 @@ def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
         loaded = loader.load_json_spec(declared.file, node.path, "TinyPerson")
         if loaded is not None:
             data, source_path = loaded
+            check_agent_file_field_types(ctx, data, source_path, node.path)
             ctx.personas[name] = m.Persona(name, data, (), source_path, node.span)
         return
     if not isinstance(node, ast.PersonaInline):
@@ -106,6 +118,39 @@ def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
             ctx.report(problem)
     if ctx.error_count == errors:
         ctx.personas[name] = m.Persona(name, spec.data, tuple(fragments), None, node.span)
+
+
+def check_agent_file_field_types(
+    ctx: Context, persona: dict[str, Any], source_path: str, path_node: ast.Str
+) -> None:
+    """Usual persona fields of an agent file whose value has another form than TinyTroupe's.
+
+    The file is used as is, so these are warnings (W110), shown at the `from` path.
+    """
+    for key, value in persona.items():
+        form = AGENT_FILE_FORMS.get(key)
+        # JSON true/false arrive as Python bools, which are ints: never a whole number here.
+        if form is None or (isinstance(value, form[1]) and not isinstance(value, bool)):
+            continue
+        ctx.report(
+            diag.warning(
+                codes.AGENT_FILE_FIELD_TYPE,
+                f"`{key}` in `{source_path}` is {_json_kind(value)}, where TinyTroupe "
+                f"personas have {form[0]}",
+                path_node.span,
+                f"`{key}` is {_json_kind(value)} in this file",
+                help=[f"give `{key}` {form[0]} in the file"],
+            )
+        )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {str: "a string", int: "a number", float: "a number", list: "a list"}
+    return kinds.get(type(value), "an object")
 
 
 def resolve_fragments(

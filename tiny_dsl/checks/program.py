@@ -27,6 +27,7 @@ from tiny_dsl.checks.results import Analyses, check_extracts
 from tiny_dsl.checks.settings import check_output, check_scenario
 from tiny_dsl.checks.steps import check_timeline
 from tiny_dsl.checks.usage import (
+    check_duplicate_persona_name,
     check_incomplete_persona,
     check_unanalysed_field,
     check_undelivered_intervention,
@@ -90,7 +91,9 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
     scenario = blocks.get(ast.Scenario)
     settings = check_scenario(ctx, scenario) if isinstance(scenario, ast.Scenario) else None
     output_block = blocks.get(ast.Output)
-    output = check_output(ctx, output_block if isinstance(output_block, ast.Output) else None)
+    output = check_output(
+        ctx, output_block if isinstance(output_block, ast.Output) else None, loader
+    )
     timeline = blocks.get(ast.Timeline)
     if isinstance(timeline, ast.Timeline):
         check_timeline(ctx, timeline)
@@ -102,6 +105,7 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
 
     if not ctx.incomplete:
         check_incomplete_persona(ctx)
+        check_duplicate_persona_name(ctx)
     if scenario is None:
         if blocks.runnable and not ctx.salvaged_scenario:
             check_not_runnable(ctx, root, blocks.runnable[0])

@@ -8,12 +8,14 @@ use (or the missing field) may be in the part that could not be read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks.context import Context, Declared, Kind
 from tiny_dsl.checks.results import MEASURED, FieldInfo
+from tiny_dsl.diagnostics import Label
 
 
 def check_incomplete_persona(ctx: Context) -> None:
@@ -34,6 +36,39 @@ def check_incomplete_persona(ctx: Context) -> None:
                 declared.node.name.span,
                 f"no {fields}",
                 help=[f"add {fields}: the model introduces the person by them"],
+            )
+        )
+
+
+def check_duplicate_persona_name(ctx: Context) -> None:
+    """Personas of the run sharing a display name: the run adds a number to one of them."""
+    taking_part = [
+        declared
+        for declared in ctx.declared["persona"].values()
+        if ("persona", declared.name) in ctx.used and declared.name in ctx.personas
+    ]
+    # Imported personas first, so that the warning lands in the scenario file,
+    # where the author can change a name, whenever one of the two is there.
+    taking_part.sort(key=lambda d: (d.in_root, d.node.span.file, d.node.span.start))
+    first_with: dict[str, Declared] = {}
+    for declared in taking_part:
+        name = str(ctx.personas[declared.name].spec.get("name", ""))
+        first = first_with.setdefault(name.casefold(), declared)
+        if first is declared:
+            continue
+        shown = json.dumps(name, ensure_ascii=False)
+        first_shown = json.dumps(ctx.personas[first.name].spec.get("name"), ensure_ascii=False)
+        ctx.report(
+            diag.warning(
+                codes.DUPLICATE_PERSONA_NAME,
+                f"persona `{declared.name}` has the same name as persona `{first.name}`: {shown}",
+                declared.node.name.span,
+                f"also called {shown}",
+                secondary=[Label(first.node.name.span, f"called {first_shown} here")],
+                help=[
+                    "give each persona its own `name`: agents address each other by name, "
+                    f'and the run adds a number to one of them ("{name} 2")'
+                ],
             )
         )
 

@@ -11,6 +11,9 @@ TinyTroupe itself. Both must honour the same contract:
   produced, in a deterministic order that never depends on which model call
   finished first.
 * `extract(step)` returns one result row per agent of an `extract` step.
+* `personas()` returns the TinyTroupe persona of every agent that has one so
+  far (declared personas; population members once generated), which the
+  interpreter saves as `.agent.json` files in the run folder.
 * `dump_state()` / `load_state(state)` round-trip the complete simulation state
   through JSON, so the interpreter can checkpoint after every step and resume a
   killed run exactly where it stopped.
@@ -108,6 +111,11 @@ class Engine(Protocol):
 
     async def extract(self, step: ExtractStep) -> list[dict[str, Any]]:
         """One validated result row per agent of `step` (see `tiny_dsl.extraction`)."""
+        ...
+
+    def personas(self) -> dict[str, dict[str, Any]]:
+        """Agent id -> TinyTroupe `persona` object, as the agents are now (names made
+        unique, fragments merged); population members only once generated."""
         ...
 
     def dump_state(self) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pydantic import ValidationError
+
 import tiny_dsl
 from tiny_dsl.plan.model import SCHEMA_VERSION, AnalyzeStep, ExtractStep, FieldPlan, Plan, Step
 from tiny_dsl.runtime.checkpoints import CheckpointStore
@@ -44,10 +46,12 @@ from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engine import Engine, TranscriptEvent
 from tiny_dsl.runtime.engines import make_engine
 from tiny_dsl.runtime.outputs import (
+    PERSONAS_DIR,
     create_run_dir,
     point_latest,
     step_label,
     write_json,
+    write_personas,
     write_reports,
     write_results,
     write_transcript,
@@ -156,7 +160,7 @@ def load_plan(path: Path) -> Plan:
     """Read a saved `plan.json`, refusing schema versions this interpreter does not know."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise PlanError(f"{path}: cannot read the plan: {exc}") from exc
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
@@ -164,7 +168,14 @@ def load_plan(path: Path) -> Plan:
             f"{path}: plan schema version {version!r} is not supported (this tiny_dsl "
             f"{tiny_dsl.__version__} runs version {SCHEMA_VERSION}); re-create it with `tts plan`"
         )
-    return Plan.model_validate(data)
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "the top level"
+        raise PlanError(
+            f"{path}: not a plan `tts plan` wrote ({exc.error_count()} problems, the first "
+            f"at {where}: {exc.errors()[0]['msg']}); re-create it with `tts plan`"
+        ) from exc
 
 
 def _check_plan(plan: Plan) -> None:
@@ -427,6 +438,8 @@ class _Run:
         files = ["manifest.json", "plan.json", "transcript.jsonl", "transcript.md"]
         write_json(run_dir / "plan.json", self.plan.model_dump(mode="json"))
         write_transcript(run_dir, self.plan, self.transcript)
+        if write_personas(run_dir, self.engine.personas()):
+            files.append(f"{PERSONAS_DIR}/")
         files += write_results(run_dir, self.rows, self._fields(), self.plan.output.formats)
         if self.analysis is not None:
             write_json(run_dir / "analysis.json", self.analysis["result"])

@@ -239,6 +239,13 @@ class BuiltinEngine:
             )
         return await _gather_in_order(coroutines)
 
+    def personas(self) -> dict[str, dict[str, Any]]:
+        return {
+            agent.id: agent.persona
+            for agent in self._agents.values()
+            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+        }
+
     def dump_state(self) -> dict[str, Any]:
         return {
             "engine": self.name,

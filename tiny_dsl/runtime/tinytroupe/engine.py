@@ -284,6 +284,16 @@ class TinyTroupeEngine:
     async def extract(self, step: ExtractStep) -> list[dict[str, Any]]:
         return await self._run(functools.partial(self._extract, step))
 
+    def personas(self) -> dict[str, dict[str, Any]]:
+        # Read from the checkpoint form, which also holds a restored state that
+        # `load_state` has not applied yet (it rebuilds TinyPersons in the next step).
+        plan = self._require_plan()
+        return {
+            agent_id: saved["state"]["_persona"]
+            for agent_id, saved in self.dump_state()["agents"].items()
+            if saved["generated"] or plan.agent(agent_id).kind == "persona"
+        }
+
     def dump_state(self) -> dict[str, Any]:
         if self._pending_state is not None:
             return self._pending_state
