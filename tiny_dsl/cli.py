@@ -73,7 +73,7 @@ def main() -> None:
 @click.option(
     "--allow-outside",
     is_flag=True,
-    help="Let imports and `from` paths reach outside the scenario's directory.",
+    help="Let imports, `from` paths and output `dir` reach outside the project.",
 )
 def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> None:
     """Parse, resolve and type-check FILES; report every problem at once.
@@ -114,12 +114,19 @@ def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
     With --check, exit 1 if a file would change. A file with syntax errors is
     left untouched and reported (exit 2).
     """
+    from tiny_dsl.source import SourceTooLarge
     from tiny_dsl.syntax.formatter import format_source
+    from tiny_dsl.syntax.parser import file_too_large
 
     changed: list[Path] = []
     broken = False
     for path in files:
-        source = _read_source(path)
+        try:
+            source = _read_source(path)
+        except SourceTooLarge as exc:
+            _emit_diagnostics([file_too_large(_display_path(path), exc.size)], {}, "text")
+            broken = True
+            continue
         formatted, problems = format_source(source)
         if formatted is None:
             _emit_diagnostics(problems, {source.path: source}, "text")
@@ -166,7 +173,7 @@ def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
 @click.option(
     "--allow-outside",
     is_flag=True,
-    help="Let imports and `from` paths reach outside the scenario's directory.",
+    help="Let imports, `from` paths and output `dir` reach outside the project.",
 )
 @click.option(
     "--state-dir",
@@ -240,7 +247,13 @@ def plan(
 @click.option(
     "--allow-outside",
     is_flag=True,
-    help="Let imports and `from` paths reach outside the scenario's directory.",
+    help="Let imports, `from` paths and outputs reach outside the project.",
+)
+@click.option(
+    "--allow-over-budget",
+    is_flag=True,
+    help="Start even when the plan's estimated calls exceed `max_calls` (default 10,000) "
+    "or its estimated cost exceeds the budget.",
 )
 def run(
     target: Path,
@@ -254,6 +267,7 @@ def run(
     state_dir: Path,
     output_dir: Path | None,
     allow_outside: bool,
+    allow_over_budget: bool,
 ) -> None:
     """Run TARGET (a .tts file or a saved plan.json) and write its outputs.
 
@@ -275,6 +289,7 @@ def run(
         state_dir=state_dir,
         output_dir=output_dir,
         allow_outside=allow_outside,
+        allow_over_budget=allow_over_budget,
     )
     try:
         outcome = run_target(target, options)
@@ -310,13 +325,13 @@ def explain(code: str) -> None:
     "formats",
     multiple=True,
     type=click.Choice(["html", "md"]),
-    help="Which reports to write (default: both).",
+    help="Which reports to write (default: those the scenario's output block names, else both).",
 )
 def report(run_dir: Path, formats: tuple[str, ...]) -> None:
     """Regenerate the reports of RUN_DIR from its saved results (no model calls)."""
-    from tiny_dsl.reporting import write_reports
+    from tiny_dsl.reporting import run_report_formats, write_reports
 
-    for path in write_reports(run_dir, set(formats) if formats else None):
+    for path in write_reports(run_dir, set(formats) or run_report_formats(run_dir)):
         click.echo(f"wrote {path}")
 
 

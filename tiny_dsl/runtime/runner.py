@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import check_file
+from tiny_dsl.checks.codes import PATH_OUTSIDE_ROOT
+from tiny_dsl.checks.loader import output_dir_inside
 from tiny_dsl.checks.model import Program
-from tiny_dsl.plan import compile_plan, price_for
+from tiny_dsl.plan import compile_plan, price_for, run_refusals
 from tiny_dsl.plan.model import Plan
 from tiny_dsl.runtime.cache import CacheCorruptError, LLMCache
 from tiny_dsl.runtime.client import ClientError, LLMClient
@@ -61,6 +63,12 @@ class RunOptions:
     state_dir: Path = Path(".tts")
     output_dir: Path | None = None
     allow_outside: bool = False
+    # Start even when the plan's estimate exceeds `max_calls` or the budget.
+    allow_over_budget: bool = False
+    # Per-attempt model-call timeout (None: chosen per provider) and first retry delay.
+    # Fault-injection tests shorten both to keep their runs brief.
+    attempt_timeout_s: float | None = None
+    backoff_base_s: float = 1.0
 
 
 class RunSetupError(Exception):
@@ -95,8 +103,15 @@ def run_target(target: Path, options: RunOptions) -> RunOutcome:
             + (hint or "choose one of: " + ", ".join(PROVIDER_NAMES))
         )
     plan = _load_plan(target, options)
+    _check_output_dir(plan, options)
     provider = _provider(plan, options)
     cache = _cache(options)
+    # TinyTroupe's long agent prompt takes the embedded model minutes to read.
+    attempt_timeout_s = options.attempt_timeout_s or (
+        TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S
+        if provider.name == "embedded" and (options.engine or plan.settings.engine) == "tinytroupe"
+        else 120.0
+    )
     client = LLMClient(
         provider,
         cache,
@@ -106,10 +121,8 @@ def run_target(target: Path, options: RunOptions) -> RunOutcome:
         # The embedded model is free; an unpriced model is counted at zero (`tts plan` warns).
         price=(price_for(provider.model) if provider.name != "embedded" else None) or (0.0, 0.0),
         max_calls=plan.settings.max_calls,
-        # TinyTroupe's long agent prompt takes the embedded model minutes to read.
-        attempt_timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S
-        if provider.name == "embedded" and (options.engine or plan.settings.engine) == "tinytroupe"
-        else 120.0,
+        attempt_timeout_s=attempt_timeout_s,
+        backoff_base_s=options.backoff_base_s,
     )
     try:
         engine = make_engine(options.engine, plan, client, log_dir=options.state_dir / "logs")
@@ -130,6 +143,10 @@ def run_target(target: Path, options: RunOptions) -> RunOutcome:
             )
     except StepFailed as exc:
         where = f" (partial run in {exc.run_dir})" if exc.run_dir else ""
+        if isinstance(exc.cause, CacheCorruptError):
+            # Running again would read the same damaged entry: the cache message says
+            # what to do instead.
+            return RunOutcome(EXIT_RUN_FAILED, f"error: {exc}{where}")
         return RunOutcome(
             EXIT_RUN_FAILED,
             f"error: {exc}{where}\nhelp: fix the cause and run the same command again; "
@@ -156,7 +173,40 @@ def _load_plan(target: Path, options: RunOptions) -> Plan:
             diagnostics=diag.sort_diagnostics([*result.diagnostics, *exc.diagnostics]),
             sources=dict(result.sources),
         ) from exc
-    return compile_plan(_with_overrides(program, options))
+    plan = compile_plan(_with_overrides(program, options))
+    _refuse_over_limits(plan, program, dict(result.sources), options)
+    return plan
+
+
+def _refuse_over_limits(
+    plan: Plan, program: Program | None, sources: dict[str, SourceFile], options: RunOptions
+) -> None:
+    """Stop a plan whose estimate exceeds `max_calls` or the budget before it spends."""
+    refusals = [] if options.allow_over_budget else run_refusals(plan, program)
+    if refusals:
+        raise RunSetupError(diagnostics=refusals, sources=sources)
+
+
+def _check_output_dir(plan: Plan, options: RunOptions) -> None:
+    """`--output-dir`, or a saved plan's output `dir`, may not lead outside the project
+    (a scenario's own `dir` is checked with the scenario, E205)."""
+    directory = options.output_dir if options.output_dir is not None else Path(plan.output.dir)
+    if options.allow_outside or output_dir_inside(directory, Path(plan.source_file).parent):
+        return
+    what = "--output-dir" if options.output_dir is not None else "the plan's output `dir`"
+    raise RunSetupError(
+        diagnostics=[
+            diag.error(
+                PATH_OUTSIDE_ROOT,
+                f"{what} `{directory}` leads outside the project",
+                None,
+                help=[
+                    "write outputs inside the working directory or the scenario's directory, "
+                    "or pass `--allow-outside` if you mean to write there"
+                ],
+            )
+        ]
+    )
 
 
 def _with_overrides(program: Program, options: RunOptions) -> Program:
@@ -211,6 +261,7 @@ def _saved_plan(path: Path, options: RunOptions) -> Plan:
             f"{', '.join(different)} would change a saved plan; plan again with the same "
             f"options (`tts plan {source} ... -o {path}`) or run the .tts file with them"
         )
+    _refuse_over_limits(plan, None, {}, options)
     return plan
 
 
@@ -243,9 +294,8 @@ def _cache(options: RunOptions) -> LLMCache | None:
     try:
         return LLMCache(options.state_dir / "cache.sqlite")
     except CacheCorruptError as exc:
-        raise RunSetupError(
-            f"{exc}; move the file away (the run will then call the model again)"
-        ) from exc
+        # The message already says what to do; repeating it would only blur it.
+        raise RunSetupError(str(exc)) from exc
 
 
 def _outcome(result: RunResult, client: LLMClient) -> RunOutcome:
@@ -269,6 +319,7 @@ def _outcome(result: RunResult, client: LLMClient) -> RunOutcome:
         )
     if result.analysis and result.analysis.get("expectations_failed"):
         for failure in result.analysis["expectations_failed"]:
-            statement = failure.get("statement", "") if isinstance(failure, dict) else failure
-            lines.append(f"  FAILED       expect {statement}")
+            lines.append(
+                f"  FAILED       {failure['origin']}: {failure['statement']} ({failure['reason']})"
+            )
     return RunOutcome(result.exit_code, "\n".join(lines), result, answered)
