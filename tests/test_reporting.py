@@ -6,13 +6,12 @@ import hashlib
 import json
 import random
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM, PNG_SIGNATURE, console_errors, render
 from tiny_dsl.analysis import AnalysisResult, analyze_plan
 from tiny_dsl.plan.model import (
     AgentPlan,
@@ -57,7 +56,6 @@ FIELDS = [
     FieldPlan(name="sentiment", kind="enum", members=["positive", "neutral", "negative"]),
 ]
 CONCERNS = ["price", "Price", "side effects", "does it work", "taste"]
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _analysis(kind: str, text: str, **kwargs: Any) -> AnalysisPlan:
@@ -511,34 +509,12 @@ def test_diff_of_a_run_with_itself_is_empty(run_dir: Path) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian package `chromium`")
-def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
     write_reports(run_dir, {"html"})
-    page = (run_dir / "report.html").resolve().as_uri()
-    flags = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,2000",
-    ]
-    screenshot = tmp_path / "report.png"
-    shot = subprocess.run(
-        [*flags, f"--screenshot={screenshot}", page], capture_output=True, text=True, timeout=180
-    )
-    assert shot.returncode == 0, shot.stderr
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screenshot, dom, log = render(run_dir / "report.html", "report-fixture.png")
+    assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
-    print(f"report screenshot: {screenshot}")
-
-    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
-    assert dom.returncode == 0, dom.stderr
-    assert dom.stdout.count("<svg") == 5
-    assert dom.stdout.count("<path") > 20  # the charts' marks made it into the rendered DOM
-    assert 'id="agent-consumers-023"' in dom.stdout
-    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+    assert console_errors(log) == []
+    assert dom.count("<svg") == 5
+    assert dom.count("<path") > 20  # the charts' marks made it into the rendered DOM
+    assert 'id="agent-consumers-023"' in dom

@@ -5,7 +5,7 @@ Everything here reads a run directory and never calls a model, so `tts report` a
 """
 
 from tiny_dsl.reporting.diff import RunDiff, build_diff, diff_runs, diff_runs_json
-from tiny_dsl.reporting.report import REPORT_FORMATS, write_reports
+from tiny_dsl.reporting.report import REPORT_FORMATS, run_report_formats, write_reports
 from tiny_dsl.reporting.rundir import RunData, load_run
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "diff_runs",
     "diff_runs_json",
     "load_run",
+    "run_report_formats",
     "write_reports",
 ]

@@ -13,6 +13,14 @@ from tiny_dsl.reporting.view import build_view
 REPORT_FORMATS = frozenset({"html", "md"})
 
 
+def run_report_formats(run_dir: Path) -> set[str]:
+    """The reports the run's scenario asked for in `output { formats }`; both if it named none."""
+    output = load_run(run_dir).plan.get("output")
+    named = output.get("formats") if isinstance(output, dict) else None
+    asked = {str(f).lower() for f in named} & REPORT_FORMATS if isinstance(named, list) else set()
+    return asked or set(REPORT_FORMATS)
+
+
 def write_reports(run_dir: Path, formats: Iterable[str] | None = None) -> list[Path]:
     """Write the reports `formats` asks for (all of them when None) into `run_dir`.
 

@@ -107,7 +107,7 @@ class Banner:
 class ReportView:
     title: str
     scenario: str
-    run_dir: str
+    run_id: str  # the folder name, the same however `tts report` was pointed at it
     banner: Banner | None
     problems: list[str]
     overview: Table
@@ -671,7 +671,7 @@ def build_view(run: RunData) -> ReportView:
     view = ReportView(
         title=str(run.settings.get("title") or run.scenario),
         scenario=run.scenario,
-        run_dir=str(run.path),
+        run_id=run.path.name,
         banner=_banner(run),
         problems=list(run.problems),
         overview=_overview(run),
