@@ -129,6 +129,7 @@ SYNTAX_ERRORS = [
     ("scenario s {\n  seed = 42\n}\n", "E101", 2, 8, "seed 42"),
     ("scenario s {\n  title 'x'\n}\n", "E101", 2, 9, "double quotes"),
     ('scenario s {\n  title "open\n}\n', "E104", 2, 9, "unterminated"),
+    ('scenario s {\n  title "a\\l b"\n}\n', "E104", 2, 9, "invalid escape sequence in string"),
     ('timeline {\n  brodcast w "hi"\n}\n', "E102", 2, 3, "did you mean `broadcast`"),
     ("timeline {\n  ask w\n}\n", "E102", 2, 8, "expected a string after `w`"),
     ("world w {\n  mode survey\n", "E103", 2, 14, "`w` block is never closed"),

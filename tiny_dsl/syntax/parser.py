@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import itertools
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -499,8 +500,12 @@ def _unescape(source: SourceFile, token: Token) -> str:
     if "\\" not in body:
         return body
     try:
-        value = python_ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""')
-    except (SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # Python only warns about an unknown escape such as `\l` and keeps it;
+            # here it is an error, so that a typo does not silently change the text.
+            warnings.simplefilter("error")
+            value = python_ast.literal_eval('"""' + body.replace('"""', '\\"\\"\\"') + '"""')
+    except (SyntaxError, ValueError, DeprecationWarning, SyntaxWarning) as exc:
         start = token.start_pos or 0
         raise _ValueProblem(
             diag.error(
@@ -508,7 +513,7 @@ def _unescape(source: SourceFile, token: Token) -> str:
                 "invalid escape sequence in string",
                 source.span(start, token.end_pos or start),
                 str(exc).split("(")[0].strip(),
-                help=['escapes are \\" \\\\ \\n \\t; write a backslash as \\\\'],
+                help=['escapes are \\" \\\\ \\n \\t \\xHH \\uHHHH; write a backslash as \\\\'],
             )
         ) from exc
     assert isinstance(value, str)
