@@ -590,6 +590,48 @@ def test_embedded_structured_call_is_valid_and_deterministic() -> None:
 
 @pytest.mark.model
 @needs_llama
+def test_embedded_prompt_resumed_from_a_saved_beginning_is_computed_exactly() -> None:
+    """A prompt sharing its first chunks with an earlier one is read from the saved
+    state of that beginning, and the model ends up exactly where a fresh read leads."""
+    from tiny_dsl.runtime.providers import embedded
+
+    shared = "Sales notes. " + " ".join(f"Loaf {i} sold for {i % 7 + 2} euros." for i in range(80))
+
+    def request(topic: str) -> ChatRequest:
+        question = " ".join(f"Tell me about {topic} bread number {i}." for i in range(60))
+        return ChatRequest(
+            messages=(Message("system", shared), Message("user", question)),
+            temperature=0.9,
+            max_tokens=24,
+            seed=99,
+        )
+
+    provider = EmbeddedProvider(n_ctx=2048, n_threads=2)
+    loaded = embedded._load(embedded.find_embedded_gguf(), 2048, 2)
+    states = loaded.prefix_states
+
+    def last_saved_state() -> bytes:
+        return list(states._states.values())[-1][1]
+
+    async def run() -> tuple[ChatResponse, bytes, ChatResponse, bytes]:
+        await provider.complete(request("rye"))
+        resumed = await provider.complete(request("spelt"))
+        assert states.resumed_tokens >= embedded.PROMPT_CHUNK_TOKENS
+        resumed_state = last_saved_state()
+        states._states.clear()
+        loaded.llama.reset()
+        fresh = await provider.complete(request("spelt"))
+        assert states.resumed_tokens == 0
+        return resumed, resumed_state, fresh, last_saved_state()
+
+    resumed, resumed_state, fresh, fresh_state = asyncio.run(run())
+    assert resumed.input_tokens >= 2 * embedded.PROMPT_CHUNK_TOKENS  # a chunk read after resuming
+    assert resumed_state == fresh_state  # the KV cache, bit for bit
+    assert resumed.text == fresh.text
+
+
+@pytest.mark.model
+@needs_llama
 def test_embedded_refuses_prompts_longer_than_its_context() -> None:
     request = ChatRequest(
         messages=(Message("user", "memory " * 5000),), temperature=0.0, max_tokens=16

@@ -9,11 +9,13 @@ instructions, which the CLI reports with exit status 2.
 
 On the embedded model, TinyTroupe's agent prompt (about 5,600 tokens before any
 memory) needs the model's full 8k window: build the provider with
-`EmbeddedProvider(n_ctx=TINYTROUPE_EMBEDDED_N_CTX)`. Reading that prompt takes
-the model tens of seconds on two cores, minutes on a busy machine, so give the
-`LLMClient` `attempt_timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S` (its default
-would time every turn out and retry it). The engine then also shows agents a
-compact memory window (`COMPACT_MEMORY`).
+`EmbeddedProvider(n_ctx=TINYTROUPE_EMBEDDED_N_CTX)`. Reading that prompt from
+scratch takes the model one to several minutes on two cores (8.5 measured on a
+busy machine; an agent's later turns resume from the provider's saved state of
+its previous prompt), so give the `LLMClient`
+`attempt_timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S` (its default would time
+every first turn out and retry it). The engine then also shows agents a compact
+memory window (`COMPACT_MEMORY`).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ __all__ = [
 ENGINE_NAMES = ("builtin", "tinytroupe")
 # The embedded model's (SmolLM2's) trained context, which TinyTroupe's prompts need.
 TINYTROUPE_EMBEDDED_N_CTX = 8192
-# Per-attempt limit for one TinyTroupe turn on the embedded model (measured: up to
-# about 400 s on a loaded two-core machine).
+# Per-attempt limit for one TinyTroupe turn on the embedded model (measured: about
+# 510 s for a prompt read from scratch on a loaded two-core machine).
 TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S = 1800.0
 
 

@@ -8,6 +8,10 @@ A 135M model is weak, so it only produces usable structured output under grammar
 constrained decoding; the schema is therefore tightened before it is turned into a
 grammar (bounded strings and arrays, small integer ranges as enums) and the answer is
 still validated afterwards.
+
+Long prompts that start like an earlier one (an agent's next turn, another agent with
+the same instructions) resume from a saved copy of the model's state for the shared
+beginning instead of reading it again (`_PrefixStates`); answers are unchanged by it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import copy
+import ctypes
 import functools
 import importlib.metadata
 import json
@@ -22,10 +27,15 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from tiny_dsl.runtime.providers.base import (
     ChatRequest,
@@ -65,6 +75,14 @@ _SEED_MODULUS = 0xFFFFFFFF
 # is not valid JSON.  Its rule is swapped for the upstream one.
 _LAX_CHAR_RULE = r'char ::= [^"\\] |'
 _STRICT_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
+# llama.cpp reads a prompt in chunks of this many tokens, from position 0 (it is
+# llama-cpp-python's default batch size, passed explicitly so it cannot drift).
+# Resuming from a saved state that ends on a chunk boundary repeats exactly the
+# computation a from-scratch reading does, so the answer is bit-for-bit the same.
+PROMPT_CHUNK_TOKENS = 512
+# Memory for saved prompt prefixes (about 23 KB of KV cache a token): room for the
+# agents of a small TinyTroupe world, whose prompts run to 6,000-7,000 tokens.
+PREFIX_STATES_BYTES = 1 << 30
 
 
 @functools.cache
@@ -93,6 +111,7 @@ class _LoadedModel:
 
     llama: Llama
     executor: ThreadPoolExecutor
+    prefix_states: _PrefixStates
 
 
 # Keyed by (path, n_ctx, n_threads): one loaded model per configuration and process.
@@ -127,29 +146,155 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
                     f"the embedded provider needs llama-cpp-python, which is not importable "
                     f"({exc}); {_INSTALL_HINT}"
                 ) from exc
-            llama = Llama(
+            prefix_states = _PrefixStates(PREFIX_STATES_BYTES)
+            llama = _prefix_reusing_llama(Llama)(
+                prefix_states,
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=n_threads,
+                n_batch=PROMPT_CHUNK_TOKENS,
+                n_ubatch=PROMPT_CHUNK_TOKENS,
                 seed=0,
                 verbose=False,
             )
             loaded = _LoadedModel(
                 llama=llama,
                 executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiny-dsl-llama"),
+                prefix_states=prefix_states,
             )
             _MODELS[key] = loaded
         return loaded
 
 
+class _PrefixStates:
+    """Saved model states (KV caches) of the beginnings of earlier prompts.
+
+    A TinyTroupe agent's prompt is thousands of tokens, almost all of them the same as
+    in its previous turn, and its first half is the same for every agent; reading them
+    is most of a call's time on a CPU.  Before a prompt is read, `resume` puts the
+    model in the state of the longest known beginning of it, so only the rest is read.
+    Only beginnings that end on a `PROMPT_CHUNK_TOKENS` boundary are reused, and only
+    the prompt's own tokens are saved (never generated ones): the model then computes
+    exactly what it would from scratch, and an answer never depends on which prompts
+    came before it.  Least recently used states go first when `budget_bytes` is full.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget_bytes = budget_bytes
+        # Prompt tokens (as bytes of int32s) -> (the tokens, the sequence state).
+        self._states: OrderedDict[bytes, tuple[npt.NDArray[np.intc], bytes]] = OrderedDict()
+        self.last_prompt: list[int] = []  # the tokens of the prompt read last
+        self.resumed_tokens = 0  # how many of them came from a saved state
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(state) for _, state in self._states.values())
+
+    def resume(self, llama: Llama, prompt: list[int]) -> int:
+        """Leave `llama` holding the longest reusable beginning of `prompt`; its length.
+
+        At least one prompt token is always left to read, so the answer's first token
+        comes from a fresh computation of the prompt's end.
+        """
+        import llama_cpp
+
+        self.last_prompt = prompt
+        tokens = np.asarray(prompt, dtype=np.intc)
+        limit = len(prompt) - 1
+        best = _chunk_floor(min(_common_prefix(llama.input_ids[: llama.n_tokens], tokens), limit))
+        best_key: bytes | None = None
+        for key, (saved, _) in self._states.items():
+            usable = _chunk_floor(min(_common_prefix(saved, tokens), limit))
+            if usable > best:
+                best, best_key = usable, key
+        if best_key is not None:
+            saved, state = self._states[best_key]
+            self._states.move_to_end(best_key)
+            context = llama._ctx.ctx
+            llama._ctx.kv_cache_seq_rm(0, 0, -1)
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if llama_cpp.llama_state_seq_set_data(context, buffer, len(state), 0) != len(state):
+                llama.reset()
+                self.resumed_tokens = 0
+                return 0
+            llama.input_ids[: len(saved)] = saved
+            llama.n_tokens = len(saved)
+        # `Llama.generate` keeps the KV cache up to `n_tokens` where the prompt matches.
+        llama.n_tokens = min(llama.n_tokens, best)
+        self.resumed_tokens = best
+        return best
+
+    def save(self, llama: Llama) -> None:
+        """Save `llama`'s state for the whole chunks of the prompt it has just read.
+
+        The rest (the prompt's last partial chunk, the answer) is dropped from the KV
+        cache too: the answer was computed a token at a time, so a later prompt that
+        quotes it (a repair request does) must read it afresh.
+        """
+        import llama_cpp
+
+        keep = _chunk_floor(len(self.last_prompt))
+        if llama.n_tokens < keep:
+            keep = 0
+        llama._ctx.kv_cache_seq_rm(0, keep, -1)
+        llama.n_tokens = keep
+        if keep == 0:
+            return
+        context = llama._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(context, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(context, buffer, size, 0)
+        tokens = np.array(llama.input_ids[:keep], dtype=np.intc)
+        key = tokens.tobytes()
+        for other in [k for k, (saved, _) in self._states.items() if key.startswith(k)]:
+            del self._states[other]  # a beginning of this one: superseded
+        self._states[key] = (tokens, ctypes.string_at(buffer, written))
+        while len(self._states) > 1 and self.size_bytes > self._budget_bytes:
+            self._states.popitem(last=False)
+
+
+def _chunk_floor(tokens: int) -> int:
+    return tokens // PROMPT_CHUNK_TOKENS * PROMPT_CHUNK_TOKENS
+
+
+def _common_prefix(first: npt.NDArray[np.intc], second: npt.NDArray[np.intc]) -> int:
+    length = min(len(first), len(second))
+    different = np.flatnonzero(first[:length] != second[:length])
+    return int(different[0]) if len(different) else length
+
+
+@functools.cache
+def _prefix_reusing_llama(base: type[Llama]) -> Callable[..., Llama]:
+    """`Llama` that starts every prompt from its longest saved beginning (`_PrefixStates`).
+
+    `Llama.generate` is where llama-cpp-python knows a prompt's tokens (after applying
+    the chat template) and reuses the KV cache for the part that matches the previous
+    prompt; the subclass first puts the best saved beginning in place.
+    """
+
+    class PrefixReusingLlama(base):  # type: ignore[misc, valid-type]
+        def __init__(self, prefix_states: _PrefixStates, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._prefix_states = prefix_states
+
+        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+            prompt = list(tokens)
+            self._prefix_states.resume(self, prompt)
+            return super().generate(prompt, *args, **kwargs)
+
+    return PrefixReusingLlama
+
+
 class EmbeddedProvider:
     """SmolLM2-135M-Instruct running in this process; needs no network and no key.
 
-    Calls are deterministic for a given request: the KV cache is cleared before every
-    call so an answer never depends on which prompt happened to run before it, and the
-    request's seed drives sampling.  Calls run one at a time (``max_parallel_calls``);
-    a call abandoned while queued never runs, but one abandoned mid-generation (timeout,
-    cancellation) finishes its bounded generation before the next call starts.
+    Calls are deterministic for a given request: a prompt is read from scratch, or
+    resumed from a saved state that holds exactly what reading its beginning from
+    scratch would (`_PrefixStates`), so an answer never depends on which prompt
+    happened to run before it; and the request's seed drives sampling.  Calls run one
+    at a time (``max_parallel_calls``); a call abandoned while queued never runs, but
+    one abandoned mid-generation (timeout, cancellation) finishes its bounded
+    generation before the next call starts.
     """
 
     name = "embedded"
@@ -179,18 +324,21 @@ class EmbeddedProvider:
             # Loading takes a moment; keep the event loop responsive meanwhile.
             loaded = await asyncio.to_thread(_load, path, self._n_ctx, self._n_threads)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(loaded.executor, self._generate, loaded.llama, request)
+        return await loop.run_in_executor(
+            loaded.executor, self._generate, loaded.llama, loaded.prefix_states, request
+        )
 
     async def aclose(self) -> None:
         """Nothing to release: the model stays loaded for the rest of the process."""
 
-    def _generate(self, llama: Llama, request: ChatRequest) -> ChatResponse:
+    def _generate(
+        self, llama: Llama, prefix_states: _PrefixStates, request: ChatRequest
+    ) -> ChatResponse:
         self._check_fits(llama, request)
         messages: list[Any] = [{"role": m.role, "content": m.content} for m in request.messages]
         grammar = None
         if request.json_schema is not None:
             grammar = _grammar(json.dumps(bounded_schema(request.json_schema), sort_keys=True))
-        llama.reset()
         started = time.perf_counter()
         try:
             result: Any = llama.create_chat_completion(
@@ -202,7 +350,12 @@ class EmbeddedProvider:
             )
         except ValueError as exc:
             # llama-cpp-python reports prompts longer than the context as ValueError.
+            llama.reset()
             raise ProviderError(f"embedded model rejected the prompt: {exc}") from exc
+        except BaseException:
+            llama.reset()  # whatever the KV cache holds now is not worth resuming from
+            raise
+        prefix_states.save(llama)
         latency = time.perf_counter() - started
         text = result["choices"][0]["message"]["content"] or ""
         usage = result.get("usage") or {}

@@ -466,7 +466,7 @@ class TinyTroupeEngine:
                 continue
             persona = copy.deepcopy(agent.persona or {})
             name = unique_name(str(persona.get("name") or agent.id), taken)
-            taken.add(name)
+            taken.add(name.casefold())
             persona["name"] = name
             person = self._new_person(name)
             person.include_persona_definitions(persona)
@@ -560,7 +560,7 @@ class TinyTroupeEngine:
         # Settled in member order after all answers are in, so a clashing name's
         # suffix never depends on completion order (as in the built-in engine).
         taken = {
-            self._names[agent.id]
+            self._names[agent.id].casefold()
             for agent in plan.agents
             if agent.kind == "persona" or agent.id in self._generated
         }
@@ -572,7 +572,7 @@ class TinyTroupeEngine:
             name = unique_name(wanted, taken)
             if name != generated.get("name"):
                 notes.append(f"renamed from {generated.get('name')!r} to {name!r} (name taken)")
-            taken.add(name)
+            taken.add(name.casefold())
             generated["name"] = name
             person = self._new_person(name)
             person.include_persona_definitions(generated)
