@@ -220,7 +220,7 @@ def test_a_failed_expectation_exits_1_without_new_model_calls(
     failed, run_dir = guarded_run
     assert failed.returncode == 1, failed.stdout + failed.stderr
     # The summary names the failed expectation where it is written, and why it failed.
-    assert "email_ab_guarded.tts:72:3: expect count(opened) > 24 (" in failed.stdout
+    assert "email_ab_guarded.tts:72:3: expect count(opened) > 24 (" in failed.stderr
     manifest = read_json(run_dir / "manifest.json")
     # Only the analysis changed: every model answer came from the first run.
     assert manifest["model_calls"] == 0
