@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -22,12 +20,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.fixed_delay_server import FixedDelayServer
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.client import LLMClient
 from tiny_dsl.runtime.providers import (
@@ -217,62 +215,18 @@ def bench_client_overhead(calls: int) -> None:
 # ---------------------------------------------------------------------------- (c)
 
 
-def _serve_fixed_delay(delay: float, connection: Connection) -> None:
-    """A minimal OpenAI-compatible server answering every request after ``delay`` seconds.
-
-    asyncio-based with HTTP/1.1 keep-alive, so that serving 32 concurrent connections
-    costs little CPU and the measurement reflects the client rather than the server.
-    """
-    body = json.dumps(
-        {
-            "model": "fixed-delay",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 1},
-        }
-    ).encode()
-    response = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                await asyncio.sleep(delay)
-                writer.write(response)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client closed its keep-alive connection
-        finally:
-            writer.close()
-
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=256)
-        connection.send(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    asyncio.run(serve())
+def _short_answer(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"answer": "ok"}
 
 
 def bench_concurrency(calls: int, concurrency: int, delay: float) -> None:
-    parent, child = multiprocessing.Pipe()
-    # A separate process, so the server does not share the client's event loop and GIL.
-    server = multiprocessing.Process(target=_serve_fixed_delay, args=(delay, child), daemon=True)
-    server.start()
-    port = parent.recv()
-    try:
+    # The server runs in its own process, so it shares neither the client's event loop
+    # nor its GIL.
+    with FixedDelayServer(delay, _short_answer) as base_url:
 
         async def run() -> tuple[float, LLMClient]:
             provider = OpenAICompatibleProvider(
-                model="fixed-delay", base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-local"
+                model="fixed-delay", base_url=base_url, api_key="sk-local"
             )
             with tempfile.TemporaryDirectory() as folder, LLMCache(Path(folder) / "c.db") as cache:
                 client = LLMClient(provider, cache, max_concurrency=concurrency)
@@ -287,9 +241,6 @@ def bench_concurrency(calls: int, concurrency: int, delay: float) -> None:
             return elapsed, client
 
         elapsed, client = asyncio.run(run())
-    finally:
-        server.terminate()
-        server.join()
     ideal = calls * delay / concurrency
     print(
         f"(c) {calls} calls, concurrency {concurrency}, server delay {delay:.3f} s, "
