@@ -234,6 +234,22 @@ def test_concurrency_respects_the_providers_own_limit() -> None:
     assert max(provider.in_flight_at_start) == 2
 
 
+def test_answer_room_comes_from_the_provider_when_it_knows() -> None:
+    class SmallContext(FakeProvider):
+        async def answer_room(self, messages: tuple[Message, ...]) -> int:
+            return 100 - sum(len(m.content) for m in messages)
+
+    messages = (Message("user", "twelve chars"),)
+
+    async def rooms() -> tuple[int | None, int | None]:
+        return (
+            await fast_client(FakeProvider()).answer_room(messages),
+            await fast_client(SmallContext()).answer_room(messages),
+        )
+
+    assert asyncio.run(rooms()) == (None, 88)
+
+
 def test_replay_miss_raises_without_calling_the_provider(tmp_path: Path) -> None:
     provider = FakeProvider()
     with LLMCache(tmp_path / "c.db") as cache:

@@ -643,6 +643,25 @@ def test_embedded_refuses_prompts_longer_than_its_context() -> None:
 
 @pytest.mark.model
 @needs_llama
+def test_embedded_answer_room_is_what_it_accepts() -> None:
+    """A request for exactly the room `answer_room` reports runs; one token more is refused."""
+    provider = EmbeddedProvider(n_ctx=512)
+    messages = (Message("system", "Answer briefly."), Message("user", "pain " * 300))
+
+    async def run() -> tuple[int, ChatResponse]:
+        room = await provider.answer_room(messages)
+        with pytest.raises(ProviderError, match="context window"):
+            await provider.complete(ChatRequest(messages, temperature=0.0, max_tokens=room + 1))
+        fitting = await provider.complete(ChatRequest(messages, temperature=0.0, max_tokens=room))
+        return room, fitting
+
+    room, fitting = asyncio.run(run())
+    assert 0 < room < 512 - 300  # "pain " is at least a token a word
+    assert fitting.input_tokens + room <= 512
+
+
+@pytest.mark.model
+@needs_llama
 def test_embedded_through_client_is_cached(tmp_path: Path) -> None:
     async def run() -> tuple[ChatResponse, ChatResponse, LLMClient]:
         with LLMCache(tmp_path / "cache.db") as cache:

@@ -77,12 +77,16 @@ def _value(schema: dict[str, Any], key: str, digest: str) -> Any:
     kind = schema.get("type")
     if kind == "object":
         if "actions" in schema["properties"]:
+            actions = [
+                {"type": "THINK", "content": f"thinking {digest}", "target": ""},
+                {"type": "TALK", "content": f"my view {digest}", "target": ""},
+                {"type": "DONE", "content": "", "target": ""},
+            ]
+            allowed = schema["properties"]["actions"]["maxItems"]
+            if allowed < 3:
+                actions.pop(0)  # the thought goes first, then the DONE
             return {
-                "actions": [
-                    {"type": "THINK", "content": f"thinking {digest}", "target": ""},
-                    {"type": "TALK", "content": f"my view {digest}", "target": ""},
-                    {"type": "DONE", "content": "", "target": ""},
-                ],
+                "actions": actions[:allowed],
                 "cognitive_state": _value(
                     schema["properties"]["cognitive_state"], "cognitive_state", digest
                 ),
@@ -309,6 +313,55 @@ def test_focus_group_runs_on_tinytroupe(tmp_path: Path) -> None:
         assert row["_missing"] == {} and row["would_subscribe"] is True
         assert row["themes"] and row["world"] == "panel"
     assert result.rows[0]["persona_occupation"] == "Data scientist"
+
+
+@needs_tinytroupe
+def test_turns_get_shorter_answers_when_the_context_is_short(tmp_path: Path) -> None:
+    """A context leaving 900 tokens for an answer: turns may say less, are not refused,
+    and the run says so; a context with room changes nothing."""
+    from tiny_dsl.runtime.tinytroupe.bridge import FULL_ANSWER
+
+    class ShortContext(HashProvider):
+        async def answer_room(self, messages: tuple[Any, ...]) -> int:
+            return 900
+
+    class RoomyContext(HashProvider):
+        async def answer_room(self, messages: tuple[Any, ...]) -> int:
+            return 4096
+
+    def turns(provider: HashProvider) -> list[tuple[int, dict[str, Any]]]:
+        """`max_tokens` and the schema of each agent turn `provider` was asked for."""
+        return [
+            (r.max_tokens, r.json_schema)
+            for r in provider.requests
+            if r.schema_name == "CognitiveActionsModel" and r.json_schema is not None
+        ]
+
+    short, roomy, unknown = ShortContext(), RoomyContext(), HashProvider()
+    result, _ = run(compiled("focus_group"), tmp_path / "short", short)
+    run(compiled("focus_group"), tmp_path / "roomy", roomy)
+    run(compiled("focus_group"), tmp_path / "unknown", unknown)
+
+    assert len(turns(short)) == 15  # 3 participants x 5 rounds, none refused or repeated
+    for max_tokens, schema in turns(short):
+        assert max_tokens <= 900
+        actions = schema["properties"]["actions"]
+        assert actions["maxItems"] == 2
+        assert actions["items"]["properties"]["content"]["maxLength"] == FULL_ANSWER.content_chars
+    assert sorted(json.dumps(schema) for _, schema in turns(roomy)) == sorted(
+        json.dumps(schema) for _, schema in turns(unknown)
+    )
+    assert {schema["properties"]["actions"]["maxItems"] for _, schema in turns(roomy)} == {4}
+    run_steps = [step.id for step in compiled("focus_group").steps if isinstance(step, RunStep)]
+    assert len(run_steps) == 5
+    assert result.manifest["notes"] == [
+        f"step {step}: 3 agent turn(s) allowed 2 action(s) of at most 400 characters instead "
+        "of 4 action(s) of at most 400 characters, to fit the model's context window"
+        for step in run_steps
+    ]
+    assert all(e["type"] != "THINK" for e in transcript(result))
+    talks = [e for e in transcript(result) if e["type"] == "TALK"]
+    assert len(talks) == 15 + 2  # and the moderator's two broadcasts
 
 
 @needs_tinytroupe

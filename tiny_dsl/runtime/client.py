@@ -224,6 +224,11 @@ class LLMClient:
         """Current adaptive limit on simultaneous provider calls."""
         return self._limit.limit
 
+    async def answer_room(self, messages: tuple[Message, ...]) -> int | None:
+        """Tokens the model's context leaves for an answer after ``messages`` (None: no limit)."""
+        measure = getattr(self.provider, "answer_room", None)
+        return None if measure is None else int(await measure(messages))
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Answer ``request`` from the cache or the provider (see the class docstring)."""
         identity = getattr(self.provider, "cache_identity", self.provider.name)

@@ -118,6 +118,11 @@ class Engine(Protocol):
         unique, fragments merged); population members only once generated."""
         ...
 
+    def take_notes(self) -> list[str]:
+        """What the user should know about how the steps run since the last call went
+        (e.g. answers limited to fit the model's context); each note is returned once."""
+        ...
+
     def dump_state(self) -> dict[str, Any]:
         """The full simulation state as JSON-serialisable data."""
         ...

@@ -27,7 +27,7 @@ from tiny_dsl.plan.model import Plan
 from tiny_dsl.runtime.builtin import BuiltinEngine
 from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engine import Engine
-from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Provider
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message, Provider
 from tiny_dsl.runtime.tinytroupe import (
     COMPACT_MEMORY,
     INSTALL_HINT,
@@ -60,6 +60,8 @@ class EngineClient(Protocol):
 
     provider: Provider
     stats: ClientStats
+
+    async def answer_room(self, messages: tuple[Message, ...]) -> int | None: ...
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 

@@ -58,7 +58,7 @@ from tiny_dsl.runtime.outputs import (
 )
 from tiny_dsl.runtime.progress import RunEvent, RunEventKind
 from tiny_dsl.runtime.providers import env_vars_used
-from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Provider
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message, Provider
 
 __all__ = [
     "EXIT_EXPECTATION_FAILED",
@@ -111,6 +111,8 @@ class RunClient(Protocol):
     provider: Provider
     stats: ClientStats
     answered_by: set[tuple[str, str]]
+
+    async def answer_room(self, messages: tuple[Message, ...]) -> int | None: ...
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
@@ -357,6 +359,8 @@ class _Run:
             self.rows.extend(await self.engine.extract(step))
         else:
             self.transcript.extend(await self.engine.execute(step))
+        for note in self.engine.take_notes():
+            self._warn(f"step {step.id}: {note}")
         record.status = "executed"
         return True
 

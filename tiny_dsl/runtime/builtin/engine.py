@@ -246,6 +246,10 @@ class BuiltinEngine:
             if agent.generated or self._agent_plans[agent.id].kind == "persona"
         }
 
+    def take_notes(self) -> list[str]:
+        # Its prompts are built to fit the model's context: nothing is ever limited.
+        return []
+
     def dump_state(self) -> dict[str, Any]:
         return {
             "engine": self.name,

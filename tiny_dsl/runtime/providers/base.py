@@ -75,7 +75,10 @@ class Provider(Protocol):
     ``supports_json_schema`` is true when the backend enforces the schema natively
     rather than only being asked to follow it in the prompt.  A provider that can only
     work on a few calls at a time may also define ``max_parallel_calls: int``; the client
-    then never has more calls in flight.
+    then never has more calls in flight.  A provider whose model has a context window
+    small enough to matter may define ``async answer_room(messages) -> int``: how many
+    tokens that window leaves for the answer after ``messages``, so callers can ask for
+    a shorter answer rather than be refused.
     """
 
     name: str

@@ -40,6 +40,7 @@ import numpy.typing as npt
 from tiny_dsl.runtime.providers.base import (
     ChatRequest,
     ChatResponse,
+    Message,
     ProviderError,
     decode_structured,
 )
@@ -318,18 +319,28 @@ class EmbeddedProvider:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Run one chat completion on the shared model in its worker thread."""
-        path = self._model_path or find_embedded_gguf()
-        loaded = _MODELS.get((str(path), self._n_ctx, self._n_threads))
-        if loaded is None:
-            # Loading takes a moment; keep the event loop responsive meanwhile.
-            loaded = await asyncio.to_thread(_load, path, self._n_ctx, self._n_threads)
+        loaded = await self._loaded()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             loaded.executor, self._generate, loaded.llama, loaded.prefix_states, request
         )
 
+    async def answer_room(self, messages: tuple[Message, ...]) -> int:
+        """Tokens the context window leaves for an answer after `messages` (may be negative)."""
+        loaded = await self._loaded()
+        # Tokenizing only reads the vocabulary, so it need not queue behind a generation.
+        return self._n_ctx - await asyncio.to_thread(_prompt_tokens, loaded.llama, messages)
+
     async def aclose(self) -> None:
         """Nothing to release: the model stays loaded for the rest of the process."""
+
+    async def _loaded(self) -> _LoadedModel:
+        path = self._model_path or find_embedded_gguf()
+        loaded = _MODELS.get((str(path), self._n_ctx, self._n_threads))
+        if loaded is None:
+            # Loading takes a moment; keep the event loop responsive meanwhile.
+            loaded = await asyncio.to_thread(_load, path, self._n_ctx, self._n_threads)
+        return loaded
 
     def _generate(
         self, llama: Llama, prefix_states: _PrefixStates, request: ChatRequest
@@ -385,11 +396,7 @@ class EmbeddedProvider:
         llama-cpp-python shortens ``max_tokens`` when the prompt leaves less room, which
         would turn into truncated JSON and pointless repair attempts.
         """
-        prompt_tokens = _TEMPLATE_TOKENS_FIXED + sum(
-            len(llama.tokenize(m.content.encode("utf-8"), add_bos=False))
-            + _TEMPLATE_TOKENS_PER_MESSAGE
-            for m in request.messages
-        )
+        prompt_tokens = _prompt_tokens(llama, request.messages)
         if prompt_tokens + request.max_tokens > self._n_ctx:
             raise ProviderError(
                 f"prompt too long for the embedded model: about {prompt_tokens} prompt tokens "
@@ -397,6 +404,14 @@ class EmbeddedProvider:
                 f"{self._n_ctx} tokens; shorten the prompt (e.g. less memory/context) or use "
                 f"a remote provider with a larger context"
             )
+
+
+def _prompt_tokens(llama: Llama, messages: tuple[Message, ...]) -> int:
+    """The prompt's length in tokens, chat template included (an upper estimate)."""
+    return _TEMPLATE_TOKENS_FIXED + sum(
+        len(llama.tokenize(m.content.encode("utf-8"), add_bos=False)) + _TEMPLATE_TOKENS_PER_MESSAGE
+        for m in messages
+    )
 
 
 @functools.lru_cache(maxsize=128)

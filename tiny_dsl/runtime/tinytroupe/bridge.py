@@ -17,8 +17,12 @@ Mapping a call:
   string and list bounded (the bounds of the built-in engine's turn schema:
   grammar-constrained small models otherwise ramble until the JSON never
   closes) and action types restricted to TALK, THINK and DONE; `max_tokens`
-  covers the longest schema-valid answer. The validated answer goes back as
-  JSON text, or as the pydantic object when TinyTroupe asks for one.
+  covers the longest schema-valid answer. When the model's context cannot
+  hold that answer after the prompt (the embedded model's 8k window, a
+  persona long enough), the turn is allowed fewer and shorter actions
+  (`_SHORTER_ANSWERS`) instead of being refused; the attached session counts
+  such turns for the run's notes. The validated answer goes back as JSON
+  text, or as the pydantic object when TinyTroupe asks for one.
 * Calls TinyTroupe makes without a schema (the `ResultsExtractor`) take the
   schema, temperature and token limit from the `CallContext` the engine set on
   the calling thread, so extraction is schema-constrained too.
@@ -36,15 +40,16 @@ and backoff arguments are ignored: limits, timeouts and retries are the
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import copy
 import functools
 import json
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from tiny_dsl.runtime.builtin.actions import (
     CONTENT_MAX_CHARS,
@@ -58,10 +63,13 @@ from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message
 
 __all__ = [
     "ACTION_TYPES",
+    "FULL_ANSWER",
+    "AnswerLimits",
     "CallContext",
     "TinyDslClient",
     "call_context",
     "schema_for_model",
+    "with_answer_limits",
     "worst_case_tokens",
 ]
 
@@ -98,7 +106,36 @@ class CompletingClient(Protocol):
 
     stats: ClientStats
 
+    async def answer_room(self, messages: tuple[Message, ...]) -> int | None: ...
+
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+@dataclass(frozen=True, order=True)
+class AnswerLimits:
+    """An agent turn's answer limits: at most `actions` actions of `content_chars` each."""
+
+    actions: int
+    content_chars: int
+
+    def __str__(self) -> str:
+        return f"{self.actions} action(s) of at most {self.content_chars} characters"
+
+
+FULL_ANSWER = AnswerLimits(MAX_ACTIONS, CONTENT_MAX_CHARS)
+# The limits an agent turn falls back to, in order, when the model's context cannot
+# hold its longest full answer. Fewer actions go first: TinyTroupe asks again when a
+# turn ends without DONE, where a shorter TALK loses what the person says.
+_SHORTER_ANSWERS = tuple(
+    AnswerLimits(actions, content_chars)
+    for actions, content_chars in (
+        (3, CONTENT_MAX_CHARS),
+        (2, CONTENT_MAX_CHARS),
+        (2, 240),
+        (1, 240),
+        (1, 120),
+    )
+)
 
 
 @dataclass
@@ -127,6 +164,7 @@ class CallContext:
 
 
 _local = threading.local()
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -146,6 +184,9 @@ class _Session:
     loop: asyncio.AbstractEventLoop
     seed: int
     temperature: float
+    # Agent turns given shorter answer limits to fit the context, by limits.
+    shortened: collections.Counter[AnswerLimits] = field(default_factory=collections.Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TinyDslClient:
@@ -168,11 +209,15 @@ class TinyDslClient:
         *,
         seed: int,
         temperature: float,
-    ) -> Iterator[None]:
-        """Route calls to `client` on `loop` inside the `with` body."""
+    ) -> Iterator[collections.Counter[AnswerLimits]]:
+        """Route calls to `client` on `loop` inside the `with` body.
+
+        Yields the count of agent turns that got shorter answer limits to fit the
+        model's context, by limits; final once the body is done.
+        """
         self._session = _Session(client, loop, seed, temperature)
         try:
-            yield
+            yield self._session.shortened
         finally:
             self._session = None
 
@@ -204,7 +249,7 @@ class TinyDslClient:
                 "only TinyTroupeEngine may drive TinyTroupe in this process"
             )
         request = self._request(session, current_messages, temperature, response_format)
-        response = self._complete(session, request)
+        response = self._await(session, functools.partial(session.client.complete, request))
         if request.json_schema is None:
             return {"role": "assistant", "content": response.text}
         if enable_pydantic_model_return and _is_model_class(response_format):
@@ -253,6 +298,8 @@ class TinyDslClient:
             schema_name = response_format.__name__
             if context is not None and context.targets is not None:
                 schema = _with_targets(schema, context.targets)
+            if context is None or context.max_tokens is None:
+                schema = self._fit_answer(session, messages, schema)
         elif context is not None and context.json_schema is not None:
             schema, schema_name = context.json_schema, context.schema_name
         if context is not None and context.max_tokens is not None:
@@ -284,8 +331,28 @@ class TinyDslClient:
             purpose=purpose,
         )
 
+    def _fit_answer(
+        self, session: _Session, messages: tuple[Message, ...], schema: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`schema`, or the first of `_SHORTER_ANSWERS` whose longest answer fits the context.
+
+        When not even the shortest fits, `schema` is returned unchanged and the
+        provider refuses the prompt as too long, saying so.
+        """
+        room = self._await(session, functools.partial(session.client.answer_room, messages))
+        if room is None or worst_case_tokens(schema) <= room:
+            return schema
+        for limits in _SHORTER_ANSWERS:
+            shorter = with_answer_limits(schema, limits)
+            if worst_case_tokens(shorter) <= room:
+                with session.lock:
+                    session.shortened[limits] += 1
+                return shorter
+        return schema
+
     @staticmethod
-    def _complete(session: _Session, request: ChatRequest) -> ChatResponse:
+    def _await(session: _Session, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run `call()` on the session's event loop and wait for its result."""
         loop = session.loop
         try:
             running = asyncio.get_running_loop()
@@ -294,7 +361,7 @@ class TinyDslClient:
         if running is loop:
             # Blocking here would stop the very loop that has to answer.
             raise RuntimeError("a TinyTroupe model call was made on the event loop's own thread")
-        future = asyncio.run_coroutine_threadsafe(session.client.complete(request), loop)
+        future = asyncio.run_coroutine_threadsafe(call(), loop)
         while True:
             try:
                 return future.result(timeout=_POLL_S)
@@ -380,6 +447,22 @@ def _with_targets(schema: dict[str, Any], targets: tuple[str, ...]) -> dict[str,
 
     visit(restricted)
     return restricted
+
+
+def with_answer_limits(schema: dict[str, Any], limits: AnswerLimits) -> dict[str, Any]:
+    """An agent-turn `schema` allowing at most `limits` (reasoning, if any, cut alike)."""
+    limited = copy.deepcopy(schema)
+    properties: dict[str, Any] = limited["properties"]
+    actions = properties["actions"]
+    actions["maxItems"] = min(actions.get("maxItems", DEFAULT_ARRAY_ITEMS), limits.actions)
+    strings = [actions["items"]["properties"]["content"]]
+    if "reasoning" in properties:
+        strings.append(properties["reasoning"])
+    for string in strings:
+        string["maxLength"] = min(
+            string.get("maxLength", DEFAULT_STRING_CHARS), limits.content_chars
+        )
+    return limited
 
 
 def worst_case_tokens(schema: dict[str, Any]) -> int:

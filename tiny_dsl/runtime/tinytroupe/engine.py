@@ -108,6 +108,7 @@ from tiny_dsl.runtime.builtin.personas import (
 from tiny_dsl.runtime.engine import TranscriptEvent
 from tiny_dsl.runtime.providers.base import InvalidOutput
 from tiny_dsl.runtime.tinytroupe.bridge import (
+    FULL_ANSWER,
     CallContext,
     CompletingClient,
     TinyDslClient,
@@ -223,6 +224,7 @@ class TinyTroupeEngine:
         # each step; cleared in place, never replaced, so a swap never goes stale.
         self._agent_registry: dict[str, Any] = {}
         self._world_registry: dict[str, Any] = {}
+        self._notes_to_take: list[str] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -293,6 +295,10 @@ class TinyTroupeEngine:
             for agent_id, saved in self.dump_state()["agents"].items()
             if saved["generated"] or plan.agent(agent_id).kind == "persona"
         }
+
+    def take_notes(self) -> list[str]:
+        notes, self._notes_to_take = self._notes_to_take, []
+        return notes
 
     def dump_state(self) -> dict[str, Any]:
         if self._pending_state is not None:
@@ -369,12 +375,19 @@ class TinyTroupeEngine:
                 loop,
                 seed=plan.settings.seed,
                 temperature=plan.settings.temperature,
-            ),
+            ) as shortened,
         ):
             if self._pending_state is not None:
                 state, self._pending_state = self._pending_state, None
                 self._restore(state)
-            return work()
+            try:
+                return work()
+            finally:
+                self._notes_to_take.extend(
+                    f"{turns} agent turn(s) allowed {limits} instead of {FULL_ANSWER}, "
+                    "to fit the model's context window"
+                    for limits, turns in sorted(shortened.items(), reverse=True)
+                )
 
     @contextlib.contextmanager
     def _tinytroupe_globals(self) -> Iterator[None]:
