@@ -15,10 +15,12 @@ says. The test marked `model` runs a cut-down example on the embedded model.
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -355,8 +357,8 @@ def test_turns_get_shorter_answers_when_the_context_is_short(tmp_path: Path) -> 
     run_steps = [step.id for step in compiled("focus_group").steps if isinstance(step, RunStep)]
     assert len(run_steps) == 5
     assert result.manifest["notes"] == [
-        f"step {step}: 3 agent turn(s) allowed 2 action(s) of at most 400 characters instead "
-        "of 4 action(s) of at most 400 characters, to fit the model's context window"
+        f"step {step}: 3 agent turns allowed 2 actions of at most 400 characters instead "
+        "of 4 actions of at most 400 characters, to fit the model's context window"
         for step in run_steps
     ]
     assert all(e["type"] != "THINK" for e in transcript(result))
@@ -616,3 +618,99 @@ def test_smallest_example_on_the_embedded_model(tmp_path: Path) -> None:
     assert row["decision"] in (None, "buy", "sell", "hold")
     for name in ("manifest.json", "transcript.jsonl", "results.jsonl", "results.csv"):
         assert (result.run_dir / name).is_file()
+
+
+_RESULT_FILES = {
+    "csv": "results.csv",
+    "json": "results.json",
+    "jsonl": "results.jsonl",
+    "html": "report.html",
+    "md": "report.md",
+}
+
+
+@needs_tinytroupe
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "name", sorted(path.stem for path in SCENARIOS.glob("*.tts")), ids=lambda name: name
+)
+def test_every_example_runs_unchanged_on_tinytroupe_and_the_embedded_model(
+    name: str, tmp_path: Path
+) -> None:
+    """`tts run scenarios/NAME.tts --engine tinytroupe --provider embedded`, as a user would.
+
+    Slow: TinyTroupe's prompts make the model read about 6,000 tokens a turn, so the four
+    examples take about an hour on two cores from a cold cache. `TTS_TINYTROUPE_TEST_CACHE`
+    names a directory that keeps the model's answers between runs (`NAME.cli.sqlite`).
+    """
+    workdir, state = tmp_path / "work", tmp_path / "state"
+    shutil.copytree(SCENARIOS, workdir / "scenarios")
+    state.mkdir()
+    kept = os.environ.get("TTS_TINYTROUPE_TEST_CACHE")
+    kept_cache = Path(kept) / f"{name}.cli.sqlite" if kept else None
+    if kept_cache is not None and kept_cache.is_file():
+        shutil.copyfile(kept_cache, state / "cache.sqlite")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tiny_dsl",
+            "run",
+            f"scenarios/{name}.tts",
+            "--engine",
+            "tinytroupe",
+            "--provider",
+            "embedded",
+            "--state-dir",
+            str(state),
+            "--quiet",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=7200,
+    )
+    if kept_cache is not None:
+        kept_cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(state / "cache.sqlite", kept_cache)
+    assert done.returncode == 0, done.stderr
+
+    plan = compiled(name)
+    run_dir = (workdir / "outputs" / plan.settings.scenario / "latest").resolve()
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["engine"] == "tinytroupe" and manifest["status"] == "ok"
+    assert "embedded/SmolLM2-135M-Instruct" in done.stdout
+    steps = manifest["steps"]
+    assert manifest["model_calls"] == sum(step["model_calls"] for step in steps)
+    assert all(step["status"] == "executed" for step in steps)
+    for output_format in plan.output.formats:
+        assert (run_dir / _RESULT_FILES[output_format]).is_file(), output_format
+    for agent in plan.agents:
+        assert (run_dir / "personas" / f"{agent.id}.agent.json").is_file(), agent.id
+    extractions = [step for step in plan.steps if isinstance(step, ExtractStep)]
+    events = [
+        json.loads(line)
+        for line in (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    # Everyone whose results are extracted took part: TinyTroupe made them act.
+    acted = {event["agent"] for event in events if event["kind"] == "action"}
+    assert {agent for step in extractions for agent in step.agents} <= acted
+    rows = _result_rows(run_dir, plan.output.formats)
+    assert len(rows) == sum(len(step.agents) for step in extractions)
+    # TinyTroupe's configuration and log stay in the state directory.
+    assert sorted(path.name for path in workdir.iterdir()) == ["outputs", "scenarios"]
+    assert list(state.rglob("tinytroupe.log"))
+
+
+def _result_rows(run_dir: Path, formats: list[str]) -> list[dict[str, Any]]:
+    """The results rows, from whichever results file the scenario asked for."""
+    if "jsonl" in formats:
+        text = (run_dir / "results.jsonl").read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines()]
+    if "json" in formats:
+        return list(json.loads((run_dir / "results.json").read_text(encoding="utf-8")))
+    with (run_dir / "results.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

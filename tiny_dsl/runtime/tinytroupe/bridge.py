@@ -119,7 +119,8 @@ class AnswerLimits:
     content_chars: int
 
     def __str__(self) -> str:
-        return f"{self.actions} action(s) of at most {self.content_chars} characters"
+        actions = "1 action" if self.actions == 1 else f"{self.actions} actions"
+        return f"{actions} of at most {self.content_chars} characters"
 
 
 FULL_ANSWER = AnswerLimits(MAX_ACTIONS, CONTENT_MAX_CHARS)
@@ -339,6 +340,8 @@ class TinyDslClient:
         When not even the shortest fits, `schema` is returned unchanged and the
         provider refuses the prompt as too long, saying so.
         """
+        if "actions" not in schema["properties"]:
+            return schema  # not an agent turn: nothing to shorten
         room = self._await(session, functools.partial(session.client.answer_room, messages))
         if room is None or worst_case_tokens(schema) <= room:
             return schema

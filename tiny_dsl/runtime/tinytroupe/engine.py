@@ -380,14 +380,13 @@ class TinyTroupeEngine:
             if self._pending_state is not None:
                 state, self._pending_state = self._pending_state, None
                 self._restore(state)
-            try:
-                return work()
-            finally:
-                self._notes_to_take.extend(
-                    f"{turns} agent turn(s) allowed {limits} instead of {FULL_ANSWER}, "
-                    "to fit the model's context window"
-                    for limits, turns in sorted(shortened.items(), reverse=True)
-                )
+            result = work()
+        self._notes_to_take.extend(
+            f"{turns} agent turn{'' if turns == 1 else 's'} allowed {limits} "
+            f"instead of {FULL_ANSWER}, to fit the model's context window"
+            for limits, turns in sorted(shortened.items(), reverse=True)
+        )
+        return result
 
     @contextlib.contextmanager
     def _tinytroupe_globals(self) -> Iterator[None]:
