@@ -68,6 +68,22 @@ def test_checkpoint_round_trip_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["abc.json.gz"]  # no temp files left
 
 
+def test_a_killed_writes_leftover_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    plan = panel_plan()
+    store = CheckpointStore(tmp_path / "state", plan.settings.scenario)
+    store.directory.mkdir(parents=True)
+    leftover = store.directory / f".{plan.steps[0].hash}.json.gz.k1ll3d.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    an_hour_ago = time.time() - 3600
+    os.utime(leftover, (an_hour_ago, an_hour_ago))
+    in_progress = store.directory / f".{plan.steps[1].hash}.json.gz.wr1t3s.tmp"
+    in_progress.write_bytes(b"being written by another run")
+
+    run(plan, ScriptedClient(), tmp_path)
+    assert not leftover.exists()
+    assert in_progress.exists()  # too recent to be a leftover
+
+
 def test_damaged_checkpoints_are_detected(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path, "demo")
     path = store.save("abc", {"step_hash": "abc", "step_index": 0, "value": 41})

@@ -7,9 +7,9 @@ of the plan whose checkpoints exist and restoring the last readable one.
 
 Files are written atomically (temporary file in the same directory, fsync,
 `os.replace`), so a kill at any moment leaves either no file or the complete
-one. Each file also carries a SHA-256 of its
-payload: a file damaged afterwards (truncated copy, disk error) is detected and
-skipped with a warning, never restored.
+one (and perhaps a temporary file, which the next run removes). Each file also
+carries a SHA-256 of its payload: a file damaged afterwards (truncated copy, disk
+error) is detected and skipped with a warning, never restored.
 
 Layout: `<state_dir>/checkpoints/<scenario>/<step-hash>.json.gz`, containing a
 one-line JSON header (`format`, `sha256`, `bytes`) followed by the JSON payload.
@@ -17,9 +17,11 @@ one-line JSON header (`format`, `sha256`, `bytes`) followed by the JSON payload.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ CHECKPOINT_FORMAT = 1
 # Fast compression: checkpoints are written after every step, and transcripts
 # compress well even at the lowest level.
 _GZIP_LEVEL = 1
+# Age past which a temporary file in the checkpoint directory is a killed write's
+# leftover: writing even a large checkpoint takes well under a second.
+STALE_TEMPORARY_S = 600.0
 
 
 class CheckpointCorrupt(Exception):
@@ -128,6 +133,7 @@ class CheckpointStore:
         one file in the normal case; a damaged one is reported through `warn` and
         the one before it is tried.
         """
+        self._remove_stale_temporaries()
         for index in range(self.covered(plan) - 1, -1, -1):
             step = plan.steps[index]
             try:
@@ -142,6 +148,20 @@ class CheckpointStore:
                 continue
             return Restored(index, payload)
         return None
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete what a run killed while writing a checkpoint left behind.
+
+        `write_bytes_atomic` writes `.<name>.<random>.tmp` and renames it within
+        moments; a killed writer leaves it forever. One older than
+        `STALE_TEMPORARY_S` cannot belong to a write still under way (another
+        run of the same scenario, say), so it is removed.
+        """
+        cutoff = time.time() - STALE_TEMPORARY_S
+        for temporary in self.directory.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
 
 
 def covered_steps(plan: Plan, state_dir: Path) -> list[str]:
