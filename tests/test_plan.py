@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from tests.chi_square import chi_square_p
 from tests.conftest import ROOT, SCENARIOS
 from tests.golden import assert_golden
-from tiny_dsl.checks import check_file
+from tiny_dsl.checks import check_file, check_source
 from tiny_dsl.checks.model import (
     Constraint,
     Demographics,
@@ -176,7 +176,8 @@ BASE = Demographics(
         ),
         Distribution(
             "region",
-            (Share("north", 0.25), Share("south", 0.45), Share("east", 0.2)),
+            # As the checker gives it: the undeclared 10% goes to `other`.
+            (Share("north", 0.25), Share("south", 0.45), Share("east", 0.2), Share("other", 0.1)),
             span=None,  # type: ignore[arg-type]
         ),
     ),
@@ -716,6 +717,24 @@ def test_draws_match_declared_shares() -> None:
     assert chi_square_p(regions, {"north": 0.25, "south": 0.45, "east": 0.2, "other": 0.1}) > 0.01
     ages = Counter(_bracket(d["age"]) for d in draws)
     assert chi_square_p(ages, {s.label: s.share for s in BASE.distributions[0].shares}) > 0.01
+
+
+def test_shares_short_of_100_by_rounding_draw_no_other() -> None:
+    """99.7% is rounding for the checker (no `other`), so the sampler draws none either."""
+    source = SourceFile(
+        "rounding.tts",
+        """
+scenario s { }
+demographics d { region { north 33.3%; south 33.3%; east 33.1% } }
+population p { from d; size 3 }
+""",
+    )
+    result = check_source(source, path=ROOT / "rounding.tts")
+    assert [d.code for d in result.diagnostics] == ["W103"]  # p is in no world; shares are fine
+    sampler = MemberSampler(result.require_program().demographics["d"], ())
+    regions = Counter(sampler.sample(member_rng(5, "p", i))["region"] for i in range(10_000))
+    assert set(regions) == {"north", "south", "east"}
+    assert chi_square_p(regions, {"north": 0.333, "south": 0.333, "east": 0.331}) > 0.01
 
 
 def test_constrained_draws_follow_the_restricted_distribution() -> None:

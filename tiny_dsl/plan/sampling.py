@@ -27,12 +27,6 @@ from typing import Any
 
 from tiny_dsl.checks.model import Constraint, Demographics, Distribution
 
-# The label drawn for the share a categorical distribution leaves undeclared
-# (`gender { female 49% male 49% }` leaves 2% for "other").
-OTHER = "other"
-# Shares are percentages turned into floats; a remainder below this is rounding noise.
-_SHARE_EPSILON = 1e-9
-
 
 def seeded_rng(*parts: object) -> random.Random:
     """A generator seeded from sha256 of the parts joined by ":".
@@ -116,12 +110,10 @@ def _prepare(distribution: Distribution, constraint: Constraint | None) -> _Cate
 def _prepare_categorical(
     distribution: Distribution, constraint: Constraint | None
 ) -> _Categorical | None:
+    # The checker has already given an undeclared remainder to `other`; what is left
+    # is rounding (within its tolerance), absorbed by drawing in proportion to the shares.
     labels = [share.label for share in distribution.shares]
     weights = [share.share for share in distribution.shares]
-    remainder = 1.0 - sum(weights)
-    if remainder > _SHARE_EPSILON and OTHER not in labels:
-        labels.append(OTHER)
-        weights.append(remainder)
     if constraint is not None and constraint.labels:
         allowed = set(constraint.labels)
         weights = [w if label in allowed else 0.0 for label, w in zip(labels, weights, strict=True)]
