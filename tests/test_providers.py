@@ -52,6 +52,11 @@ from tiny_dsl.runtime.providers.embedded import (
     bounded_schema,
     find_embedded_gguf,
 )
+from tiny_dsl.runtime.providers.http_pools import (
+    POOL_CONNECTIONS,
+    PooledTransport,
+    environment_proxy,
+)
 from tiny_dsl.runtime.providers.openai_compat import parse_retry_after
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
@@ -768,3 +773,30 @@ def test_openai_compatible_provider_against_llama_cpp_server(llama_server: str) 
     assert first.provider == "openai-compatible" and first.output_tokens > 0
     # llama-cpp-python's server rejects json_schema but constrains json_object + schema.
     assert provider.structured_mode == "json_object"
+
+
+# ------------------------------------------------------------------ connection pools
+
+
+def test_pooled_transport_sizes_its_pools() -> None:
+    def sizes(max_connections: int) -> tuple[int, ...]:
+        return PooledTransport("http://127.0.0.1:1/v1", max_connections).pool_sizes
+
+    assert sizes(256) == (POOL_CONNECTIONS,) * (256 // POOL_CONNECTIONS)
+    assert sizes(20) == (7, 7, 6)
+    assert sizes(1) == (1,)
+
+
+def test_environment_proxy_follows_the_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert environment_proxy("https://api.openai.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    assert environment_proxy("https://api.openai.com/v1") == "http://proxy.corp:3128"
+    assert environment_proxy("http://127.0.0.1:8080/v1") is None  # only https is proxied
+    monkeypatch.setenv("ALL_PROXY", "http://all.corp:3128")
+    assert environment_proxy("http://127.0.0.1:8080/v1") == "http://all.corp:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,.openai.com")
+    assert environment_proxy("http://127.0.0.1:8080/v1") is None
+    assert environment_proxy("https://api.openai.com/v1") is None

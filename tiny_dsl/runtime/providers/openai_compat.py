@@ -31,6 +31,7 @@ from tiny_dsl.runtime.providers.base import (
     ProviderError,
     decode_structured,
 )
+from tiny_dsl.runtime.providers.http_pools import PooledTransport
 
 __all__ = ["AzureOpenAIProvider", "OpenAICompatibleProvider", "parse_retry_after"]
 
@@ -80,9 +81,7 @@ class OpenAICompatibleProvider:
         self._token_param: TokenParam = token_param
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            transport=PooledTransport(self._base_url, max_connections),
         )
 
     @property
