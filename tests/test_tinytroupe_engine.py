@@ -640,7 +640,7 @@ def test_every_example_runs_unchanged_on_tinytroupe_and_the_embedded_model(
     """`tts run scenarios/NAME.tts --engine tinytroupe --provider embedded`, as a user would.
 
     Slow: TinyTroupe's prompts make the model read about 6,000 tokens a turn, so the four
-    examples take about an hour on two cores from a cold cache. `TTS_TINYTROUPE_TEST_CACHE`
+    examples take over an hour on two cores from a cold cache. `TTS_TINYTROUPE_TEST_CACHE`
     names a directory that keeps the model's answers between runs (`NAME.cli.sqlite`).
     """
     workdir, state = tmp_path / "work", tmp_path / "state"
