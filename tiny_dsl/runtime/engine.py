@@ -119,8 +119,8 @@ class Engine(Protocol):
         ...
 
     def take_notes(self) -> list[str]:
-        """What the user should know about how the steps run since the last call went
-        (e.g. answers limited to fit the model's context); each note is returned once."""
+        """Notes for the user on the steps run since the last call (e.g. answers limited
+        to fit the model's context); each note is returned once."""
         ...
 
     def dump_state(self) -> dict[str, Any]:
