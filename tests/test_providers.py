@@ -13,8 +13,6 @@ import email.utils
 import importlib.util
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,9 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.llama_server import embedded_model_server
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.client import LLMClient
 from tiny_dsl.runtime.providers import (
@@ -50,7 +48,6 @@ from tiny_dsl.runtime.providers.embedded import (
     MAX_ARRAY_ITEMS,
     MAX_STRING_CHARS,
     bounded_schema,
-    find_embedded_gguf,
 )
 from tiny_dsl.runtime.providers.http_pools import (
     POOL_CONNECTIONS,
@@ -681,77 +678,11 @@ def test_embedded_through_client_is_cached(tmp_path: Path) -> None:
     assert client.answered_by == {("embedded", "SmolLM2-135M-Instruct")}
 
 
-_SERVER_MODULES = (
-    "llama_cpp.server",
-    "fastapi",
-    "uvicorn",
-    "sse_starlette",
-    "pydantic_settings",
-    "starlette_context",
-)
-
-
-def _missing_server_modules() -> list[str]:
-    missing = []
-    for name in _SERVER_MODULES:
-        try:
-            if importlib.util.find_spec(name) is None:
-                missing.append(name)
-        except ModuleNotFoundError:  # the parent package itself is absent
-            missing.append(name)
-    return missing
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-cpp-python's OpenAI-compatible server on the embedded GGUF, on loopback."""
-    missing = _missing_server_modules()
-    if missing:
-        pytest.skip(
-            f"llama_cpp.server is unavailable (missing {', '.join(missing)}); "
-            "pip install 'llama-cpp-python[server]'"
-        )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(find_embedded_gguf()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited early:\n{log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready in 60 s:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.25)
+    with embedded_model_server(n_ctx=2048, log_path=log_path) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.server

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.llama_server import embedded_model_server
 from tiny_dsl.checks import check_file
 from tiny_dsl.plan import compile_plan
 from tiny_dsl.plan.model import DeliverStep, ExtractStep, Plan, RunStep
@@ -44,6 +45,7 @@ from tiny_dsl.runtime.engines import (
     make_engine,
 )
 from tiny_dsl.runtime.interpreter import RunResult, StepFailed, run_plan
+from tiny_dsl.runtime.providers import OpenAICompatibleProvider
 from tiny_dsl.runtime.providers.base import (
     ChatRequest,
     ChatResponse,
@@ -606,6 +608,35 @@ def test_smallest_example_on_the_embedded_model(tmp_path: Path) -> None:
     result, client = run(
         plan, tmp_path, provider, cache=cache, timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S
     )
+    _assert_one_trader_ran(result, client)
+    assert client.answered_by == {("embedded", "SmolLM2-135M-Instruct")}
+
+
+@needs_tinytroupe
+@pytest.mark.server
+@pytest.mark.model
+def test_smallest_example_on_a_llama_cpp_server(tmp_path: Path) -> None:
+    """The same cut-down example through the OpenAI-compatible provider, over HTTP, on
+    llama.cpp's own server running the embedded model with the 8k context TinyTroupe needs."""
+    plan = _one_trader_one_round(compiled("fed_rate_hike"), "hodler")
+    with embedded_model_server(
+        n_ctx=TINYTROUPE_EMBEDDED_N_CTX, log_path=tmp_path / "server.log"
+    ) as base_url:
+        provider = OpenAICompatibleProvider(model="local", base_url=base_url, api_key="sk-local")
+        result, client = run(
+            plan,
+            tmp_path,
+            provider,
+            cache=LLMCache(tmp_path / "cache.sqlite"),
+            timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+        )
+    _assert_one_trader_ran(result, client)
+    assert {name for name, _ in client.answered_by} == {"openai-compatible"}
+    assert client.stats.model_calls >= 2
+
+
+def _assert_one_trader_ran(result: RunResult, client: LLMClient) -> None:
+    """What `_one_trader_one_round` must give on a real model, whatever the model says."""
     assert result.status == "ok"
     assert client.stats.failures == 0
     assert client.stats.model_calls + client.stats.cache_hits >= 2  # a turn and an extraction
