@@ -401,6 +401,17 @@ def test_reports_are_byte_stable(run_dir: Path) -> None:
     assert ((run_dir / "report.html").read_bytes(), (run_dir / "report.md").read_bytes()) == first
 
 
+def test_the_runs_notes_are_in_both_reports(run_dir: Path) -> None:
+    note = "step 05-ask-inbox: 1 agent turn allowed 3 actions of at most 400 characters"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "notes": [note, "<b>x</b>"]}))
+    write_reports(run_dir, {"html", "md"})
+    html = (run_dir / "report.html").read_text()
+    assert f"<li>{note}</li>" in html and "<li>&lt;b&gt;x&lt;/b&gt;</li>" in html
+    md = (run_dir / "report.md").read_text()
+    assert f"Notes from the run:\n\n- {note}\n- <b>x</b>\n" in md
+
+
 def test_capable_model_gets_no_demo_banner(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", provider="openai", model="gpt-4o-mini")
     write_reports(run, {"html"})

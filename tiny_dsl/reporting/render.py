@@ -69,6 +69,8 @@ def render_markdown(view: ReportView) -> str:
         verdict = "all passed" if not view.failed else f"**{view.failed} failed**"
         lines += [f"**Expectations:** {view.passed} passed, {view.failed} failed ({verdict}).", ""]
     lines += ["## Summary", "", md_table(view.overview), ""]
+    if view.notes:
+        lines += ["Notes from the run:", "", *(f"- {note}" for note in view.notes), ""]
     if view.expectations:
         lines += ["## Expectations", "", md_table(view.expectations), ""]
     sections = (

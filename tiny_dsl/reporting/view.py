@@ -111,6 +111,7 @@ class ReportView:
     banner: Banner | None
     problems: list[str]
     overview: Table
+    notes: list[str] = field(default_factory=list)  # the run's own warnings (manifest `notes`)
     passed: int = 0
     failed: int = 0
     expectations: Table | None = None
@@ -191,6 +192,11 @@ def _banner(run: RunData) -> Banner | None:
             text="The run directory does not say which model answered (no manifest).",
         )
     return None
+
+
+def _run_notes(run: RunData) -> list[str]:
+    notes = run.manifest.get("notes")
+    return [str(note) for note in notes] if isinstance(notes, list) else []
 
 
 def _overview(run: RunData) -> Table:
@@ -675,6 +681,7 @@ def build_view(run: RunData) -> ReportView:
         banner=_banner(run),
         problems=list(run.problems),
         overview=_overview(run),
+        notes=_run_notes(run),
         balance=_balance(run),
         population=_population(run),
         steps=_steps(run),
