@@ -346,6 +346,21 @@ def test_repair_loop_is_bounded() -> None:
     assert len(provider.requests[2].messages) == 3
 
 
+def test_a_repair_that_would_overflow_the_context_asks_afresh() -> None:
+    class SmallContext(FakeProvider):
+        """Room for the question and its answer, not for a quoted rejected answer too."""
+
+        async def answer_room(self, messages: tuple[Message, ...]) -> int:
+            return 30 - sum(len(m.content) for m in messages)
+
+    provider = SmallContext(failures=[invalid("{" + "x" * 40), invalid()])
+    request = ask("hi", seed=7)
+    response = asyncio.run(fast_client(provider).complete(request))
+    assert [r.messages for r in provider.requests] == [request.messages] * 3
+    assert [r.seed for r in provider.requests] == [7, 8, 9]
+    assert response.text == "echo:hi"
+
+
 def test_repaired_answer_is_cached_under_the_original_request(tmp_path: Path) -> None:
     provider = FakeProvider(failures=[invalid()])
     request = ask("hi")

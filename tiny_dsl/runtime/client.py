@@ -50,6 +50,8 @@ MAX_REPAIRS = 2
 _CHARS_PER_TOKEN = 4
 # How much of a rejected answer is quoted back in a repair prompt.
 _REPAIR_QUOTE_CHARS = 4000
+# Seeds stay within 31 bits, which every provider's seed parameter accepts.
+_SEED_MASK = 0x7FFFFFFF
 
 
 class ClientError(Exception):
@@ -291,6 +293,11 @@ class LLMClient:
                 self.stats.repairs += 1
                 self._emit(ClientEvent("retry", key, request.purpose, reason=str(exc)))
                 attempt = _repair_request(request, exc)
+                room = await self.answer_room(attempt.messages)
+                if room is not None and room < attempt.max_tokens:
+                    # Quoting the rejected answer would overflow the model's context (a
+                    # long prompt on the embedded model): ask afresh with another seed.
+                    attempt = replace(request, seed=(request.seed + repairs) & _SEED_MASK)
 
     async def _record(self, key: str, request: ChatRequest, response: ChatResponse) -> None:
         """Write the answer to the cache first, then count it.
