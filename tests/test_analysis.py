@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 from scipy.stats.contingency import association
 
+from tests.origins import ORIGIN
 from tiny_dsl.analysis import AnalysisResult, CompareResult, analyze, holm
 from tiny_dsl.analysis.stats import cliffs_delta, cohens_d, proportion_difference
 from tiny_dsl.plan.model import AnalysisPlan, FieldPlan, InterventionPlan, VariantPlan
@@ -49,7 +50,7 @@ def compare_one(
     field: FieldPlan, arms: dict[str, list[Any]], control: bool = False
 ) -> tuple[CompareResult, AnalysisResult]:
     variants = [arm for arm in arms if arm != "control"]
-    plan = AnalysisPlan(kind="compare", origin="t.tts:1:1", field=field.name, by="test")
+    plan = AnalysisPlan(kind="compare", origin=ORIGIN, field=field.name, by="test")
     result = analyze(
         [plan],
         arm_rows(field.name, arms),
@@ -208,7 +209,7 @@ def test_missing_and_ill_typed_values_are_excluded_and_counted() -> None:
 def test_agents_outside_the_intervention_are_excluded() -> None:
     rows = arm_rows("intent", {"a": [1, 2] * 6, "b": [3, 4] * 6})
     rows.append({"agent": "outsider", "intent": 10})
-    plan = AnalysisPlan(kind="compare", origin="t", field="intent", by="test")
+    plan = AnalysisPlan(kind="compare", origin=ORIGIN, field="intent", by="test")
     result = analyze([plan], rows, FIELDS, [intervention(["a", "b"])]).compares[0]
     assert result.not_assigned == 1
     assert sum(arm.n for arm in result.arms) == 24
@@ -303,10 +304,10 @@ def test_three_categorical_arms_get_an_omnibus_test_and_pairs() -> None:
 
 def test_compare_problems_are_reported_not_raised() -> None:
     plans = [
-        AnalysisPlan(kind="compare", origin="t", field="nope", by="test"),
-        AnalysisPlan(kind="compare", origin="t", field="concern", by="test"),
-        AnalysisPlan(kind="compare", origin="t", field="intent", by="nothing"),
-        AnalysisPlan(kind="compare", origin="t", field="intent", by="other"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="nope", by="test"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="concern", by="test"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="intent", by="nothing"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="intent", by="other"),
     ]
     rows = arm_rows("intent", {"a": [1, 2], "b": [3, 4]})
     interventions = [intervention(["a", "b"]), intervention(["c", "d"], name="other")]
@@ -323,8 +324,8 @@ def test_holm_adjusts_across_every_compare_statement() -> None:
     for row, opened in zip(rows, [True, False] * 12, strict=True):
         row["opened"] = opened
     plans = [
-        AnalysisPlan(kind="compare", origin="t", field="intent", by="test"),
-        AnalysisPlan(kind="compare", origin="t", field="opened", by="test"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="intent", by="test"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="opened", by="test"),
     ]
     result = analyze(plans, rows, FIELDS, [intervention(["a", "b"])])
     family = [t for c in result.compares for p in c.pairs for t in p.tests]
@@ -344,7 +345,7 @@ def test_summarize_numeric_by_segment() -> None:
             [("young", 2), ("young", 4), ("young", 9), ("family", 5), ("family", None), (None, 7)]
         )
     ]
-    plan = AnalysisPlan(kind="summarize", origin="t", field="intent", by="segment")
+    plan = AnalysisPlan(kind="summarize", origin=ORIGIN, field="intent", by="segment")
     summary = analyze([plan], rows, FIELDS, []).summaries[0]
     assert [g.group for g in summary.groups] == ["young", "family", "(none)"]
     young = summary.groups[0]
@@ -362,8 +363,8 @@ def test_summarize_text_and_list_report_top_items() -> None:
         {"agent": "c", "segment": "s", "concern": "taste", "themes": []},
     ]
     plans = [
-        AnalysisPlan(kind="summarize", origin="t", field="concern", by="segment"),
-        AnalysisPlan(kind="summarize", origin="t", field="themes", by="segment"),
+        AnalysisPlan(kind="summarize", origin=ORIGIN, field="concern", by="segment"),
+        AnalysisPlan(kind="summarize", origin=ORIGIN, field="themes", by="segment"),
     ]
     concern, themes = analyze(plans, rows, FIELDS, []).summaries
     assert [(i.item, i.count) for i in concern.groups[0].top_items] == [("Price", 2), ("taste", 1)]
@@ -374,14 +375,14 @@ def test_summarize_text_and_list_report_top_items() -> None:
 
 def test_summarize_by_variant_uses_the_only_intervention() -> None:
     rows = arm_rows("opened", {"a": [True, False, True], "control": [False, False]})
-    plan = AnalysisPlan(kind="summarize", origin="t", field="opened", by="variant")
+    plan = AnalysisPlan(kind="summarize", origin=ORIGIN, field="opened", by="variant")
     summary = analyze([plan], rows, FIELDS, [intervention(["a"], control=0.4)]).summaries[0]
     assert [g.group for g in summary.groups] == ["a", "control"]
     assert summary.groups[0].levels[0].share == pytest.approx(2 / 3)
 
 
 def test_summarize_by_variant_is_ambiguous_with_two_interventions() -> None:
-    plan = AnalysisPlan(kind="summarize", origin="t", field="opened", by="variant")
+    plan = AnalysisPlan(kind="summarize", origin=ORIGIN, field="opened", by="variant")
     two = [intervention(["a"], name="one"), intervention(["b"], name="two")]
     summary = analyze([plan], [{"agent": "x", "opened": True}], FIELDS, two).summaries[0]
     assert "ambiguous" in (summary.problem or "")
@@ -398,7 +399,7 @@ def test_funnel_counts_stage_shares_and_drop_off() -> None:
         for i, (a, b) in enumerate(zip(linked, budget, strict=True))
     ]
     fields = [FieldPlan(name="linked", kind="bool"), FieldPlan(name="budget", kind="bool")]
-    plan = AnalysisPlan(kind="funnel", origin="t", fields=["linked", "budget"])
+    plan = AnalysisPlan(kind="funnel", origin=ORIGIN, fields=["linked", "budget"])
     funnel = analyze([plan], rows, fields, []).funnels[0]
     assert funnel.total == 10
     first, second = funnel.stages
@@ -409,7 +410,7 @@ def test_funnel_counts_stage_shares_and_drop_off() -> None:
 
 
 def test_funnel_needs_bool_fields() -> None:
-    plan = AnalysisPlan(kind="funnel", origin="t", fields=["opened", "intent"])
+    plan = AnalysisPlan(kind="funnel", origin=ORIGIN, fields=["opened", "intent"])
     funnel = analyze([plan], [{"agent": "a", "opened": True}], FIELDS, []).funnels[0]
     assert "not bool: intent" in (funnel.problem or "")
 
@@ -426,7 +427,12 @@ EXPECT_ROWS: list[dict[str, Any]] = [
 
 def expectation(aggregate: str, field: str, comparator: str, **kwargs: Any) -> AnalysisPlan:
     return AnalysisPlan(
-        kind="expect", origin="t", aggregate=aggregate, field=field, comparator=comparator, **kwargs
+        kind="expect",
+        origin=ORIGIN,
+        aggregate=aggregate,
+        field=field,
+        comparator=comparator,
+        **kwargs,
     )
 
 
@@ -541,7 +547,7 @@ def test_expectations_that_cannot_be_evaluated_fail_with_a_reason(
 def test_analysis_json_round_trips_without_nan() -> None:
     rows = arm_rows("intent", {"a": [5], "b": [5, 5, 5]})  # sd and tests undefined
     plans = [
-        AnalysisPlan(kind="compare", origin="t", field="intent", by="test"),
+        AnalysisPlan(kind="compare", origin=ORIGIN, field="intent", by="test"),
         expectation("mean", "intent", "between", low=1, high=10),
     ]
     result = analyze(plans, rows, FIELDS, [intervention(["a", "b"])])

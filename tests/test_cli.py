@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from tests.conftest import ROOT, SCENARIOS
 from tiny_dsl.cli import main
+from tiny_dsl.plan.model import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_plan_saves_json_and_library_files_are_not_runnable(workdir: Path) -> No
     code, _, _ = invoke("plan", "scenarios/focus_group.tts", "-o", "plan.json")
     assert code == 0
     saved = json.loads((workdir / "plan.json").read_text(encoding="utf-8"))
-    assert saved["schema_version"] == 1 and saved["source_hash"]
+    assert saved["schema_version"] == SCHEMA_VERSION and saved["source_hash"]
     library = workdir / "lib.tts"
     library.write_text('fragment f {\n  likes ["tea"]\n}\n', encoding="utf-8")
     code, _, err = invoke("plan", "lib.tts")

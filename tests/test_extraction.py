@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.origins import ORIGIN
 from tests.test_runtime import ScriptedClient
 from tiny_dsl.extraction import (
     build_row,
@@ -149,9 +150,7 @@ CAMPAIGN = InterventionPlan(
 
 
 def run_extraction(answer: Any) -> tuple[dict[str, Any], ChatRequest]:
-    step = ExtractStep(
-        id="09-extract", origin="t.tts:1:1", world="w", agents=["pop/001"], fields=FIELDS
-    )
+    step = ExtractStep(id="09-extract", origin=ORIGIN, world="w", agents=["pop/001"], fields=FIELDS)
     event = TranscriptEvent(
         seq=1,
         step="02-ask",

@@ -376,11 +376,14 @@ def _assert_invariants(plan: Plan, program: Program) -> None:
     ids = [step.id for step in plan.steps]
     assert len(ids) == len(set(ids))
     for step in plan.steps:
-        path, line, column = step.origin.rsplit(":", 2)
-        source = program.sources[path]
-        assert 1 <= int(line) <= source.line_count
-        words = source.line_text(int(line))[int(column) - 1 :].split()
-        assert words, f"{step.id}: {step.origin} points at nothing"
+        origin = step.origin
+        source = program.sources[origin.file]
+        assert 1 <= origin.line <= source.line_count
+        words = source.line_text(origin.line)[origin.column - 1 :].split()
+        assert words, f"{step.id}: {origin} points at nothing"
+        # The offsets and the line/column agree, and the region is the statement.
+        assert source.position(origin.start) == (origin.line, origin.column)
+        assert source.text[origin.start : origin.end].split()[0] == words[0]
         assert words[0] in _FIRST_WORDS.get(step.kind, {step.kind}), (step.id, words[0])
     assert Plan.model_validate_json(plan.model_dump_json(indent=2)) == plan
     agent_ids = [agent.id for agent in plan.agents]
@@ -877,7 +880,7 @@ def test_budget_exceeded_names_the_step_where_it_runs_out() -> None:
     assert f"a run would stop at step `{crossing.id}`" in diagnostic.message
     text = render_text([diagnostic], program.sources)
     assert "fixture.tts:6:3: warning[W401]" in text  # the `budget` line
-    assert f"{crossing.origin.rsplit(':', 2)[1]} |" in text  # and the step's statement
+    assert f"{crossing.origin.line} |" in text  # and the step's statement
     assert f"at {crossing.id}: `tts run` refuses to start" in render_plan(plan)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.browser import CHROMIUM, PNG_SIGNATURE, console_errors, render
+from tests.origins import origin_at
 from tiny_dsl.analysis import AnalysisResult, analyze_plan
 from tiny_dsl.plan.model import (
     AgentPlan,
@@ -59,7 +60,7 @@ CONCERNS = ["price", "Price", "side effects", "does it work", "taste"]
 
 
 def _analysis(kind: str, text: str, **kwargs: Any) -> AnalysisPlan:
-    return AnalysisPlan(kind=kind, origin="email_ab.tts:60:3", text=text, **kwargs)  # type: ignore[arg-type]
+    return AnalysisPlan(kind=kind, origin=origin_at("email_ab.tts:60:3"), text=text, **kwargs)  # type: ignore[arg-type]
 
 
 ANALYSES = [
@@ -188,7 +189,7 @@ def make_run(
     steps: list[Step] = [
         DeliverStep(
             id="001-deliver-email_campaign",
-            origin="email_ab.tts:52:3",
+            origin=origin_at("email_ab.tts:52:3"),
             intervention="email_campaign",
             world="inbox",
             control=[a for a in ids if assignment[a] == "control"],
@@ -197,13 +198,15 @@ def make_run(
                 for a in treated
             ],
         ),
-        WaitStep(id="002-wait", origin="email_ab.tts:53:3", seconds=86400, text="1 day"),
+        WaitStep(id="002-wait", origin=origin_at("email_ab.tts:53:3"), seconds=86400, text="1 day"),
         CheckpointStep(
-            id="003-checkpoint-after_campaign", origin="email_ab.tts:54:3", name="after_campaign"
+            id="003-checkpoint-after_campaign",
+            origin=origin_at("email_ab.tts:54:3"),
+            name="after_campaign",
         ),
         AskStep(
             id="004-ask-inbox",
-            origin="email_ab.tts:55:3",
+            origin=origin_at("email_ab.tts:55:3"),
             world="inbox",
             question=question,
             agents=ids,
@@ -211,16 +214,19 @@ def make_run(
         ),
         ExtractStep(
             id="005-extract-inbox",
-            origin="email_ab.tts:58:1",
+            origin=origin_at("email_ab.tts:58:1"),
             world="inbox",
             agents=ids,
             fields=FIELDS,
         ),
-        AnalyzeStep(id="006-analyze", origin="email_ab.tts:65:1", analyses=ANALYSES),
+        AnalyzeStep(id="006-analyze", origin=origin_at("email_ab.tts:65:1"), analyses=ANALYSES),
     ]
     if extra_step:
         steps.insert(
-            3, WaitStep(id="003b-wait", origin="email_ab.tts:55:3", seconds=3600, text="1 hour")
+            3,
+            WaitStep(
+                id="003b-wait", origin=origin_at("email_ab.tts:55:3"), seconds=3600, text="1 hour"
+            ),
         )
     steps = _chain(steps)
     plan = Plan(

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.origins import ORIGIN
 from tests.test_runtime import (
     PANEL,
     ScriptedClient,
@@ -38,10 +39,10 @@ from tiny_dsl.runtime.providers.base import ChatRequest
 def panel_plan(last_question: str = "Would you buy it?") -> Plan:
     ids = ["ann", "bob", "cat"]
     steps: list[Step] = [
-        BroadcastStep(id="", origin="", world="panel", text="Welcome!", speaker="mod"),
-        RunStep(id="", origin="", world="panel", round=1, of=2, agents=ids),
-        RunStep(id="", origin="", world="panel", round=2, of=2, agents=ids),
-        AskStep(id="", origin="", world="panel", question=last_question, agents=ids),
+        BroadcastStep(id="", origin=ORIGIN, world="panel", text="Welcome!", speaker="mod"),
+        RunStep(id="", origin=ORIGIN, world="panel", round=1, of=2, agents=ids),
+        RunStep(id="", origin=ORIGIN, world="panel", round=2, of=2, agents=ids),
+        AskStep(id="", origin=ORIGIN, world="panel", question=last_question, agents=ids),
         extract("panel", ids),
     ]
     return make_plan(PANEL, [world("panel", "focus_group", ids, moderator="mod")], steps)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.origins import ORIGIN, origin_at
 from tiny_dsl.plan.model import (
     AgentPlan,
     AskStep,
@@ -236,7 +237,7 @@ def extract(
 ) -> ExtractStep:
     return ExtractStep(
         id="",
-        origin="",
+        origin=ORIGIN,
         world=world_name,
         agents=agents,
         fields=fields
@@ -293,7 +294,9 @@ def make_plan(
             step.model_copy(
                 update={
                     "id": step.id or f"{number:02d}-{step.kind}",
-                    "origin": step.origin or f"test.tts:{number}:3",
+                    "origin": origin_at(f"test.tts:{number}:3")
+                    if step.origin == ORIGIN
+                    else step.origin,
                     "hash": previous,
                 }
             )
@@ -343,8 +346,12 @@ PANEL = [
 def test_survey_agents_never_hear_each_other(tmp_path: Path) -> None:
     agents = PANEL[:2]
     steps: list[Step] = [
-        AskStep(id="", origin="", world="poll", question="First question?", agents=["ann", "bob"]),
-        AskStep(id="", origin="", world="poll", question="Second question?", agents=["ann", "bob"]),
+        AskStep(
+            id="", origin=ORIGIN, world="poll", question="First question?", agents=["ann", "bob"]
+        ),
+        AskStep(
+            id="", origin=ORIGIN, world="poll", question="Second question?", agents=["ann", "bob"]
+        ),
     ]
     client = ScriptedClient()
     result = run(
@@ -369,9 +376,9 @@ def test_survey_agents_never_hear_each_other(tmp_path: Path) -> None:
 def test_focus_group_everyone_hears_untargeted_talk(tmp_path: Path) -> None:
     panel = world("panel", "focus_group", ["ann", "bob", "cat"], moderator="mod")
     steps: list[Step] = [
-        BroadcastStep(id="", origin="", world="panel", text="Welcome!", speaker="mod"),
-        RunStep(id="", origin="", world="panel", round=1, of=2, agents=["ann", "bob", "cat"]),
-        RunStep(id="", origin="", world="panel", round=2, of=2, agents=["ann", "bob", "cat"]),
+        BroadcastStep(id="", origin=ORIGIN, world="panel", text="Welcome!", speaker="mod"),
+        RunStep(id="", origin=ORIGIN, world="panel", round=1, of=2, agents=["ann", "bob", "cat"]),
+        RunStep(id="", origin=ORIGIN, world="panel", round=2, of=2, agents=["ann", "bob", "cat"]),
     ]
     client = ScriptedClient()
     result = run(make_plan(PANEL, [panel], steps), client, tmp_path)
@@ -398,7 +405,7 @@ def test_targeted_talk_reaches_only_its_target(tmp_path: Path) -> None:
 
     panel = world("panel", "focus_group", ["ann", "bob", "cat"], moderator="mod")
     steps: list[Step] = [
-        RunStep(id="", origin="", world="panel", round=1, of=1, agents=["ann", "bob", "cat"])
+        RunStep(id="", origin=ORIGIN, world="panel", round=1, of=1, agents=["ann", "bob", "cat"])
     ]
     result = run(make_plan(PANEL, [panel], steps), ScriptedClient(reply), tmp_path)
 
@@ -411,7 +418,7 @@ def test_targeted_talk_reaches_only_its_target(tmp_path: Path) -> None:
 def test_interview_mode_talk_reaches_only_the_moderator(tmp_path: Path) -> None:
     room = world("room", "interview", ["ann", "bob"], moderator="mod")
     steps: list[Step] = [
-        AskStep(id="", origin="", world="room", question="How are you?", agents=["ann", "bob"])
+        AskStep(id="", origin=ORIGIN, world="room", question="How are you?", agents=["ann", "bob"])
     ]
     result = run(make_plan(PANEL, [room], steps), ScriptedClient(), tmp_path)
     heard = [(e.agent, e.source) for e in result.transcript if e.kind == "stimulus" and e.source]
@@ -432,7 +439,7 @@ def test_deliver_frames_by_channel_sets_clock_and_skips_control(tmp_path: Path) 
     steps: list[Step] = [
         DeliverStep(
             id="",
-            origin="",
+            origin=ORIGIN,
             intervention="promo",
             world="inbox",
             deliveries=[
@@ -446,8 +453,10 @@ def test_deliver_frames_by_channel_sets_clock_and_skips_control(tmp_path: Path) 
             ],
             control=["bob"],
         ),
-        WaitStep(id="", origin="", seconds=86400, text="1 day"),
-        AskStep(id="", origin="", world="inbox", question="Will you buy?", agents=["ann", "bob"]),
+        WaitStep(id="", origin=ORIGIN, seconds=86400, text="1 day"),
+        AskStep(
+            id="", origin=ORIGIN, world="inbox", question="Will you buy?", agents=["ann", "bob"]
+        ),
         extract("inbox", ["ann", "bob"]),
     ]
     client = ScriptedClient()
@@ -471,7 +480,7 @@ def test_interview_asks_each_question_in_turn(tmp_path: Path) -> None:
     steps: list[Step] = [
         InterviewStep(
             id="",
-            origin="",
+            origin=ORIGIN,
             interviewer="mod",
             agents=["ann", "bob"],
             questions=["Why did you join?", "What would you change?"],
@@ -501,8 +510,8 @@ def test_interview_asks_each_question_in_turn(tmp_path: Path) -> None:
 
 def test_think_is_a_private_thought(tmp_path: Path) -> None:
     steps: list[Step] = [
-        ThinkStep(id="", origin="", agents=["ann"], text="I am tired of ads."),
-        AskStep(id="", origin="", world="poll", question="Mood?", agents=["ann", "bob"]),
+        ThinkStep(id="", origin=ORIGIN, agents=["ann"], text="I am tired of ads."),
+        AskStep(id="", origin=ORIGIN, world="poll", question="Mood?", agents=["ann", "bob"]),
     ]
     client = ScriptedClient()
     run(make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps), client, tmp_path)
@@ -525,8 +534,8 @@ def test_actions_after_done_are_ignored_and_empty_turns_are_fine(tmp_path: Path)
 
     panel = world("panel", "focus_group", ["ann", "bob"])
     steps: list[Step] = [
-        RunStep(id="", origin="", world="panel", round=1, of=2, agents=["ann", "bob"]),
-        RunStep(id="", origin="", world="panel", round=2, of=2, agents=["ann", "bob"]),
+        RunStep(id="", origin=ORIGIN, world="panel", round=1, of=2, agents=["ann", "bob"]),
+        RunStep(id="", origin=ORIGIN, world="panel", round=2, of=2, agents=["ann", "bob"]),
     ]
     client = ScriptedClient(reply)
     result = run(make_plan(PANEL[:2], [panel], steps), client, tmp_path)
@@ -569,7 +578,7 @@ def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
         members=[m.id for m in members],
     )
     steps: list[Step] = [
-        GenerateStep(id="", origin="", population="crowd", agents=[m.id for m in members]),
+        GenerateStep(id="", origin=ORIGIN, population="crowd", agents=[m.id for m in members]),
         extract("town", [m.id for m in members]),
     ]
     client = ScriptedClient(reply)
@@ -623,7 +632,7 @@ def test_a_saved_persona_is_reusable_with_persona_from(tmp_path: Path) -> None:
         segments={"general": 1},
         members=[member.id],
     )
-    steps: list[Step] = [GenerateStep(id="", origin="", population="crowd", agents=[member.id])]
+    steps: list[Step] = [GenerateStep(id="", origin=ORIGIN, population="crowd", agents=[member.id])]
     plan = make_plan(
         [member], [world("town", "survey", [member.id])], steps, populations=[population]
     )
@@ -709,10 +718,12 @@ def test_results_never_depend_on_completion_order(tmp_path: Path) -> None:
     agents = [persona(f"p{i}", f"Person {i}") for i in range(12)]
     ids = [a.id for a in agents]
     steps: list[Step] = [
-        BroadcastStep(id="", origin="", world="room", text="Go!", speaker=None),
-        RunStep(id="", origin="", world="room", round=1, of=2, agents=ids),
-        RunStep(id="", origin="", world="room", round=2, of=2, agents=ids),
-        InterviewStep(id="", origin="", interviewer="p0", agents=ids[1:5], questions=["a?", "b?"]),
+        BroadcastStep(id="", origin=ORIGIN, world="room", text="Go!", speaker=None),
+        RunStep(id="", origin=ORIGIN, world="room", round=1, of=2, agents=ids),
+        RunStep(id="", origin=ORIGIN, world="room", round=2, of=2, agents=ids),
+        InterviewStep(
+            id="", origin=ORIGIN, interviewer="p0", agents=ids[1:5], questions=["a?", "b?"]
+        ),
         extract("room", ids),
     ]
     plan = make_plan(agents, [world("room", "focus_group", ids)], steps)
@@ -734,7 +745,7 @@ def test_failed_step_names_step_and_origin(tmp_path: Path) -> None:
         return RuntimeError("provider exploded") if request.purpose == "act bob" else None
 
     steps: list[Step] = [
-        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"])
+        AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann", "bob"])
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
     with pytest.raises(StepFailed) as caught:
@@ -750,7 +761,7 @@ def test_failed_step_names_step_and_origin(tmp_path: Path) -> None:
 
 
 def test_refuses_unknown_schema_versions_and_uncompiled_plans(tmp_path: Path) -> None:
-    plan = make_plan(PANEL[:1], [], [CheckpointStep(id="", origin="", name="x")])
+    plan = make_plan(PANEL[:1], [], [CheckpointStep(id="", origin=ORIGIN, name="x")])
     saved = tmp_path / "plan.json"
     saved.write_text(json.dumps({**plan.model_dump(mode="json"), "schema_version": 99}))
     with pytest.raises(PlanError, match="schema version 99 is not supported"):
@@ -794,8 +805,8 @@ REQUIRED_MANIFEST_KEYS = {
 
 def test_outputs_manifest_and_latest(tmp_path: Path) -> None:
     steps: list[Step] = [
-        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"]),
-        CheckpointStep(id="", origin="", name="after_q"),
+        AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann", "bob"]),
+        CheckpointStep(id="", origin=ORIGIN, name="after_q"),
         extract(
             "poll",
             ["ann", "bob"],
@@ -865,8 +876,8 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
         display(event)
 
     steps: list[Step] = [
-        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"]),
-        WaitStep(id="", origin="", seconds=60, text="1 minute"),
+        AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann", "bob"]),
+        WaitStep(id="", origin=ORIGIN, seconds=60, text="1 minute"),
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
     run(plan, ScriptedClient(), tmp_path, on_event=on_event)
@@ -941,7 +952,7 @@ def test_no_secret_reaches_any_file_a_run_writes(
     secret = "sk-test-0123456789abcdef"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     steps: list[Step] = [
-        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann"]),
+        AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann"]),
         extract("poll", ["ann"]),
     ]
     plan = make_plan(PANEL[:1], [world("poll", "survey", ["ann"])], steps)
@@ -1112,7 +1123,7 @@ def test_engine_state_round_trips(tmp_path: Path) -> None:
     steps: list[Step] = [
         DeliverStep(
             id="",
-            origin="",
+            origin=ORIGIN,
             intervention="promo",
             world="poll",
             deliveries=[
@@ -1120,8 +1131,8 @@ def test_engine_state_round_trips(tmp_path: Path) -> None:
             ],
             control=[],
         ),
-        WaitStep(id="", origin="", seconds=3600, text="1 hour"),
-        AskStep(id="", origin="", world="poll", question="Q?", agents=["ann", "bob"]),
+        WaitStep(id="", origin=ORIGIN, seconds=3600, text="1 hour"),
+        AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann", "bob"]),
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
 

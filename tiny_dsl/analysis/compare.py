@@ -52,7 +52,7 @@ def compare(
     name, by = plan.field or "", plan.by or ""
     result = CompareResult(
         statement=plan.text or f"compare {name} by {by}",
-        origin=plan.origin,
+        origin=str(plan.origin),
         field=name,
         by=by,
         kind=None,

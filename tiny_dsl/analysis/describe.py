@@ -91,7 +91,7 @@ def summarize(
     name, by = plan.field or "", plan.by or ""
     result = SummaryResult(
         statement=plan.text or f"summarize {name} by {by}",
-        origin=plan.origin,
+        origin=str(plan.origin),
         field=name,
         by=by,
         kind=None,
@@ -124,7 +124,7 @@ def funnel(plan: AnalysisPlan, frame: pd.DataFrame, fields: dict[str, FieldPlan]
     """Stage k is passed by agents who answered `true` to stages 1..k; no answer = not passed."""
     result = FunnelResult(
         statement=plan.text or "funnel " + ", ".join(plan.fields),
-        origin=plan.origin,
+        origin=str(plan.origin),
         fields=list(plan.fields),
         total=len(frame),
     )

@@ -126,7 +126,7 @@ def expect(
     call = _call(plan)
     result = ExpectationResult(
         statement=plan.text or _statement(plan, call, comparator),
-        origin=plan.origin,
+        origin=str(plan.origin),
         aggregate=plan.aggregate or "",
         field=plan.field or "",
         comparator=comparator,

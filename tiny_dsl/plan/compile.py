@@ -66,6 +66,7 @@ from tiny_dsl.plan.model import (
     GenerateStep,
     InterventionPlan,
     InterviewStep,
+    Origin,
     OutputPlan,
     Plan,
     PlanSettings,
@@ -300,7 +301,7 @@ class _Compiler:
         drafts: list[tuple[str, Step]] = []
         elapsed = timedelta()
         for statement in program.timeline:
-            origin = statement.span.origin()
+            origin = Origin.of(statement.span)
             match statement:
                 case ast.BroadcastStep(world=world, text=text):
                     step: Step = BroadcastStep(
@@ -361,7 +362,7 @@ class _Compiler:
 
     @staticmethod
     def _deliver(
-        origin: str, intervention: InterventionPlan, world: str, now: datetime
+        origin: Origin, intervention: InterventionPlan, world: str, now: datetime
     ) -> DeliverStep:
         """Each treated target's variant at the variant's time on the current simulated day."""
         variants = {variant.name: variant for variant in intervention.variants}
@@ -395,7 +396,7 @@ class _Compiler:
     def _extract(extraction: Extraction, world: WorldPlan) -> ExtractStep:
         return ExtractStep(
             id="",
-            origin=extraction.span.origin(),
+            origin=Origin.of(extraction.span),
             world=extraction.world,
             agents=world.agents,
             fields=[
@@ -515,7 +516,7 @@ class _Compiler:
                 population.name,
                 GenerateStep(
                     id="",
-                    origin=population.span.origin(),
+                    origin=Origin.of(population.span),
                     population=population.name,
                     agents=[member.id for member in self.members[population.name]],
                 ),
@@ -526,7 +527,7 @@ class _Compiler:
         for extraction in program.extractions:
             drafts.append((extraction.world, self._extract(extraction, worlds[extraction.world])))
         if program.analyses:
-            origin = program.analyses[0].span.origin()
+            origin = Origin.of(program.analyses[0].span)
             analyses = [_analysis(item, program.sources) for item in program.analyses]
             drafts.append(("", AnalyzeStep(id="", origin=origin, analyses=analyses)))
 
@@ -654,7 +655,7 @@ def _member(value: ast.Value) -> str:
 
 def _analysis(statement: ast.Analysis, sources: Mapping[str, SourceFile]) -> AnalysisPlan:
     common: dict[str, Any] = {
-        "origin": statement.span.origin(),
+        "origin": Origin.of(statement.span),
         "text": _statement_text(statement.span, sources),
     }
     match statement:

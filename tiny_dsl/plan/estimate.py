@@ -428,7 +428,7 @@ def _at_step(
 ) -> Diagnostic:
     """A diagnostic at the statement `step` comes from, noting how much that
     statement makes of the plan's calls (a typo makes nearly all of them)."""
-    span = _statement_spans(program).get(step.origin) if program is not None else None
+    span = step.origin.span()
     statement_calls = sum(other.calls for other in plan.steps if other.origin == step.origin)
     notes = [
         f"the statement at {step.origin} makes {statement_calls:,} of the plan's "
@@ -438,9 +438,9 @@ def _at_step(
     return make(
         code,
         message,
-        span if span is not None else setting,
-        label if span is not None else setting_label,
-        secondary=[Label(setting, setting_label)] if span is not None and setting else [],
+        span,
+        label,
+        secondary=[Label(setting, setting_label)] if setting else [],
         help=helps,
         notes=notes,
     )
@@ -476,15 +476,12 @@ def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
     if crossing is None:
         return []
     step, running = crossing
-    spans = _statement_spans(program)
-    secondary = []
-    if step.origin in spans:
-        secondary.append(
-            Label(
-                spans[step.origin],
-                f"the budget runs out here, at step `{step.id}` (${running:.4f} so far)",
-            )
+    secondary = [
+        Label(
+            step.origin.span(),
+            f"the budget runs out here, at step `{step.id}` (${running:.4f} so far)",
         )
+    ]
     return [
         warning(
             BUDGET_EXCEEDED,
@@ -517,12 +514,3 @@ def _setting_span(program: Program | None, key: str) -> Span | None:
                     if isinstance(entry, ast.Property) and ast.key_text(entry.key) == key:
                         return entry.span
     return None
-
-
-def _statement_spans(program: Program) -> dict[str, Span]:
-    """The statements a step can come from, by their `file:line:col` origin."""
-    spans: list[Span] = [population.span for population in program.populations.values()]
-    spans.extend(statement.span for statement in program.timeline)
-    spans.extend(extraction.span for extraction in program.extractions)
-    spans.extend(analysis.span for analysis in program.analyses)
-    return {span.origin(): span for span in spans}

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+from tiny_dsl.source import Span
+
+SCHEMA_VERSION = 2
 
 
 class _Model(BaseModel):
@@ -101,9 +103,52 @@ class FieldPlan(_Model):
     members: list[str] = Field(default_factory=list)
 
 
+class Origin(_Model):
+    """Where a step or analysis comes from: the statement's region in its source file.
+
+    The same fields as `tiny_dsl.source.Span`, so any later stage (an estimate that
+    is too high, a step that failed at run time) can point at the author's line
+    with a caret; `str()` gives the `file:line:col` form editors understand.
+    """
+
+    file: str
+    start: int
+    end: int
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @classmethod
+    def of(cls, span: Span) -> Origin:
+        return cls(
+            file=span.file,
+            start=span.start,
+            end=span.end,
+            line=span.line,
+            column=span.column,
+            end_line=span.end_line,
+            end_column=span.end_column,
+        )
+
+    def span(self) -> Span:
+        return Span(
+            self.file,
+            self.start,
+            self.end,
+            self.line,
+            self.column,
+            self.end_line,
+            self.end_column,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
 class _Step(_Model):
     id: str
-    origin: str  # file:line:col of the statement this step comes from
+    origin: Origin  # the statement this step comes from
     hash: str = ""  # chained hash, filled in by the compiler
     calls: int = 0  # LLM calls this step will make
     input_tokens: int = 0  # estimated
@@ -189,7 +234,7 @@ class AnalysisPlan(_Model):
     """One `analyze` statement, resolved."""
 
     kind: Literal["compare", "summarize", "funnel", "expect"]
-    origin: str
+    origin: Origin
     field: str | None = None
     fields: list[str] = Field(default_factory=list)
     by: str | None = None  # intervention (compare) or grouping (summarize)

@@ -23,6 +23,7 @@ from tiny_dsl.plan.model import (
     GenerateStep,
     InterventionPlan,
     InterviewStep,
+    Origin,
     Plan,
     RunStep,
     Step,
@@ -271,10 +272,10 @@ class _View:
         lines[0] = self._style(lines[0], "dim")
         return "\n".join([self._title("steps"), *lines])
 
-    def _origin(self, origin: str) -> str:
+    def _origin(self, origin: Origin) -> str:
         """`15` for the scenario file, `stdlib/x.tts:15` for an imported one."""
-        path, line, _column = origin.rsplit(":", 2)
-        return line if path == self.plan.source_file else f"{path}:{line}"
+        line = str(origin.line)
+        return line if origin.file == self.plan.source_file else f"{origin.file}:{line}"
 
     def _does(self, step: Step) -> str:
         """One line saying what a step does."""

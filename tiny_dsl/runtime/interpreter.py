@@ -286,7 +286,8 @@ class _Run:
         clock = time.perf_counter()
         steps = self.plan.steps
         self.records = [
-            StepRecord(id=s.id, kind=s.kind, label=step_label(s), origin=s.origin) for s in steps
+            StepRecord(id=s.id, kind=s.kind, label=step_label(s), origin=str(s.origin))
+            for s in steps
         ]
         await self.engine.setup(self.plan)
         first = 0 if fresh else await self._restore()
@@ -302,7 +303,7 @@ class _Run:
             except Exception as exc:
                 self._measure(record, before, time.perf_counter() - began)
                 record.status = "failed"
-                failure = StepFailed(step.id, step.origin, exc)
+                failure = StepFailed(step.id, str(step.origin), exc)
                 self._emit(
                     "run_failed",
                     index=index,
