@@ -49,77 +49,61 @@ Clocks
     TinyTroupe without `timedelta_per_step`). Events of steps that name no
     world (`think`, `interview`) are recorded under the agent's first world, so
     extraction from that world sees them.
+
+Checkpoints
+    An agent's saved memory is the `seq` of each event it remembers: the events
+    themselves are in the transcript the interpreter saves, and `load_state`
+    takes them from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast
 
-from tiny_dsl.extraction import extract_row
 from tiny_dsl.plan.model import (
     AgentPlan,
     AskStep,
     BroadcastStep,
-    CheckpointStep,
     DeliverStep,
     ExtractStep,
     GenerateStep,
     InterviewStep,
     Plan,
     RunStep,
-    Step,
     ThinkStep,
     WaitStep,
     WorldPlan,
 )
-from tiny_dsl.runtime.builtin.actions import ACTION_MAX_TOKENS, Action, parse_turn, turn_schema
-from tiny_dsl.runtime.builtin.personas import (
-    PERSONA_MAX_TOKENS,
-    PERSONA_SCHEMA,
+from tiny_dsl.runtime.engines.builtin.actions import Action, parse_turn
+from tiny_dsl.runtime.engines.builtin.agents import (
+    Agent,
+    addressable,
+    listeners,
+    make_event,
+    resolve_target,
+    turn_request,
+)
+from tiny_dsl.runtime.engines.builtin.personas import (
     apply_attributes,
-    describe_attributes,
     merge_persona,
     persona_brief,
-    persona_json,
-    unique_name,
 )
-from tiny_dsl.runtime.engine import (
-    EventKind,
+from tiny_dsl.runtime.engines.core import (
+    DEFAULT_START,
+    EngineCore,
+    EngineStateError,
     TranscriptEvent,
-    derive_seed,
-    memory_view,
-    render_prompt,
+    iso_time,
 )
-from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message
+from tiny_dsl.runtime.engines.extraction import extract_row
+from tiny_dsl.runtime.engines.personas import persona_request, unique_name
+from tiny_dsl.runtime.engines.prompts import delivery_text
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
 
-__all__ = ["MEMORY_CHARS", "BuiltinEngine", "EngineStateError"]
-
-# Memory window of a turn prompt, in characters (about 1,000 tokens), and the cut
-# applied to any single remembered item.
-MEMORY_CHARS = 4000
-MEMORY_ITEM_CHARS = 500
-STATE_FORMAT = 1
-# The clock of an agent that belongs to no world, when the plan has no world at all.
-_DEFAULT_START = "2025-01-01T09:00:00"
-
-# How a delivered message is framed, by channel; other channels get a generic frame.
-CHANNEL_FRAMES = {
-    "email": "You receive an email",
-    "sms": "You receive a text message",
-    "text": "You receive a text message",
-    "push": "You get a push notification",
-    "in_app": "You see a message in the app",
-    "social": "You see a social media post",
-    "ad": "You see an ad",
-    "letter": "You receive a letter",
-    "mail": "You receive a letter",
-    "phone": "You get a phone call",
-    "web": "You see on a website",
-}
+__all__ = ["BuiltinEngine"]
 
 T = TypeVar("T")
 
@@ -130,35 +114,20 @@ class ActingClient(Protocol):
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
 
-class EngineStateError(ValueError):
-    """A saved state that does not belong to the plan the engine was set up with."""
-
-
-@dataclass
-class _Agent:
-    id: str
-    name: str
-    persona: dict[str, Any]
-    clock: datetime
-    home: str | None  # first world the agent belongs to
-    memory: list[TranscriptEvent] = field(default_factory=list)
-    cognitive_state: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # e.g. fragment conflicts at generation
-    generated: bool = False
-
-
-class BuiltinEngine:
+class BuiltinEngine(EngineCore):
     """Runs plans with TinyTroupe's semantics (see the module docstring)."""
 
     name = "builtin"
+    # 2: agents' memories saved as event numbers into the transcript.
+    state_format = 2
 
     def __init__(self, client: ActingClient) -> None:
+        super().__init__()
         self._client = client
         self._plan: Plan | None = None
-        self._agents: dict[str, _Agent] = {}
+        self._agents: dict[str, Agent] = {}
         self._agent_plans: dict[str, AgentPlan] = {}
         self._world_clocks: dict[str, datetime] = {}
-        self._seq = 0
 
     # -- Engine interface -----------------------------------------------------------
 
@@ -168,7 +137,7 @@ class BuiltinEngine:
         self._seq = 0
         self._world_clocks = {w.name: datetime.fromisoformat(w.start) for w in plan.worlds}
         default_clock = min(
-            self._world_clocks.values(), default=datetime.fromisoformat(_DEFAULT_START)
+            self._world_clocks.values(), default=datetime.fromisoformat(DEFAULT_START)
         )
         homes: dict[str, str] = {}
         for world in plan.worlds:
@@ -187,37 +156,7 @@ class BuiltinEngine:
             else:
                 # A placeholder until the `generate` step names the member.
                 name = agent.id
-            self._agents[agent.id] = _Agent(agent.id, name, persona, clock, home)
-
-    async def execute(self, step: Step) -> list[TranscriptEvent]:
-        events: list[TranscriptEvent]
-        match step:
-            case GenerateStep():
-                await self._generate(step)
-                events = []
-            case BroadcastStep():
-                events = self._broadcast(step)
-            case DeliverStep():
-                events = self._deliver(step)
-            case AskStep():
-                events = await self._ask(step)
-            case RunStep():
-                events = await self._round(self._world(step.world), step.id, step.agents)
-            case WaitStep():
-                self._wait(step.seconds)
-                events = []
-            case ThinkStep():
-                events = self._think(step)
-            case InterviewStep():
-                events = await self._interview(step)
-            case CheckpointStep():
-                events = []
-            case _:
-                raise TypeError(f"the built-in engine does not execute {step.kind} steps")
-        for event in events:
-            self._seq += 1
-            event.seq = self._seq
-        return events
+            self._agents[agent.id] = Agent(agent.id, name, persona, clock, home)
 
     async def extract(self, step: ExtractStep) -> list[dict[str, Any]]:
         plan = self._require_plan()
@@ -252,48 +191,45 @@ class BuiltinEngine:
 
     def dump_state(self) -> dict[str, Any]:
         return {
-            "engine": self.name,
-            "format": STATE_FORMAT,
-            "seq": self._seq,
-            "worlds": {name: {"clock": _iso(clock)} for name, clock in self._world_clocks.items()},
+            **self._state_header(self._world_clocks),
             "agents": {
                 agent.id: {
                     "name": agent.name,
                     "persona": agent.persona,
-                    "clock": _iso(agent.clock),
+                    "clock": iso_time(agent.clock),
                     "home": agent.home,
                     "cognitive_state": agent.cognitive_state,
                     "notes": agent.notes,
                     "generated": agent.generated,
-                    "memory": [event.to_json() for event in agent.memory],
+                    "memory": [event.seq for event in agent.memory],
                 }
                 for agent in self._agents.values()
             },
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: dict[str, Any], transcript: list[TranscriptEvent]) -> None:
         self._require_plan()
-        if state.get("engine") != self.name or state.get("format") != STATE_FORMAT:
-            raise EngineStateError(
-                f"saved state is from engine {state.get('engine')!r} format "
-                f"{state.get('format')!r}, not {self.name!r} format {STATE_FORMAT}"
-            )
-        if set(state["agents"]) != set(self._agents) or set(state["worlds"]) != set(
-            self._world_clocks
-        ):
-            raise EngineStateError("saved state has different agents or worlds than the plan")
-        self._seq = int(state["seq"])
-        self._world_clocks = {
-            name: datetime.fromisoformat(world["clock"]) for name, world in state["worlds"].items()
-        }
+        seq, clocks = self._read_header(state, self._world_clocks)
+        if set(state["agents"]) != set(self._agents):
+            raise EngineStateError("saved state has different agents than the plan")
+        events = {event.seq: event for event in transcript}
         for agent_id, saved in state["agents"].items():
-            self._agents[agent_id] = _Agent(
+            missing = [number for number in saved["memory"] if number not in events]
+            if missing:
+                raise EngineStateError(
+                    f"saved memory of {agent_id} refers to events {missing[:3]} "
+                    "that the transcript does not hold"
+                )
+        self._seq = seq
+        self._world_clocks = clocks or {}
+        for agent_id, saved in state["agents"].items():
+            self._agents[agent_id] = Agent(
                 id=agent_id,
                 name=saved["name"],
                 persona=saved["persona"],
                 clock=datetime.fromisoformat(saved["clock"]),
                 home=saved["home"],
-                memory=[TranscriptEvent.from_json(event) for event in saved["memory"]],
+                memory=[events[number] for number in saved["memory"]],
                 cognitive_state=saved["cognitive_state"],
                 notes=saved["notes"],
                 generated=saved["generated"],
@@ -301,12 +237,13 @@ class BuiltinEngine:
 
     # -- steps ------------------------------------------------------------------
 
-    async def _generate(self, step: GenerateStep) -> None:
+    async def generate(self, step: GenerateStep) -> None:
         """Flesh out population members: one structured call each, then merge and name."""
         plan = self._require_plan()
         population = next(p for p in plan.populations if p.name == step.population)
         requests = [
-            self._persona_request(
+            persona_request(
+                plan,
                 self._agent_plans[agent_id],
                 population.demographics_description,
                 population.context,
@@ -337,19 +274,14 @@ class BuiltinEngine:
             persona["name"] = name
             agent.persona, agent.name, agent.notes, agent.generated = persona, name, notes, True
 
-    def _persona_request(
-        self, agent: AgentPlan, demographics: str, context: str, step_id: str
-    ) -> ChatRequest:
-        return persona_request(self._require_plan(), agent, demographics, context, step_id)
-
-    def _broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
+    async def broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
         world = self._world(step.world)
         events: list[TranscriptEvent] = []
         speaker = self._agents[step.speaker] if step.speaker else None
         if speaker is not None:
             events.append(
                 self._remember(
-                    self._event(speaker, step.id, world.name, "action", "TALK", step.text)
+                    make_event(speaker, step.id, world.name, "action", "TALK", step.text)
                 )
             )
         for agent_id in world.agents:
@@ -358,7 +290,7 @@ class BuiltinEngine:
             agent = self._agents[agent_id]
             events.append(
                 self._remember(
-                    self._event(
+                    make_event(
                         agent,
                         step.id,
                         world.name,
@@ -371,34 +303,31 @@ class BuiltinEngine:
             )
         return events
 
-    def _deliver(self, step: DeliverStep) -> list[TranscriptEvent]:
+    async def deliver(self, step: DeliverStep) -> list[TranscriptEvent]:
         events: list[TranscriptEvent] = []
         for delivery in step.deliveries:
             agent = self._agents[delivery.agent]
             if delivery.time is not None:
                 agent.clock = datetime.fromisoformat(delivery.time)
-            frame = CHANNEL_FRAMES.get(
-                delivery.channel, f"You receive a message ({delivery.channel})"
-            )
-            content = f'[{delivery.channel}] {frame}: "{delivery.content}"'
-            event = self._event(agent, step.id, step.world, "stimulus", "VISUAL", content)
+            content = delivery_text(delivery.channel, delivery.content)
+            event = make_event(agent, step.id, step.world, "stimulus", "VISUAL", content)
             event.source = step.intervention
             events.append(self._remember(event))
         return events
 
-    async def _ask(self, step: AskStep) -> list[TranscriptEvent]:
+    async def ask(self, step: AskStep) -> list[TranscriptEvent]:
         world = self._world(step.world)
         asker = self._agents[world.moderator] if world.moderator else None
         events: list[TranscriptEvent] = []
         if asker is not None:
             events.append(
                 self._remember(
-                    self._event(asker, step.id, world.name, "action", "TALK", step.question)
+                    make_event(asker, step.id, world.name, "action", "TALK", step.question)
                 )
             )
         for agent_id in step.agents:
             agent = self._agents[agent_id]
-            event = self._event(
+            event = make_event(
                 agent,
                 step.id,
                 world.name,
@@ -412,25 +341,29 @@ class BuiltinEngine:
         events.extend(await self._round(world, step.id, step.agents))
         return events
 
+    async def run_round(self, step: RunStep) -> list[TranscriptEvent]:
+        return await self._round(self._world(step.world), step.id, step.agents)
+
     async def _round(
         self, world: WorldPlan, step_id: str, agent_ids: list[str]
     ) -> list[TranscriptEvent]:
         """Everyone acts on the same state; then actions are recorded and speech delivered."""
         actors = [self._agents[agent_id] for agent_id in agent_ids]
         turns = await _gather_in_order(
-            self._act(agent, world, self._others(world, agent), step_id) for agent in actors
+            self._act(agent, world, addressable(self._agents, world, agent), step_id)
+            for agent in actors
         )
         events: list[TranscriptEvent] = []
-        talks: list[tuple[_Agent, TranscriptEvent]] = []
+        talks: list[tuple[Agent, TranscriptEvent]] = []
         for agent, actions in zip(actors, turns, strict=True):
             for action in actions:
                 target = (
-                    self._resolve_target(world, agent, action.target)
+                    resolve_target(self._agents, world, agent, action.target)
                     if action.type == "TALK"
                     else None
                 )
                 event = self._remember(
-                    self._event(
+                    make_event(
                         agent,
                         step_id,
                         world.name,
@@ -445,10 +378,10 @@ class BuiltinEngine:
                     talks.append((agent, event))
         for speaker, talk in talks:
             target = self._agents[talk.target] if talk.target else None
-            for listener in self._listeners(world, speaker, target):
+            for listener in listeners(self._agents, world, speaker, target):
                 events.append(
                     self._remember(
-                        self._event(
+                        make_event(
                             listener,
                             step_id,
                             world.name,
@@ -462,22 +395,21 @@ class BuiltinEngine:
                 )
         return events
 
-    def _wait(self, seconds: float) -> None:
-        delta = timedelta(seconds=seconds)
+    async def wait(self, step: WaitStep) -> list[TranscriptEvent]:
+        delta = timedelta(seconds=step.seconds)
         for agent in self._agents.values():
             agent.clock += delta
         for name in self._world_clocks:
             self._world_clocks[name] += delta
+        return []
 
-    def _think(self, step: ThinkStep) -> list[TranscriptEvent]:
+    async def think(self, step: ThinkStep) -> list[TranscriptEvent]:
         return [
-            self._remember(
-                self._event(agent, step.id, agent.home, "stimulus", "THOUGHT", step.text)
-            )
+            self._remember(make_event(agent, step.id, agent.home, "stimulus", "THOUGHT", step.text))
             for agent in (self._agents[agent_id] for agent_id in step.agents)
         ]
 
-    async def _interview(self, step: InterviewStep) -> list[TranscriptEvent]:
+    async def interview(self, step: InterviewStep) -> list[TranscriptEvent]:
         """Each agent answers every question in turn; agents are interviewed concurrently.
 
         The interviewer's own memory (its questions and the answers it hears) is
@@ -497,19 +429,19 @@ class BuiltinEngine:
         return events
 
     async def _interview_one(
-        self, step: InterviewStep, interviewer: _Agent, agent: _Agent
+        self, step: InterviewStep, interviewer: Agent, agent: Agent
     ) -> list[TranscriptEvent]:
         world = self._plan_world(agent.home)
         events: list[TranscriptEvent] = []
         for index, question in enumerate(step.questions):
             events.append(
-                self._event(
+                make_event(
                     interviewer, step.id, agent.home, "action", "TALK", question, target=agent
                 )
             )
             events.append(
                 self._remember(
-                    self._event(
+                    make_event(
                         agent,
                         step.id,
                         agent.home,
@@ -524,7 +456,7 @@ class BuiltinEngine:
             actions = await self._act(agent, world, [interviewer], step.id, index)
             for action in actions:
                 answer = self._remember(
-                    self._event(
+                    make_event(
                         agent,
                         step.id,
                         agent.home,
@@ -538,7 +470,7 @@ class BuiltinEngine:
                 # 1:1: whatever the interviewee says, only the interviewer is there to hear it.
                 if action.type == "TALK":
                     events.append(
-                        self._event(
+                        make_event(
                             interviewer,
                             step.id,
                             agent.home,
@@ -551,123 +483,23 @@ class BuiltinEngine:
                     )
         return events
 
-    # -- acting -----------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------
 
     async def _act(
         self,
-        agent: _Agent,
+        agent: Agent,
         world: WorldPlan | None,
-        others: list[_Agent],
+        others: list[Agent],
         step_id: str,
         call: int = 0,
     ) -> list[Action]:
         response = await self._client.complete(
-            self._turn_request(agent, world, others, step_id, call)
+            turn_request(self._require_plan(), agent, world, others, step_id, call)
         )
         actions, state = parse_turn(_answer(response))
         if any(state.values()):
             agent.cognitive_state = state
         return actions
-
-    def _turn_request(
-        self,
-        agent: _Agent,
-        world: WorldPlan | None,
-        others: list[_Agent],
-        step_id: str,
-        call: int,
-    ) -> ChatRequest:
-        """The prompt of one turn: who the agent is, where and when, and what it remembers."""
-        plan = self._require_plan()
-        moderator = world.moderator if world else None
-        state = "; ".join(
-            f"{key}: {value}" for key, value in agent.cognitive_state.items() if value
-        )
-        system = render_prompt(
-            "agent_system.j2",
-            name=agent.name,
-            persona=persona_json(agent.persona),
-            context=world.context if world else "",
-            others=[o.name + (" (moderator)" if o.id == moderator else "") for o in others],
-            now=agent.clock.strftime("%A %Y-%m-%d %H:%M"),
-            state=state,
-        )
-        view, omitted = memory_view(
-            agent.memory, me=agent.id, max_chars=MEMORY_CHARS, item_chars=MEMORY_ITEM_CHARS
-        )
-        user = render_prompt("agent_turn.j2", name=agent.name, events=view, omitted=omitted)
-        return ChatRequest(
-            messages=(Message("system", system), Message("user", user)),
-            temperature=plan.settings.temperature,
-            max_tokens=ACTION_MAX_TOKENS,
-            json_schema=turn_schema([other.name for other in others]),
-            schema_name="agent_actions",
-            seed=derive_seed(plan.settings.seed, step_id, agent.id, call),
-            purpose=f"act {agent.id}",
-        )
-
-    # -- who hears what -----------------------------------------------------------
-
-    def _present(self, world: WorldPlan) -> list[str]:
-        """Everyone in the room: participants, then the moderator."""
-        present = list(world.agents)
-        if world.moderator and world.moderator not in present:
-            present.append(world.moderator)
-        return present
-
-    def _others(self, world: WorldPlan, agent: _Agent) -> list[_Agent]:
-        """Whom `agent` can address: nobody in a survey, the moderator in an interview."""
-        if world.mode == "survey":
-            return []
-        if world.mode == "interview":
-            return [self._agents[world.moderator]] if world.moderator else []
-        return [self._agents[other] for other in self._present(world) if other != agent.id]
-
-    def _resolve_target(self, world: WorldPlan, speaker: _Agent, name: str) -> _Agent | None:
-        """The addressee of a TALK; the turn schema allows only "" or an addressable name."""
-        return next((other for other in self._others(world, speaker) if other.name == name), None)
-
-    def _listeners(self, world: WorldPlan, speaker: _Agent, target: _Agent | None) -> list[_Agent]:
-        if world.mode == "survey":
-            return []
-        if world.mode == "interview":
-            moderator = world.moderator
-            if moderator is None or speaker.id == moderator:
-                return []
-            return [self._agents[moderator]] if target is None or target.id == moderator else []
-        if target is not None:
-            return [target]
-        return [self._agents[a] for a in self._present(world) if a != speaker.id]
-
-    # -- helpers ----------------------------------------------------------------
-
-    def _event(
-        self,
-        agent: _Agent,
-        step_id: str,
-        world: str | None,
-        kind: EventKind,
-        type_: str,
-        content: str,
-        *,
-        source: _Agent | None = None,
-        target: _Agent | None = None,
-    ) -> TranscriptEvent:
-        return TranscriptEvent(
-            seq=0,
-            step=step_id,
-            world=world,
-            agent=agent.id,
-            agent_name=agent.name,
-            kind=kind,
-            type=type_,
-            content=content,
-            time=_iso(agent.clock),
-            source=source.id if source else None,
-            source_name=source.name if source else None,
-            target=target.id if target else None,
-            target_name=target.name if target else None,
-        )
 
     def _remember(self, event: TranscriptEvent) -> TranscriptEvent:
         self._agents[event.agent].memory.append(event)
@@ -708,36 +540,3 @@ def _answer(response: ChatResponse) -> dict[str, Any]:
             f"{response.provider}/{response.model} returned no JSON object for a structured call"
         )
     return response.data
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
-
-
-def persona_request(
-    plan: Plan, agent: AgentPlan, demographics: str, context: str, step_id: str
-) -> ChatRequest:
-    """The one call that fleshes out a population member into a persona.
-
-    Shared by every engine, so that both simulate the same people and share
-    cached answers.
-    """
-    user = render_prompt(
-        "generate_user.j2",
-        demographics=demographics,
-        context=context,
-        attributes=describe_attributes(agent.attributes),
-        particularities=agent.particularities,
-    )
-    return ChatRequest(
-        messages=(
-            Message("system", render_prompt("generate_system.j2")),
-            Message("user", user),
-        ),
-        temperature=plan.settings.temperature,
-        max_tokens=PERSONA_MAX_TOKENS,
-        json_schema=PERSONA_SCHEMA,
-        schema_name="persona",
-        seed=derive_seed(plan.settings.seed, step_id, agent.id, "generate"),
-        purpose=f"generate {agent.id}",
-    )
