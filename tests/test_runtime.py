@@ -10,6 +10,7 @@ provider layer's `LLMClient` and `LLMCache`.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gzip
 import hashlib
@@ -51,8 +52,15 @@ from tiny_dsl.plan.model import (
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.checkpoints import CheckpointStore
 from tiny_dsl.runtime.client import ClientStats, LLMClient
+from tiny_dsl.runtime.engines import (
+    TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+    TINYTROUPE_EMBEDDED_N_CTX,
+    EngineProfile,
+    engine_profile,
+)
 from tiny_dsl.runtime.engines.builtin import BuiltinEngine
 from tiny_dsl.runtime.engines.core import EngineStateError, TranscriptEvent
+from tiny_dsl.runtime.engines.profile import COMPACT_MEMORY
 from tiny_dsl.runtime.engines.prompts import derive_seed
 from tiny_dsl.runtime.interpreter import PlanError, RunResult, StepFailed, load_plan, run_plan
 from tiny_dsl.runtime.progress import PlainProgress, RunEvent
@@ -1148,3 +1156,41 @@ def test_engine_state_round_trips(tmp_path: Path) -> None:
     # An agent's memory is saved as the numbers of its events: the transcript holds them.
     assert state["agents"]["ann"]["memory"] == [e.seq for e in transcript if e.agent == "ann"]
     assert "Q?" not in json.dumps(state)
+
+
+# ------------------------------------------------------------------ engine structure
+
+
+def test_engine_profile_tunes_only_tinytroupe_on_the_embedded_model() -> None:
+    slow = engine_profile("tinytroupe", "embedded")
+    assert slow == engine_profile("tinytroupe", None)  # no provider named: the embedded one
+    assert slow == EngineProfile(
+        n_ctx=TINYTROUPE_EMBEDDED_N_CTX,
+        attempt_timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+        memory=COMPACT_MEMORY,
+    )
+    for engine, provider in [("builtin", "embedded"), ("builtin", None), ("tinytroupe", "openai")]:
+        assert engine_profile(engine, provider) == EngineProfile(None, 120.0, None)
+
+
+def _imported_modules(package: Path) -> set[str]:
+    """Every `tiny_dsl` module the files under `package` import."""
+    imported: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    return {name for name in imported if name.startswith("tiny_dsl")}
+
+
+def test_engines_import_only_the_core_and_extraction_nothing_of_the_runtime() -> None:
+    engines = ROOT / "tiny_dsl" / "runtime" / "engines"
+    builtin = _imported_modules(engines / "builtin")
+    tinytroupe = _imported_modules(engines / "tinytroupe")
+    assert not {m for m in builtin if m.startswith("tiny_dsl.runtime.engines.tinytroupe")}
+    assert not {m for m in tinytroupe if m.startswith("tiny_dsl.runtime.engines.builtin")}
+    assert "tiny_dsl.runtime.engines" not in builtin | tinytroupe  # the chooser, above both
+    extraction = _imported_modules(ROOT / "tiny_dsl" / "extraction")
+    assert not {m for m in extraction if m.startswith("tiny_dsl.runtime")}
