@@ -251,7 +251,7 @@ def drive_engine(engine_name: str, url: str, work: Path, count: int, concurrency
     client = LLMClient(provider, None, max_concurrency=concurrency)
     engine = make_engine(engine_name, plan, client)
     if engine_name == "tinytroupe":
-        from tiny_dsl.runtime.tinytroupe import import_tinytroupe
+        from tiny_dsl.runtime.engines.tinytroupe import import_tinytroupe
 
         import_tinytroupe()  # the import is not part of the simulation
     started = time.perf_counter()
@@ -351,7 +351,7 @@ def main() -> None:
         (args.work / "result.json").write_text(json.dumps({"seconds": seconds}))
         return
 
-    from tiny_dsl.runtime.tinytroupe import tinytroupe_installed
+    from tiny_dsl.runtime.engines.tinytroupe import tinytroupe_installed
 
     calls_per_phase = args.agents
     waves = -(-calls_per_phase // args.concurrency)

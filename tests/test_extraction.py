@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from tests.origins import ORIGIN
-from tests.test_runtime import ScriptedClient
+from tests.test_runtime import scripted_client, sent
 from tiny_dsl.extraction import (
     build_row,
-    extract_row,
     extraction_schema,
     result_columns,
     validate_answer,
@@ -25,7 +24,8 @@ from tiny_dsl.extraction.schema import (
     max_answer_tokens,
 )
 from tiny_dsl.plan.model import AgentPlan, ExtractStep, FieldPlan, InterventionPlan
-from tiny_dsl.runtime.engine import TranscriptEvent
+from tiny_dsl.runtime.engines.core import TranscriptEvent
+from tiny_dsl.runtime.engines.extraction import extract_row
 from tiny_dsl.runtime.providers.base import ChatRequest, InvalidOutput, validate_json
 
 SCORE = FieldPlan(name="score", kind="int", low=1, high=10)
@@ -168,7 +168,7 @@ def run_extraction(answer: Any) -> tuple[dict[str, Any], ChatRequest]:
             raise answer
         return answer
 
-    client = ScriptedClient(reply, validate=False)
+    client = scripted_client(reply, validate=False)
     row = asyncio.run(
         extract_row(
             client,
@@ -187,7 +187,7 @@ def run_extraction(answer: Any) -> tuple[dict[str, Any], ChatRequest]:
             interventions=[CAMPAIGN],
         )
     )
-    return row, client.requests[0]
+    return row, sent(client)[0]
 
 
 def test_extract_row_validates_and_records_reasons() -> None:

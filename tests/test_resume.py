@@ -1,7 +1,7 @@
 """Checkpoints and resume: atomic, verified, and a resumed run equals an uninterrupted one.
 
 The kill test runs the real embedded model in a subprocess and SIGKILLs it in the
-middle of a step; everything else uses the scripted client of `test_runtime`.
+middle of a step; everything else uses the scripted provider of `test_runtime`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,14 +22,16 @@ from tests.conftest import ROOT
 from tests.origins import ORIGIN
 from tests.test_runtime import (
     PANEL,
-    ScriptedClient,
     extract,
     make_plan,
     run,
+    scripted_client,
+    sent,
     transcript_lines,
     world,
 )
 from tiny_dsl.plan.model import AskStep, BroadcastStep, ExtractStep, Plan, RunStep, Step
+from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.checkpoints import CheckpointCorrupt, CheckpointStore, covered_steps
 from tiny_dsl.runtime.interpreter import RunResult, StepFailed
 from tiny_dsl.runtime.providers.base import ChatRequest
@@ -80,7 +81,7 @@ def test_a_killed_writes_leftover_is_removed_by_the_next_run(tmp_path: Path) -> 
     in_progress = store.directory / f".{plan.steps[1].hash}.json.gz.wr1t3s.tmp"
     in_progress.write_bytes(b"being written by another run")
 
-    run(plan, ScriptedClient(), tmp_path)
+    run(plan, scripted_client(), tmp_path)
     assert not leftover.exists()
     assert in_progress.exists()  # too recent to be a leftover
 
@@ -110,9 +111,11 @@ def test_damaged_checkpoints_are_detected(tmp_path: Path) -> None:
         store.load("abc")
 
 
-def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(
+    tmp_path: Path, llm_cache: LLMCache
+) -> None:
     plan = panel_plan()
-    client = ScriptedClient()
+    client = scripted_client(cache=llm_cache)
     first = run(plan, client, tmp_path)
     store = CheckpointStore(tmp_path / "state", plan.settings.scenario)
     last = store.path(plan.steps[-1].hash)
@@ -121,7 +124,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) 
     warnings: list[str] = []
     second = run(
         plan,
-        ScriptedClient(store=client.store),
+        scripted_client(cache=llm_cache),
         tmp_path,
         on_event=lambda e: warnings.append(e.message) if e.kind == "warning" else None,
     )
@@ -135,9 +138,11 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) 
 # --------------------------------------------------------------------------- resume
 
 
-def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_after_a_failure_equals_an_uninterrupted_run(
+    tmp_path: Path, llm_cache: LLMCache
+) -> None:
     plan = panel_plan()
-    reference = run(plan, ScriptedClient(), tmp_path / "reference")
+    reference = run(plan, scripted_client(), tmp_path / "reference")
 
     # Bob's call in round 2 fails once; Ann's and Cat's answers in that round arrive.
     failures = {"count": 0}
@@ -150,14 +155,13 @@ def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path: Path) -> N
             return ConnectionError("connection reset by peer")
         return None
 
-    store: dict[str, dict[str, Any]] = {}
     with pytest.raises(StepFailed) as caught:
-        run(plan, ScriptedClient(store=store, fail=fail_once), tmp_path / "resumed")
+        run(plan, scripted_client(cache=llm_cache, fail=fail_once), tmp_path / "resumed")
     assert caught.value.step_id == "03-run"
     assert "connection reset by peer" in str(caught.value)
-    calls_before = len(store)
+    calls_before = len(llm_cache)
 
-    client = ScriptedClient(store=store)
+    client = scripted_client(cache=llm_cache)
     resumed = run(plan, client, tmp_path / "resumed")
     assert resumed.restored == ["01-broadcast", "02-run"]
     assert resumed.executed == ["03-run", "04-ask", "05-extract"]
@@ -166,23 +170,23 @@ def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path: Path) -> N
     assert outputs(resumed) == outputs(reference)
 
 
-def test_unchanged_rerun_executes_nothing(tmp_path: Path) -> None:
+def test_unchanged_rerun_executes_nothing(tmp_path: Path, llm_cache: LLMCache) -> None:
     plan = panel_plan()
-    client = ScriptedClient()
+    client = scripted_client(cache=llm_cache)
     first = run(plan, client, tmp_path)
     assert first.manifest["model_calls"] == 12 and len(first.executed) == 5
 
     assert covered_steps(plan, tmp_path / "state") == [step.id for step in plan.steps]
-    again = ScriptedClient(store=client.store)
+    again = scripted_client(cache=llm_cache)
     second = run(plan, again, tmp_path)
     assert second.executed == [] and len(second.restored) == 5
     assert second.manifest["model_calls"] == 0 and second.manifest["cache_hits"] == 0
-    assert again.requests == []
+    assert sent(again) == []
     assert outputs(second) == outputs(first)
     assert {s["status"] for s in second.manifest["steps"]} == {"restored"}
 
 
-def test_editing_the_last_step_reruns_only_that_step(tmp_path: Path) -> None:
+def test_editing_the_last_step_reruns_only_that_step(tmp_path: Path, llm_cache: LLMCache) -> None:
     plan = panel_plan()
     last = plan.steps[-1]
     assert isinstance(last, ExtractStep)
@@ -198,31 +202,29 @@ def test_editing_the_last_step_reruns_only_that_step(tmp_path: Path) -> None:
     assert [s.hash for s in edited.steps[:-1]] == [s.hash for s in plan.steps[:-1]]
     assert edited.steps[-1].hash != plan.steps[-1].hash
 
-    client = ScriptedClient()
+    client = scripted_client(cache=llm_cache)
     run(plan, client, tmp_path)
     assert covered_steps(edited, tmp_path / "state") == [s.id for s in plan.steps[:-1]]
-    rerun = ScriptedClient(store=client.store)
+    rerun = scripted_client(cache=llm_cache)
     result = run(edited, rerun, tmp_path)
     assert result.executed == ["05-extract"]
     assert result.restored == ["01-broadcast", "02-run", "03-run", "04-ask"]
-    assert {r.purpose for r in rerun.requests} == {"extract ann", "extract bob", "extract cat"}
+    assert {r.purpose for r in sent(rerun)} == {"extract ann", "extract bob", "extract cat"}
     assert result.manifest["model_calls"] == 3
 
 
-def test_editing_a_middle_step_reruns_from_there(tmp_path: Path) -> None:
-    client = ScriptedClient()
+def test_editing_a_middle_step_reruns_from_there(tmp_path: Path, llm_cache: LLMCache) -> None:
+    client = scripted_client(cache=llm_cache)
     run(panel_plan(), client, tmp_path)
-    result = run(
-        panel_plan("Would you recommend it?"), ScriptedClient(store=client.store), tmp_path
-    )
+    result = run(panel_plan("Would you recommend it?"), scripted_client(cache=llm_cache), tmp_path)
     assert result.executed == ["04-ask", "05-extract"]
 
 
-def test_fresh_ignores_checkpoints(tmp_path: Path) -> None:
+def test_fresh_ignores_checkpoints(tmp_path: Path, llm_cache: LLMCache) -> None:
     plan = panel_plan()
-    client = ScriptedClient()
+    client = scripted_client(cache=llm_cache)
     first = run(plan, client, tmp_path)
-    again = ScriptedClient(store=client.store)
+    again = scripted_client(cache=llm_cache)
     second = run(plan, again, tmp_path, fresh=True)
     assert len(second.executed) == 5
     assert again.stats.model_calls == 0 and again.stats.cache_hits == 12

@@ -1,14 +1,16 @@
 """The interpreter and the built-in engine: step semantics, concurrency, outputs.
 
-Most tests drive hand-built plans with `ScriptedClient`, a fake LLM client whose
-answers are a pure function of the request (so it behaves like a deterministic
-model behind the LLM cache) and which can add random delays or fail on demand.
+Most tests drive hand-built plans with the real `LLMClient` over
+`ScriptedProvider`, a fake provider whose answers are a pure function of the
+request (so it behaves like a deterministic model behind the LLM cache) and
+which can add random delays or fail on demand.
 Tests marked `model` run the real embedded model (SmolLM2) through the
 provider layer's `LLMClient` and `LLMCache`.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gzip
 import hashlib
@@ -22,6 +24,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.origins import ORIGIN, origin_at
+from tiny_dsl.checks import check_file
+from tiny_dsl.plan import compile_plan
 from tiny_dsl.plan.model import (
     AgentPlan,
     AskStep,
@@ -46,35 +50,29 @@ from tiny_dsl.plan.model import (
     WaitStep,
     WorldPlan,
 )
-from tiny_dsl.runtime.builtin import BuiltinEngine
-from tiny_dsl.runtime.cache import cache_key
+from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.checkpoints import CheckpointStore
-from tiny_dsl.runtime.client import ClientStats
-from tiny_dsl.runtime.engine import derive_seed
+from tiny_dsl.runtime.client import ClientStats, LLMClient
+from tiny_dsl.runtime.engines import (
+    TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+    TINYTROUPE_EMBEDDED_N_CTX,
+    EngineProfile,
+    engine_profile,
+)
+from tiny_dsl.runtime.engines.builtin import BuiltinEngine
+from tiny_dsl.runtime.engines.core import EngineStateError, TranscriptEvent
+from tiny_dsl.runtime.engines.profile import COMPACT_MEMORY
+from tiny_dsl.runtime.engines.prompts import derive_seed
 from tiny_dsl.runtime.interpreter import PlanError, RunResult, StepFailed, load_plan, run_plan
 from tiny_dsl.runtime.progress import PlainProgress, RunEvent
 from tiny_dsl.runtime.providers.base import (
     ChatRequest,
     ChatResponse,
     InvalidOutput,
-    Provider,
     validate_json,
 )
 
 # ----------------------------------------------------------------------------- helpers
-
-
-class FakeProvider:
-    def __init__(self) -> None:
-        self.name = "fake"
-        self.model = "scripted-1"
-        self.supports_json_schema = True
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        raise AssertionError("ScriptedClient answers itself")
-
-    async def aclose(self) -> None:
-        return None
 
 
 Reply = Callable[[ChatRequest, str], dict[str, Any]]
@@ -151,64 +149,80 @@ def default_reply(request: ChatRequest, who: str) -> dict[str, Any]:
     return values
 
 
-class ScriptedClient:
-    """A deterministic stand-in for `LLMClient`.
+class ScriptedProvider:
+    """A deterministic `Provider`: answers come from `reply(request, who)`.
 
-    Answers come from `reply(request, who)` (who = the agent the call is for),
-    memoised in `store` under the real cache key, so a second run with the same
-    store behaves like a warm LLM cache (`cache_hits`, no `model_calls`).
-    `delay(request)` adds latency; `fail(request)` may return an exception to raise.
-    Answers are checked against the request's schema as providers do, unless
-    `validate` is off (a provider that only reads the schema as a hint).
+    `who` is the agent the call is for, so the answers are a pure function of the
+    request, like a deterministic model behind the LLM cache. `delay(request)`
+    adds latency; `fail(request)` may return an exception to raise. Answers are
+    checked against the request's schema as providers do, unless `validate` is
+    off (a provider that only reads the schema as a hint). `requests` holds every
+    request that reached the provider (the client answers the rest from its cache).
     """
+
+    name = "fake"
+    model = "scripted-1"
+    supports_json_schema = True
 
     def __init__(
         self,
         reply: Reply = default_reply,
         *,
-        store: dict[str, dict[str, Any]] | None = None,
         delay: Callable[[ChatRequest], float] | None = None,
         fail: Callable[[ChatRequest], Exception | None] | None = None,
         validate: bool = True,
     ) -> None:
-        self.provider: Provider = FakeProvider()
-        self.stats = ClientStats()
-        self.answered_by: set[tuple[str, str]] = set()
-        self.store = store if store is not None else {}
         self.requests: list[ChatRequest] = []
         self._reply, self._delay, self._fail, self._validate = reply, delay, fail, validate
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         self.requests.append(request)
-        key = cache_key(self.provider.name, self.provider.model, request)
-        if key in self.store:
-            self.stats.cache_hits += 1
-            data, cached = self.store[key], True
-        else:
-            if self._delay is not None:
-                await asyncio.sleep(self._delay(request))
-            error = self._fail(request) if self._fail else None
-            if error is not None:
-                raise error
-            self.stats.model_calls += 1
-            data, cached = self._reply(request, request.purpose.split(" ", 1)[1]), False
-            # Like every provider, reject answers that break the request's schema.
-            errors = validate_json(data, request.json_schema or {}) if self._validate else []
-            if errors:
-                raise InvalidOutput(
-                    "invalid", text="", errors=errors, input_tokens=0, output_tokens=0
-                )
-            self.store[key] = data
-        self.answered_by.add((self.provider.name, self.provider.model))
-        return ChatResponse(json.dumps(data), data, 10, 5, "fake", "scripted-1", cached=cached)
+        if self._delay is not None:
+            await asyncio.sleep(self._delay(request))
+        error = self._fail(request) if self._fail else None
+        if error is not None:
+            raise error
+        data = self._reply(request, request.purpose.split(" ", 1)[1])
+        errors = validate_json(data, request.json_schema or {}) if self._validate else []
+        if errors:
+            raise InvalidOutput(
+                "invalid", text=json.dumps(data), errors=errors, input_tokens=0, output_tokens=0
+            )
+        return ChatResponse(json.dumps(data), data, 10, 5, self.name, self.model)
 
-    def prompts(self, who: str) -> list[str]:
-        """Everything sent in the act calls of agent `who`, one string per call."""
-        return [
-            "\n".join(m.content for m in r.messages)
-            for r in self.requests
-            if r.purpose == f"act {who}"
-        ]
+    async def aclose(self) -> None:
+        return None
+
+
+def scripted_client(
+    reply: Reply = default_reply,
+    *,
+    cache: LLMCache | None = None,
+    delay: Callable[[ChatRequest], float] | None = None,
+    fail: Callable[[ChatRequest], Exception | None] | None = None,
+    validate: bool = True,
+) -> LLMClient:
+    """The real `LLMClient` over a `ScriptedProvider`; a shared `cache` makes a warm rerun.
+
+    Concurrency is not limited below what the tests start, and retries do not
+    wait, so timing-dependent behaviour shows and the tests stay fast.
+    """
+    provider = ScriptedProvider(reply, delay=delay, fail=fail, validate=validate)
+    return LLMClient(provider, cache, max_concurrency=64, backoff_base_s=0.0)
+
+
+def sent(client: LLMClient) -> list[ChatRequest]:
+    """The requests that reached `client`'s scripted provider, in the order sent."""
+    provider = client.provider
+    assert isinstance(provider, ScriptedProvider)
+    return provider.requests
+
+
+def prompts(client: LLMClient, who: str) -> list[str]:
+    """Everything sent in the act calls of agent `who`, one string per call."""
+    return [
+        "\n".join(m.content for m in r.messages) for r in sent(client) if r.purpose == f"act {who}"
+    ]
 
 
 def persona(agent_id: str, name: str, **extra: Any) -> AgentPlan:
@@ -319,7 +333,7 @@ def make_plan(
     )
 
 
-def run(plan: Plan, client: ScriptedClient, tmp_path: Path, **options: Any) -> RunResult:
+def run(plan: Plan, client: LLMClient, tmp_path: Path, **options: Any) -> RunResult:
     return run_plan(
         plan,
         client=client,
@@ -353,16 +367,16 @@ def test_survey_agents_never_hear_each_other(tmp_path: Path) -> None:
             id="", origin=ORIGIN, world="poll", question="Second question?", agents=["ann", "bob"]
         ),
     ]
-    client = ScriptedClient()
+    client = scripted_client()
     result = run(
         make_plan(agents, [world("poll", "survey", ["ann", "bob"])], steps), client, tmp_path
     )
 
     ann_said = [e.content for e in result.transcript if e.agent == "ann" and e.type == "TALK"]
     assert len(ann_said) == 2
-    for prompt in client.prompts("bob"):
+    for prompt in prompts(client, "bob"):
         assert "ann says" not in prompt and "Ann Lee" not in prompt
-    assert "Nobody else is present." in client.prompts("bob")[0]
+    assert "Nobody else is present." in prompts(client, "bob")[0]
     # Each agent heard only the questions.
     heard = [(e.agent, e.content) for e in result.transcript if e.kind == "stimulus"]
     assert heard == [
@@ -380,7 +394,7 @@ def test_focus_group_everyone_hears_untargeted_talk(tmp_path: Path) -> None:
         RunStep(id="", origin=ORIGIN, world="panel", round=1, of=2, agents=["ann", "bob", "cat"]),
         RunStep(id="", origin=ORIGIN, world="panel", round=2, of=2, agents=["ann", "bob", "cat"]),
     ]
-    client = ScriptedClient()
+    client = scripted_client()
     result = run(make_plan(PANEL, [panel], steps), client, tmp_path)
 
     round1 = [e for e in result.transcript if e.step == "02-run"]
@@ -388,13 +402,13 @@ def test_focus_group_everyone_hears_untargeted_talk(tmp_path: Path) -> None:
     listeners = sorted(e.agent for e in round1 if e.kind == "stimulus" and e.source == "ann")
     assert listeners == ["bob", "cat", "mod"]  # the moderator listens too
     # Round 2 prompts show what everyone said in round 1; the moderator never acts.
-    assert ann_talk.content in client.prompts("bob")[1]
-    assert ann_talk.content in client.prompts("cat")[1]
-    assert ann_talk.content not in client.prompts("bob")[0]
-    assert client.prompts("mod") == []
-    assert "Mo Derator says" in client.prompts("ann")[0]
+    assert ann_talk.content in prompts(client, "bob")[1]
+    assert ann_talk.content in prompts(client, "cat")[1]
+    assert ann_talk.content not in prompts(client, "bob")[0]
+    assert prompts(client, "mod") == []
+    assert "Mo Derator says" in prompts(client, "ann")[0]
     # Others present are named so agents can address them.
-    assert "Also present: Bob Stone, Cat Diaz, Mo Derator (moderator)." in client.prompts("ann")[0]
+    assert "Also present: Bob Stone, Cat Diaz, Mo Derator (moderator)." in prompts(client, "ann")[0]
 
 
 def test_targeted_talk_reaches_only_its_target(tmp_path: Path) -> None:
@@ -407,7 +421,7 @@ def test_targeted_talk_reaches_only_its_target(tmp_path: Path) -> None:
     steps: list[Step] = [
         RunStep(id="", origin=ORIGIN, world="panel", round=1, of=1, agents=["ann", "bob", "cat"])
     ]
-    result = run(make_plan(PANEL, [panel], steps), ScriptedClient(reply), tmp_path)
+    result = run(make_plan(PANEL, [panel], steps), scripted_client(reply), tmp_path)
 
     talk_event = next(e for e in result.transcript if e.agent == "ann" and e.type == "TALK")
     assert (talk_event.target, talk_event.target_name) == ("bob", "Bob Stone")
@@ -420,7 +434,7 @@ def test_interview_mode_talk_reaches_only_the_moderator(tmp_path: Path) -> None:
     steps: list[Step] = [
         AskStep(id="", origin=ORIGIN, world="room", question="How are you?", agents=["ann", "bob"])
     ]
-    result = run(make_plan(PANEL, [room], steps), ScriptedClient(), tmp_path)
+    result = run(make_plan(PANEL, [room], steps), scripted_client(), tmp_path)
     heard = [(e.agent, e.source) for e in result.transcript if e.kind == "stimulus" and e.source]
     assert heard == [("ann", "mod"), ("bob", "mod"), ("mod", "ann"), ("mod", "bob")]
 
@@ -459,7 +473,7 @@ def test_deliver_frames_by_channel_sets_clock_and_skips_control(tmp_path: Path) 
         ),
         extract("inbox", ["ann", "bob"]),
     ]
-    client = ScriptedClient()
+    client = scripted_client()
     result = run(make_plan(PANEL[:2], [inbox], steps, interventions=[campaign]), client, tmp_path)
 
     delivered = [e for e in result.transcript if e.step == "01-deliver"]
@@ -468,9 +482,9 @@ def test_deliver_frames_by_channel_sets_clock_and_skips_control(tmp_path: Path) 
     ]
     assert delivered[0].content == '[email] You receive an email: "Buy now!"'
     # The wait moved both clocks by a day from where each was.
-    assert "Current date and time: Tuesday 2025-03-04 14:00." in client.prompts("ann")[0]
-    assert "Current date and time: Tuesday 2025-03-04 08:00." in client.prompts("bob")[0]
-    assert "Buy now!" not in client.prompts("bob")[0]
+    assert "Current date and time: Tuesday 2025-03-04 14:00." in prompts(client, "ann")[0]
+    assert "Current date and time: Tuesday 2025-03-04 08:00." in prompts(client, "bob")[0]
+    assert "Buy now!" not in prompts(client, "bob")[0]
     rows = {row["agent"]: row for row in result.rows}
     assert rows["ann"]["variant"] == rows["ann"]["variant_promo"] == "short"
     assert rows["bob"]["variant"] == "control"
@@ -486,7 +500,7 @@ def test_interview_asks_each_question_in_turn(tmp_path: Path) -> None:
             questions=["Why did you join?", "What would you change?"],
         )
     ]
-    client = ScriptedClient()
+    client = scripted_client()
     result = run(
         make_plan(PANEL, [world("app", "survey", ["ann", "bob"])], steps), client, tmp_path
     )
@@ -502,9 +516,9 @@ def test_interview_asks_each_question_in_turn(tmp_path: Path) -> None:
     ]
     assert sequence[5][3] == "What would y"
     # The second question's prompt shows the first answer; the sessions are 1:1.
-    first, second = client.prompts("ann")
+    first, second = prompts(client, "ann")
     assert ann_answers[0] in second and ann_answers[0] not in first
-    assert all("ann says" not in prompt for prompt in client.prompts("bob"))
+    assert all("ann says" not in prompt for prompt in prompts(client, "bob"))
     assert all(e.world == "app" for e in result.transcript)
 
 
@@ -513,10 +527,10 @@ def test_think_is_a_private_thought(tmp_path: Path) -> None:
         ThinkStep(id="", origin=ORIGIN, agents=["ann"], text="I am tired of ads."),
         AskStep(id="", origin=ORIGIN, world="poll", question="Mood?", agents=["ann", "bob"]),
     ]
-    client = ScriptedClient()
+    client = scripted_client()
     run(make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps), client, tmp_path)
-    assert "You think: I am tired of ads." in client.prompts("ann")[0]
-    assert "tired" not in client.prompts("bob")[0]
+    assert "You think: I am tired of ads." in prompts(client, "ann")[0]
+    assert "tired" not in prompts(client, "bob")[0]
 
 
 def test_actions_after_done_are_ignored_and_empty_turns_are_fine(tmp_path: Path) -> None:
@@ -537,13 +551,13 @@ def test_actions_after_done_are_ignored_and_empty_turns_are_fine(tmp_path: Path)
         RunStep(id="", origin=ORIGIN, world="panel", round=1, of=2, agents=["ann", "bob"]),
         RunStep(id="", origin=ORIGIN, world="panel", round=2, of=2, agents=["ann", "bob"]),
     ]
-    client = ScriptedClient(reply)
+    client = scripted_client(reply)
     result = run(make_plan(PANEL[:2], [panel], steps), client, tmp_path)
     first_round = [(e.agent, e.type) for e in result.transcript if e.step == "01-run"]
     assert first_round == [("ann", "THINK"), ("ann", "DONE")]
     assert "never said" not in json.dumps([e.to_json() for e in result.transcript])
-    assert "hmm" not in client.prompts("bob")[1]  # thoughts are private
-    assert "emotions: calm" in client.prompts("ann")[1]  # the cognitive state carries over
+    assert "hmm" not in prompts(client, "bob")[1]  # thoughts are private
+    assert "emotions: calm" in prompts(client, "ann")[1]  # the cognitive state carries over
 
 
 def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
@@ -581,7 +595,7 @@ def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
         GenerateStep(id="", origin=ORIGIN, population="crowd", agents=[m.id for m in members]),
         extract("town", [m.id for m in members]),
     ]
-    client = ScriptedClient(reply)
+    client = scripted_client(reply)
     plan = make_plan(
         agents, [world("town", "survey", [m.id for m in members])], steps, populations=[population]
     )
@@ -592,7 +606,7 @@ def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
     first = rows["crowd/1"]
     assert first["persona_age"] == 21 and first["persona_gender"] == "female"
     assert first["persona_occupation"] == "teacher"
-    prompt = client.requests[0].messages[1].content
+    prompt = sent(client)[0].messages[1].content
     assert "age: 21; gender: female; occupation: teacher" in prompt
     assert "Likes hiking." in prompt and "People of a small town." in prompt
     # Fragments were merged TinyTroupe-style into what the model generated.
@@ -636,7 +650,7 @@ def test_a_saved_persona_is_reusable_with_persona_from(tmp_path: Path) -> None:
     plan = make_plan(
         [member], [world("town", "survey", [member.id])], steps, populations=[population]
     )
-    run_dir = run(plan, ScriptedClient(), tmp_path).run_dir
+    run_dir = run(plan, scripted_client(), tmp_path).run_dir
     saved = run_dir / "personas" / "crowd" / "1.agent.json"
     declared = declare_from_files(tmp_path, [saved])[0]
     assert declared == json.loads(saved.read_text())["persona"]
@@ -683,7 +697,8 @@ def declare_from_files(folder: Path, saved: list[Path]) -> list[dict[str, Any]]:
 
 
 def test_merge_and_attributes_follow_tinytroupe() -> None:
-    from tiny_dsl.runtime.builtin.personas import apply_attributes, merge_persona, unique_name
+    from tiny_dsl.runtime.engines.builtin.personas import apply_attributes, merge_persona
+    from tiny_dsl.runtime.engines.personas import unique_name
 
     notes: list[str] = []
     merged = merge_persona(
@@ -734,7 +749,7 @@ def test_results_never_depend_on_completion_order(tmp_path: Path) -> None:
         def delay(request: ChatRequest, rng: random.Random = rng) -> float:
             return rng.random() * 0.02
 
-        client = ScriptedClient(delay=delay)
+        client = scripted_client(delay=delay)
         result = run(plan, client, tmp_path / str(attempt))
         outputs.append((transcript_lines(result), (result.run_dir / "results.csv").read_text()))
     assert outputs[0] == outputs[1]
@@ -749,7 +764,7 @@ def test_failed_step_names_step_and_origin(tmp_path: Path) -> None:
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
     with pytest.raises(StepFailed) as caught:
-        run(plan, ScriptedClient(fail=fail), tmp_path)
+        run(plan, scripted_client(fail=fail), tmp_path)
     error = caught.value
     assert str(error) == "test.tts:1:3: step 01-ask failed: provider exploded"
     assert error.step_id == "01-ask" and error.origin == "test.tts:1:3"
@@ -770,7 +785,7 @@ def test_refuses_unknown_schema_versions_and_uncompiled_plans(tmp_path: Path) ->
     assert load_plan(saved) == plan
     unhashed = plan.model_copy(update={"steps": [plan.steps[0].model_copy(update={"hash": ""})]})
     with pytest.raises(PlanError, match="chained hash"):
-        run(unhashed, ScriptedClient(), tmp_path)
+        run(unhashed, scripted_client(), tmp_path)
 
 
 # -------------------------------------------------------------------------- outputs
@@ -803,7 +818,7 @@ REQUIRED_MANIFEST_KEYS = {
 }
 
 
-def test_outputs_manifest_and_latest(tmp_path: Path) -> None:
+def test_outputs_manifest_and_latest(tmp_path: Path, llm_cache: LLMCache) -> None:
     steps: list[Step] = [
         AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann", "bob"]),
         CheckpointStep(id="", origin=ORIGIN, name="after_q"),
@@ -817,7 +832,7 @@ def test_outputs_manifest_and_latest(tmp_path: Path) -> None:
         ),
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
-    client = ScriptedClient()
+    client = scripted_client(cache=llm_cache)
     first = run(plan, client, tmp_path, env_vars=["OPENAI_API_KEY"])
     files = {p.name for p in first.run_dir.iterdir()}
     assert files == {
@@ -857,7 +872,7 @@ def test_outputs_manifest_and_latest(tmp_path: Path) -> None:
     )
 
     # A second run (everything restored) gets its own folder and becomes `latest`.
-    second = run(plan, ScriptedClient(store=client.store), tmp_path)
+    second = run(plan, scripted_client(cache=llm_cache), tmp_path)
     assert second.run_dir != first.run_dir
     latest = tmp_path / "out" / "latest"
     assert latest.is_symlink() and latest.resolve() == second.run_dir.resolve()
@@ -880,7 +895,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
         WaitStep(id="", origin=ORIGIN, seconds=60, text="1 minute"),
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
-    run(plan, ScriptedClient(), tmp_path, on_event=on_event)
+    run(plan, scripted_client(), tmp_path, on_event=on_event)
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[1/2] ask poll: 2 calls (0 cached) ")
     assert lines[1].startswith("[2/2] wait 1 minute: ")
@@ -925,11 +940,9 @@ def test_live_progress_renders_and_displays_are_chosen_by_stream() -> None:
 
 
 def test_normative_focus_group_runs_end_to_end(tmp_path: Path) -> None:
-    checks = pytest.importorskip("tiny_dsl.checks")
-    compiler = pytest.importorskip("tiny_dsl.plan")
-    program = checks.check_file(ROOT / "scenarios" / "focus_group.tts").require_program()
-    plan = compiler.compile_plan(program)
-    client = ScriptedClient()
+    program = check_file(ROOT / "scenarios" / "focus_group.tts").require_program()
+    plan = compile_plan(program)
+    client = scripted_client()
     result = run(plan, client, tmp_path)
     assert result.exit_code == 0
     assert len(result.rows) == 3
@@ -956,7 +969,7 @@ def test_no_secret_reaches_any_file_a_run_writes(
         extract("poll", ["ann"]),
     ]
     plan = make_plan(PANEL[:1], [world("poll", "survey", ["ann"])], steps)
-    result = run(plan, ScriptedClient(), tmp_path, env_vars=["OPENAI_API_KEY"])
+    result = run(plan, scripted_client(), tmp_path, env_vars=["OPENAI_API_KEY"])
     assert result.manifest["env_vars"] == ["OPENAI_API_KEY"]
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert len(written) > 5
@@ -1010,16 +1023,12 @@ output {
 
 
 def compile_text(text: str, path: Path) -> Plan:
-    checks = pytest.importorskip("tiny_dsl.checks")
-    compiler = pytest.importorskip("tiny_dsl.plan")
     path.write_text(text)
-    return compiler.compile_plan(checks.check_file(path).require_program())
+    return compile_plan(check_file(path).require_program())
 
 
 def embedded_client(cache_path: Path) -> Any:
     pytest.importorskip("llama_cpp")
-    from tiny_dsl.runtime.cache import LLMCache
-    from tiny_dsl.runtime.client import LLMClient
     from tiny_dsl.runtime.providers import EmbeddedProvider
 
     # One llama.cpp thread: with a thread per core, generation slows down by an order of
@@ -1136,18 +1145,63 @@ def test_engine_state_round_trips(tmp_path: Path) -> None:
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        engine = BuiltinEngine(ScriptedClient())
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], list[TranscriptEvent]]:
+        engine = BuiltinEngine(scripted_client())
         await engine.setup(plan)
+        transcript: list[TranscriptEvent] = []
         for step in plan.steps:
-            await engine.execute(step)
+            transcript += await engine.execute(step)
         state = engine.dump_state()
-        copy = BuiltinEngine(ScriptedClient())
+        saved = [TranscriptEvent.from_json(event.to_json()) for event in transcript]
+        copy = BuiltinEngine(scripted_client())
         await copy.setup(plan)
-        copy.load_state(json.loads(json.dumps(state)))
-        return state, copy.dump_state()
+        copy.load_state(json.loads(json.dumps(state)), saved)
+        with pytest.raises(EngineStateError, match="transcript does not hold"):
+            copy.load_state(state, saved[:-1])
+        return state, copy.dump_state(), transcript
 
-    state, restored = asyncio.run(scenario())
+    state, restored, transcript = asyncio.run(scenario())
     assert state == restored
     assert state["agents"]["ann"]["clock"] == "2025-03-03T09:00:00"
-    assert state["worlds"]["poll"]["clock"] == "2025-03-03T09:00:00"
+    assert state["worlds"]["poll"] == "2025-03-03T09:00:00"
+    # An agent's memory is saved as the numbers of its events: the transcript holds them.
+    assert state["agents"]["ann"]["memory"] == [e.seq for e in transcript if e.agent == "ann"]
+    assert "Q?" not in json.dumps(state)
+
+
+# ------------------------------------------------------------------ engine structure
+
+
+def test_engine_profile_tunes_only_tinytroupe_on_the_embedded_model() -> None:
+    slow = engine_profile("tinytroupe", "embedded")
+    assert slow == engine_profile("tinytroupe", None)  # no provider named: the embedded one
+    assert slow == EngineProfile(
+        n_ctx=TINYTROUPE_EMBEDDED_N_CTX,
+        attempt_timeout_s=TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
+        memory=COMPACT_MEMORY,
+    )
+    for engine, provider in [("builtin", "embedded"), ("builtin", None), ("tinytroupe", "openai")]:
+        assert engine_profile(engine, provider) == EngineProfile(None, 120.0, None)
+
+
+def _imported_modules(package: Path) -> set[str]:
+    """Every `tiny_dsl` module the files under `package` import."""
+    imported: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    return {name for name in imported if name.startswith("tiny_dsl")}
+
+
+def test_engines_import_only_the_core_and_extraction_nothing_of_the_runtime() -> None:
+    engines = ROOT / "tiny_dsl" / "runtime" / "engines"
+    builtin = _imported_modules(engines / "builtin")
+    tinytroupe = _imported_modules(engines / "tinytroupe")
+    assert not {m for m in builtin if m.startswith("tiny_dsl.runtime.engines.tinytroupe")}
+    assert not {m for m in tinytroupe if m.startswith("tiny_dsl.runtime.engines.builtin")}
+    assert "tiny_dsl.runtime.engines" not in builtin | tinytroupe  # the chooser, above both
+    extraction = _imported_modules(ROOT / "tiny_dsl" / "extraction")
+    assert not {m for m in extraction if m.startswith("tiny_dsl.runtime")}

@@ -44,6 +44,12 @@ from tiny_dsl.runtime.engines import (
     EngineUnavailable,
     make_engine,
 )
+from tiny_dsl.runtime.engines.tinytroupe import (
+    COMPACT_MEMORY,
+    INSTALL_HINT,
+    TinyTroupeEngine,
+    tinytroupe_installed,
+)
 from tiny_dsl.runtime.interpreter import RunResult, StepFailed, run_plan
 from tiny_dsl.runtime.providers import OpenAICompatibleProvider
 from tiny_dsl.runtime.providers.base import (
@@ -51,12 +57,6 @@ from tiny_dsl.runtime.providers.base import (
     ChatResponse,
     InvalidOutput,
     ProviderError,
-)
-from tiny_dsl.runtime.tinytroupe import (
-    COMPACT_MEMORY,
-    INSTALL_HINT,
-    TinyTroupeEngine,
-    tinytroupe_installed,
 )
 
 needs_tinytroupe = pytest.mark.skipif(not tinytroupe_installed(), reason=INSTALL_HINT)
@@ -204,7 +204,7 @@ IMPORT_CHECK = textwrap.dedent(
         return {"cwd": os.getcwd(), "handlers": [id(h) for h in root.handlers],
                 "level": root.level, "path": list(sys.path)}
     before = snapshot()
-    import tiny_dsl.runtime.tinytroupe as adapter
+    import tiny_dsl.runtime.engines.tinytroupe as adapter
     tt = adapter.import_tinytroupe()
     after = snapshot()
     print(json.dumps({
@@ -248,7 +248,7 @@ def test_config_and_log_land_in_the_state_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tiny_dsl.runtime import runner
-    from tiny_dsl.runtime.tinytroupe.loader import CONFIG_INI
+    from tiny_dsl.runtime.engines.tinytroupe.loader import CONFIG_INI
 
     # `tts run` as the CLI does it, on the deterministic provider.
     monkeypatch.setattr(runner, "_provider", lambda plan, options: HashProvider())
@@ -323,7 +323,7 @@ def test_focus_group_runs_on_tinytroupe(tmp_path: Path) -> None:
 def test_turns_get_shorter_answers_when_the_context_is_short(tmp_path: Path) -> None:
     """A context leaving 900 tokens for an answer: turns may say less, are not refused,
     and the run says so; a context with room changes nothing."""
-    from tiny_dsl.runtime.tinytroupe.bridge import FULL_ANSWER
+    from tiny_dsl.runtime.engines.tinytroupe.bridge import FULL_ANSWER
 
     class ShortContext(HashProvider):
         async def answer_room(self, messages: tuple[Any, ...]) -> int:
@@ -513,10 +513,10 @@ def test_state_round_trips_and_rejects_foreign_states(tmp_path: Path) -> None:
         second = TinyTroupeEngine(client)
         await second.setup(plan)
         with pytest.raises(ValueError, match="engine 'builtin'"):
-            second.load_state({**state, "engine": "builtin"})
+            second.load_state({**state, "engine": "builtin"}, [])
         with pytest.raises(ValueError, match="different agents"):
-            second.load_state({**state, "agents": {}})
-        second.load_state(state)
+            second.load_state({**state, "agents": {}}, [])
+        second.load_state(state, [])
         assert second.dump_state() == state  # not applied yet: nothing lost
         events_first = await first.execute(plan.steps[2])
         events_second = await second.execute(plan.steps[2])
@@ -530,12 +530,12 @@ def test_state_round_trips_and_rejects_foreign_states(tmp_path: Path) -> None:
 
 @needs_tinytroupe
 def test_action_schema_is_closed_and_bounded() -> None:
-    from tiny_dsl.runtime.tinytroupe.bridge import (
+    from tiny_dsl.runtime.engines.tinytroupe.bridge import (
         _with_targets,
         schema_for_model,
         worst_case_tokens,
     )
-    from tiny_dsl.runtime.tinytroupe.loader import import_tinytroupe
+    from tiny_dsl.runtime.engines.tinytroupe.loader import import_tinytroupe
 
     import_tinytroupe()
     from tinytroupe.agent import CognitiveActionsModel
@@ -555,7 +555,7 @@ def test_action_schema_is_closed_and_bounded() -> None:
 
 @needs_tinytroupe
 def test_bridge_refuses_to_block_the_event_loop() -> None:
-    from tiny_dsl.runtime.tinytroupe.bridge import TinyDslClient
+    from tiny_dsl.runtime.engines.tinytroupe.bridge import TinyDslClient
 
     bridge = TinyDslClient(lambda text: text)
     client = LLMClient(HashProvider(), None)

@@ -1,6 +1,9 @@
-"""Structured results from a simulation: schemas, validated answers, result rows."""
+"""Structured results from a simulation: schemas, validated answers, result rows.
 
-from tiny_dsl.extraction.extract import extract_row, extraction_request
+Pure: nothing here calls a model or imports the runtime. The extraction call
+itself is the engines' (`tiny_dsl.runtime.engines.extraction`).
+"""
+
 from tiny_dsl.extraction.rows import build_row, persona_attributes, result_columns
 from tiny_dsl.extraction.schema import (
     extraction_schema,
@@ -11,8 +14,6 @@ from tiny_dsl.extraction.schema import (
 
 __all__ = [
     "build_row",
-    "extract_row",
-    "extraction_request",
     "extraction_schema",
     "field_schema",
     "persona_attributes",

@@ -13,7 +13,8 @@ The run:
 3. Executes the remaining steps: `extract` steps through `engine.extract`,
    `analyze` steps here (with `tiny_dsl.analysis`, when installed), everything
    else through `engine.execute`; after each, saves a checkpoint holding the
-   engine state, the transcript and the result rows so far.
+   engine state, the transcript and the result rows so far (the transcript
+   once: engine states refer to its events by `seq`).
 4. Writes the run folder (`tiny_dsl.runtime.outputs`) and points `latest` at it.
 
 A step that raises becomes `StepFailed` naming the step and its source
@@ -43,8 +44,8 @@ import tiny_dsl
 from tiny_dsl.plan.model import SCHEMA_VERSION, AnalyzeStep, ExtractStep, FieldPlan, Plan, Step
 from tiny_dsl.runtime.checkpoints import CheckpointStore
 from tiny_dsl.runtime.client import ClientStats
-from tiny_dsl.runtime.engine import Engine, TranscriptEvent
 from tiny_dsl.runtime.engines import make_engine
+from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent
 from tiny_dsl.runtime.outputs import (
     PERSONAS_DIR,
     create_run_dir,
@@ -339,8 +340,8 @@ class _Run:
         try:
             if payload.get("engine") != self.engine.name:
                 raise ValueError(f"it was saved by engine {payload.get('engine')!r}")
-            self.engine.load_state(payload["engine_state"])
             transcript = [TranscriptEvent.from_json(e) for e in payload["transcript"]]
+            self.engine.load_state(payload["engine_state"], transcript)
             rows = list(payload["rows"])
             analysis = payload["analysis"]
         except (KeyError, TypeError, ValueError) as exc:

@@ -33,7 +33,8 @@ from typing import Any
 from tiny_dsl.extraction import result_columns
 from tiny_dsl.files import write_bytes_atomic
 from tiny_dsl.plan.model import FieldPlan, Plan, Step
-from tiny_dsl.runtime.engine import TranscriptEvent, time_label
+from tiny_dsl.runtime.engines.core import TranscriptEvent
+from tiny_dsl.runtime.engines.prompts import time_label
 
 __all__ = [
     "LIST_SEPARATOR",

@@ -11,21 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tiny_dsl.runtime.engines.turns import (
+    ACTION_TYPES,
+    CONTENT_MAX_CHARS,
+    MAX_ACTIONS,
+    STATE_MAX_CHARS,
+    TARGET_MAX_CHARS,
+)
+
 __all__ = [
     "ACTION_MAX_TOKENS",
-    "MAX_ACTIONS",
     "Action",
     "parse_turn",
     "turn_schema",
 ]
-
-# Bounds of a turn. Every free string needs one: a small model decoding under a grammar
-# tends to ramble up to the limit, so they also bound the worst-case time of a call.
-MAX_ACTIONS = 4
-CONTENT_MAX_CHARS = 400
-STATE_MAX_CHARS = 80
-# Longest target name counted in the token budget (targets are an enum of names present).
-TARGET_MAX_CHARS = 60
 
 _STATE_KEYS = ("goals", "attention", "emotions")
 
@@ -53,7 +52,7 @@ def turn_schema(targets: list[str]) -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "type": {"type": "string", "enum": ["TALK", "THINK", "DONE"]},
+                        "type": {"type": "string", "enum": list(ACTION_TYPES)},
                         "content": {"type": "string", "maxLength": CONTENT_MAX_CHARS},
                         "target": {"type": "string", "enum": ["", *targets]},
                     },

@@ -17,7 +17,7 @@ may do none of that, so the first import goes through `import_tinytroupe()`:
 
 The configuration turns off TinyTroupe's hidden cost multipliers (see
 `CONFIG_INI`), disables its log file and console logging, and selects the
-`tiny_dsl` client that `tiny_dsl.runtime.tinytroupe.bridge` registers, so no
+`tiny_dsl` client that `tiny_dsl.runtime.engines.tinytroupe.bridge` registers, so no
 model call ever goes through TinyTroupe's own OpenAI client (and tiktoken never
 tries to download its encodings).
 """

@@ -51,14 +51,15 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from tiny_dsl.runtime.builtin.actions import (
+from tiny_dsl.runtime.client import ClientStats
+from tiny_dsl.runtime.engines.prompts import derive_seed
+from tiny_dsl.runtime.engines.turns import (
+    ACTION_TYPES,
     CONTENT_MAX_CHARS,
     MAX_ACTIONS,
     STATE_MAX_CHARS,
     TARGET_MAX_CHARS,
 )
-from tiny_dsl.runtime.client import ClientStats
-from tiny_dsl.runtime.engine import derive_seed
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message
 
 __all__ = [
@@ -73,9 +74,8 @@ __all__ = [
     "worst_case_tokens",
 ]
 
-# The actions the DSL's worlds give meaning to (as in the built-in engine). REACH_OUT
-# is left out: who can reach whom is fixed by the world's mode.
-ACTION_TYPES = ("TALK", "THINK", "DONE")
+# TinyTroupe's REACH_OUT is left out of `ACTION_TYPES`: who can reach whom is fixed by
+# the world's mode.
 
 # Bounds for strings and lists a pydantic model leaves open.
 DEFAULT_STRING_CHARS = 400

@@ -1,8 +1,11 @@
-"""One structured model call per agent over what that agent saw and did.
+"""The extraction model call: one structured call per agent over what that agent saw and did.
 
-Engine-independent: an engine passes the agent's transcript events in the
-extracted world and its persona; this module builds the request, makes the
-call and turns the answer into a validated row. Following TinyTroupe's
+Engine-independent: the built-in engine passes the agent's transcript events in
+the extracted world and its persona; this module builds the request, makes the
+call and turns the answer into a validated row (`tiny_dsl.extraction` holds the
+pure schema and row building). The TinyTroupe engine makes the call through
+TinyTroupe's `ResultsExtractor` and turns its answer into values with
+`answer_values`, the same way. Following TinyTroupe's
 `ResultsExtractor`, the model reads the agent's own trajectory; unlike it, the
 answer is schema-constrained and checked field by field, and whatever cannot be
 obtained is recorded as missing with the reason.
@@ -16,12 +19,14 @@ from typing import Any, Protocol
 from tiny_dsl.extraction.rows import build_row
 from tiny_dsl.extraction.schema import extraction_schema, max_answer_tokens, validate_answer
 from tiny_dsl.plan.model import AgentPlan, ExtractStep, FieldPlan, InterventionPlan
-from tiny_dsl.runtime.engine import TranscriptEvent, derive_seed, memory_view, render_prompt
+from tiny_dsl.runtime.engines.core import TranscriptEvent
+from tiny_dsl.runtime.engines.prompts import derive_seed, memory_view, render_prompt
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, InvalidOutput, Message
 
 __all__ = [
     "EXTRACT_RECORD_CHARS",
     "ExtractionClient",
+    "answer_values",
     "extract_row",
     "extraction_request",
 ]
@@ -103,14 +108,12 @@ async def extract_row(
     request = extraction_request(
         seed=seed, step=step, agent_id=agent.id, name=name, brief=brief, events=events
     )
+    answer: Any
     try:
-        response = await client.complete(request)
+        answer = (await client.complete(request)).data
     except InvalidOutput as exc:
-        reason = f"the model's answer did not match the schema: {exc}"
-        values = {field.name: None for field in step.fields}
-        missing = {field.name: reason for field in step.fields}
-    else:
-        values, missing = validate_answer(step.fields, response.data)
+        answer = exc
+    values, missing = answer_values(step.fields, answer)
     return build_row(
         agent=agent,
         name=name,
@@ -120,6 +123,19 @@ async def extract_row(
         values=values,
         missing=missing,
     )
+
+
+def answer_values(fields: list[FieldPlan], answer: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Field values and the reasons for missing ones, from a model's answer.
+
+    `answer` is the structured answer, or the `InvalidOutput` raised when it
+    still violated the schema after the client's repairs: then every field is
+    missing with that reason.
+    """
+    if isinstance(answer, InvalidOutput):
+        reason = f"the model's answer did not match the schema: {answer}"
+        return {field.name: None for field in fields}, {field.name: reason for field in fields}
+    return validate_answer(fields, answer)
 
 
 def _describe(field: FieldPlan) -> str:

@@ -4,8 +4,9 @@ Importing this package does not import TinyTroupe: that happens, contained, when
 an engine is set up (`loader.import_tinytroupe`).
 """
 
-from tiny_dsl.runtime.tinytroupe.engine import COMPACT_MEMORY, MemoryWindow, TinyTroupeEngine
-from tiny_dsl.runtime.tinytroupe.loader import (
+from tiny_dsl.runtime.engines.profile import COMPACT_MEMORY, MemoryWindow
+from tiny_dsl.runtime.engines.tinytroupe.engine import TinyTroupeEngine
+from tiny_dsl.runtime.engines.tinytroupe.loader import (
     INSTALL_HINT,
     TinyTroupeNotInstalled,
     import_tinytroupe,

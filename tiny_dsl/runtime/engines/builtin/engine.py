@@ -1,0 +1,372 @@
+"""The built-in engine: TinyTroupe's agent and world semantics, without TinyTroupe.
+
+Agents (TinyTroupe's `TinyPerson`)
+    Each agent has a persona, an episodic memory of stimuli and actions stamped
+    with simulated times, a clock and its latest cognitive state. Stimuli
+    (hearing, seeing, thinking) never call the model. Acting is one model call
+    that returns the whole turn's actions (TALK / THINK / DONE), as
+    `TinyPerson.act()` does.
+
+    The prompt is the persona JSON, the current simulated time, the world's
+    context, who else is present and the action rules (system message), then
+    the most recent memories that fit in `MEMORY_CHARS` characters, newest
+    kept (one user message). TinyTroupe keeps a fixed prefix plus a lookback of
+    memories; a character budget serves the same purpose and also bounds the
+    prompt for the embedded model's 4k-token context.
+
+Worlds (TinyTroupe's `TinyWorld`)
+    `survey`: every agent is alone; nobody hears anybody else's TALK.
+    `focus_group`: a TALK addressed to someone present is heard by that agent
+    only; an unaddressed one by everyone else present (TinyTroupe's
+    `broadcast_if_no_target`). The turn schema only admits the names of those
+    present as targets. The moderator speaks broadcasts and questions and hears
+    everything, but does not act in rounds: a moderator's lines are the
+    scenario's script, and an improvising moderator would make every run answer
+    a different question.
+    `interview`: 1:1 sessions; a participant's TALK reaches the moderator only.
+
+Steps
+    `broadcast`: the text reaches every agent of the world (spoken by the
+    moderator, if any); no model call. `ask`: the question reaches every agent
+    (from the moderator, if any), then one round. `run`: one round. `deliver`:
+    each recipient sees its variant, framed by channel ("[email] You receive an
+    email: ..."); the control group gets nothing. `think`: a THOUGHT stimulus.
+    `interview GROUP by P`: P asks each agent every question in turn and hears
+    the answers; agents are interviewed concurrently. `wait` and `checkpoint`
+    make no call.
+
+Rounds
+    In a round every agent acts once on the state at the start of the round,
+    concurrently; then all actions are recorded and every TALK delivered, in
+    the round's agent order. This is TinyTroupe's parallel `world.run()` with a
+    fixed order instead of a shuffle, so results never depend on which call
+    finished first.
+
+Clocks
+    Every agent has its own clock, starting at the start of the first world it
+    belongs to. `deliver` sets a recipient's clock to the delivery time; `wait`
+    advances every agent's and world's clock. Nothing else moves time (as in
+    TinyTroupe without `timedelta_per_step`). Events of steps that name no
+    world (`think`, `interview`) are recorded under the agent's first world, so
+    extraction from that world sees them.
+
+Checkpoints
+    An agent's saved memory is the `seq` of each event it remembers: the events
+    themselves are in the transcript the interpreter saves, and `load_state`
+    takes them from there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from tiny_dsl.plan.model import (
+    AskStep,
+    BroadcastStep,
+    DeliverStep,
+    ExtractStep,
+    GenerateStep,
+    InterviewStep,
+    RunStep,
+    ThinkStep,
+    WaitStep,
+    WorldPlan,
+)
+from tiny_dsl.runtime.engines.builtin.agents import (
+    Agent,
+    addressable,
+    listeners,
+    make_event,
+    resolve_target,
+)
+from tiny_dsl.runtime.engines.builtin.personas import (
+    apply_attributes,
+    merge_persona,
+    persona_brief,
+)
+from tiny_dsl.runtime.engines.builtin.simulation import (
+    BuiltinSimulation,
+    answer_data,
+    gather_in_order,
+)
+from tiny_dsl.runtime.engines.core import TranscriptEvent
+from tiny_dsl.runtime.engines.extraction import extract_row
+from tiny_dsl.runtime.engines.personas import persona_request, unique_name
+from tiny_dsl.runtime.engines.prompts import delivery_text
+
+__all__ = ["BuiltinEngine"]
+
+
+class BuiltinEngine(BuiltinSimulation):
+    """Runs plans with TinyTroupe's semantics (see the module docstring)."""
+
+    name = "builtin"
+
+    async def extract(self, step: ExtractStep) -> list[dict[str, Any]]:
+        plan = self._require_plan()
+        coroutines = []
+        for agent_id in step.agents:
+            agent = self._agents[agent_id]
+            coroutines.append(
+                extract_row(
+                    self._client,
+                    seed=plan.settings.seed,
+                    step=step,
+                    agent=self._agent_plans[agent_id],
+                    name=agent.name,
+                    persona=agent.persona,
+                    brief=persona_brief(agent.persona),
+                    events=[e for e in agent.memory if e.world == step.world],
+                    interventions=plan.interventions,
+                )
+            )
+        return await gather_in_order(coroutines)
+
+    # -- steps ------------------------------------------------------------------
+
+    async def generate(self, step: GenerateStep) -> None:
+        """Flesh out population members: one structured call each, then merge and name."""
+        plan = self._require_plan()
+        population = next(p for p in plan.populations if p.name == step.population)
+        requests = [
+            persona_request(
+                plan,
+                self._agent_plans[agent_id],
+                population.demographics_description,
+                population.context,
+                step.id,
+            )
+            for agent_id in step.agents
+        ]
+        responses = await gather_in_order(self._client.complete(r) for r in requests)
+        # Names are settled after all answers are in, in member order, so the suffix
+        # a clashing name gets never depends on completion order.
+        taken = {
+            agent.name.casefold()
+            for agent in self._agents.values()
+            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+        }
+        for agent_id, response in zip(step.agents, responses, strict=True):
+            plan_agent = self._agent_plans[agent_id]
+            agent = self._agents[agent_id]
+            notes: list[str] = []
+            persona: dict[str, Any] = dict(answer_data(response))
+            for fragment in plan_agent.fragments:
+                persona = merge_persona(persona, fragment, notes)
+            persona = apply_attributes(persona, plan_agent.attributes)
+            name = unique_name(str(persona.get("name") or agent_id).strip() or agent_id, taken)
+            if name != persona.get("name"):
+                notes.append(f"renamed from {persona.get('name')!r} to {name!r} (name taken)")
+            taken.add(name.casefold())
+            persona["name"] = name
+            agent.persona, agent.name, agent.notes, agent.generated = persona, name, notes, True
+
+    async def broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
+        world = self._world(step.world)
+        events: list[TranscriptEvent] = []
+        speaker = self._agents[step.speaker] if step.speaker else None
+        if speaker is not None:
+            events.append(
+                self._remember(
+                    make_event(speaker, step.id, world.name, "action", "TALK", step.text)
+                )
+            )
+        for agent_id in world.agents:
+            if speaker is not None and agent_id == speaker.id:
+                continue
+            agent = self._agents[agent_id]
+            events.append(
+                self._remember(
+                    make_event(
+                        agent,
+                        step.id,
+                        world.name,
+                        "stimulus",
+                        "CONVERSATION",
+                        step.text,
+                        source=speaker,
+                    )
+                )
+            )
+        return events
+
+    async def deliver(self, step: DeliverStep) -> list[TranscriptEvent]:
+        events: list[TranscriptEvent] = []
+        for delivery in step.deliveries:
+            agent = self._agents[delivery.agent]
+            if delivery.time is not None:
+                agent.clock = datetime.fromisoformat(delivery.time)
+            content = delivery_text(delivery.channel, delivery.content)
+            event = make_event(agent, step.id, step.world, "stimulus", "VISUAL", content)
+            event.source = step.intervention
+            events.append(self._remember(event))
+        return events
+
+    async def ask(self, step: AskStep) -> list[TranscriptEvent]:
+        world = self._world(step.world)
+        asker = self._agents[world.moderator] if world.moderator else None
+        events: list[TranscriptEvent] = []
+        if asker is not None:
+            events.append(
+                self._remember(
+                    make_event(asker, step.id, world.name, "action", "TALK", step.question)
+                )
+            )
+        for agent_id in step.agents:
+            agent = self._agents[agent_id]
+            event = make_event(
+                agent,
+                step.id,
+                world.name,
+                "stimulus",
+                "CONVERSATION",
+                step.question,
+                source=asker,
+                target=agent,
+            )
+            events.append(self._remember(event))
+        events.extend(await self._round(world, step.id, step.agents))
+        return events
+
+    async def run_round(self, step: RunStep) -> list[TranscriptEvent]:
+        return await self._round(self._world(step.world), step.id, step.agents)
+
+    async def _round(
+        self, world: WorldPlan, step_id: str, agent_ids: list[str]
+    ) -> list[TranscriptEvent]:
+        """Everyone acts on the same state; then actions are recorded and speech delivered."""
+        actors = [self._agents[agent_id] for agent_id in agent_ids]
+        turns = await gather_in_order(
+            self._act(agent, world, addressable(self._agents, world, agent), step_id)
+            for agent in actors
+        )
+        events: list[TranscriptEvent] = []
+        talks: list[tuple[Agent, TranscriptEvent]] = []
+        for agent, actions in zip(actors, turns, strict=True):
+            for action in actions:
+                target = (
+                    resolve_target(self._agents, world, agent, action.target)
+                    if action.type == "TALK"
+                    else None
+                )
+                event = self._remember(
+                    make_event(
+                        agent,
+                        step_id,
+                        world.name,
+                        "action",
+                        action.type,
+                        action.content,
+                        target=target,
+                    )
+                )
+                events.append(event)
+                if action.type == "TALK":
+                    talks.append((agent, event))
+        for speaker, talk in talks:
+            target = self._agents[talk.target] if talk.target else None
+            for listener in listeners(self._agents, world, speaker, target):
+                events.append(
+                    self._remember(
+                        make_event(
+                            listener,
+                            step_id,
+                            world.name,
+                            "stimulus",
+                            "CONVERSATION",
+                            talk.content,
+                            source=speaker,
+                            target=target,
+                        )
+                    )
+                )
+        return events
+
+    async def wait(self, step: WaitStep) -> list[TranscriptEvent]:
+        delta = timedelta(seconds=step.seconds)
+        for agent in self._agents.values():
+            agent.clock += delta
+        for name in self._world_clocks:
+            self._world_clocks[name] += delta
+        return []
+
+    async def think(self, step: ThinkStep) -> list[TranscriptEvent]:
+        return [
+            self._remember(make_event(agent, step.id, agent.home, "stimulus", "THOUGHT", step.text))
+            for agent in (self._agents[agent_id] for agent_id in step.agents)
+        ]
+
+    async def interview(self, step: InterviewStep) -> list[TranscriptEvent]:
+        """Each agent answers every question in turn; agents are interviewed concurrently.
+
+        The interviewer's own memory (its questions and the answers it hears) is
+        written after all sessions, session by session in agent order.
+        """
+        interviewer = self._agents[step.interviewer]
+        interviewees = [self._agents[a] for a in step.agents if a != interviewer.id]
+        sessions = await gather_in_order(
+            self._interview_one(step, interviewer, agent) for agent in interviewees
+        )
+        events: list[TranscriptEvent] = []
+        for session in sessions:
+            for event in session:
+                if event.agent == interviewer.id:
+                    self._remember(event)
+                events.append(event)
+        return events
+
+    async def _interview_one(
+        self, step: InterviewStep, interviewer: Agent, agent: Agent
+    ) -> list[TranscriptEvent]:
+        world = self._plan_world(agent.home)
+        events: list[TranscriptEvent] = []
+        for index, question in enumerate(step.questions):
+            events.append(
+                make_event(
+                    interviewer, step.id, agent.home, "action", "TALK", question, target=agent
+                )
+            )
+            events.append(
+                self._remember(
+                    make_event(
+                        agent,
+                        step.id,
+                        agent.home,
+                        "stimulus",
+                        "CONVERSATION",
+                        question,
+                        source=interviewer,
+                        target=agent,
+                    )
+                )
+            )
+            actions = await self._act(agent, world, [interviewer], step.id, index)
+            for action in actions:
+                answer = self._remember(
+                    make_event(
+                        agent,
+                        step.id,
+                        agent.home,
+                        "action",
+                        action.type,
+                        action.content,
+                        target=interviewer if action.type == "TALK" else None,
+                    )
+                )
+                events.append(answer)
+                # 1:1: whatever the interviewee says, only the interviewer is there to hear it.
+                if action.type == "TALK":
+                    events.append(
+                        make_event(
+                            interviewer,
+                            step.id,
+                            agent.home,
+                            "stimulus",
+                            "CONVERSATION",
+                            action.content,
+                            source=agent,
+                            target=interviewer,
+                        )
+                    )
+        return events

@@ -1,0 +1,192 @@
+"""The built-in engine's simulation state: agents, world clocks, and their saved form.
+
+`engine.BuiltinEngine` adds the step semantics on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, cast
+
+from tiny_dsl.plan.model import AgentPlan, Plan, WorldPlan
+from tiny_dsl.runtime.engines.builtin.actions import Action, parse_turn
+from tiny_dsl.runtime.engines.builtin.agents import Agent, turn_request
+from tiny_dsl.runtime.engines.builtin.personas import apply_attributes
+from tiny_dsl.runtime.engines.core import (
+    DEFAULT_START,
+    EngineCore,
+    EngineStateError,
+    TranscriptEvent,
+    iso_time,
+)
+from tiny_dsl.runtime.engines.personas import unique_name
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
+
+__all__ = ["ActingClient", "BuiltinSimulation", "answer_data", "gather_in_order"]
+
+T = TypeVar("T")
+
+
+class ActingClient(Protocol):
+    """The part of `LLMClient` the engine needs."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+class BuiltinSimulation(EngineCore):
+    """Agents and clocks set up from the plan, saved and restored; an agent's turn."""
+
+    # 2: agents' memories saved as event numbers into the transcript.
+    state_format = 2
+
+    def __init__(self, client: ActingClient) -> None:
+        super().__init__()
+        self._client = client
+        self._plan: Plan | None = None
+        self._agents: dict[str, Agent] = {}
+        self._agent_plans: dict[str, AgentPlan] = {}
+        self._world_clocks: dict[str, datetime] = {}
+
+    async def setup(self, plan: Plan) -> None:
+        self._plan = plan
+        self._agent_plans = {agent.id: agent for agent in plan.agents}
+        self._seq = 0
+        self._world_clocks = {w.name: datetime.fromisoformat(w.start) for w in plan.worlds}
+        default_clock = min(
+            self._world_clocks.values(), default=datetime.fromisoformat(DEFAULT_START)
+        )
+        homes: dict[str, str] = {}
+        for world in plan.worlds:
+            for agent_id in [*world.agents, *([world.moderator] if world.moderator else [])]:
+                homes.setdefault(agent_id, world.name)
+        taken: set[str] = set()
+        self._agents = {}
+        for agent in plan.agents:
+            home = homes.get(agent.id)
+            clock = self._world_clocks[home] if home else default_clock
+            persona = dict(agent.persona or apply_attributes({}, agent.attributes))
+            if agent.kind == "persona":
+                name = unique_name(str(persona.get("name") or agent.id), taken)
+                taken.add(name.casefold())
+                persona["name"] = name
+            else:
+                # A placeholder until the `generate` step names the member.
+                name = agent.id
+            self._agents[agent.id] = Agent(agent.id, name, persona, clock, home)
+
+    def personas(self) -> dict[str, dict[str, Any]]:
+        return {
+            agent.id: agent.persona
+            for agent in self._agents.values()
+            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+        }
+
+    def take_notes(self) -> list[str]:
+        # Its prompts are built to fit the model's context: nothing is ever limited.
+        return []
+
+    def dump_state(self) -> dict[str, Any]:
+        return {
+            **self._state_header(self._world_clocks),
+            "agents": {
+                agent.id: {
+                    "name": agent.name,
+                    "persona": agent.persona,
+                    "clock": iso_time(agent.clock),
+                    "home": agent.home,
+                    "cognitive_state": agent.cognitive_state,
+                    "notes": agent.notes,
+                    "generated": agent.generated,
+                    "memory": [event.seq for event in agent.memory],
+                }
+                for agent in self._agents.values()
+            },
+        }
+
+    def load_state(self, state: dict[str, Any], transcript: list[TranscriptEvent]) -> None:
+        self._require_plan()
+        seq, clocks = self._read_header(state, self._world_clocks)
+        if set(state["agents"]) != set(self._agents):
+            raise EngineStateError("saved state has different agents than the plan")
+        events = {event.seq: event for event in transcript}
+        for agent_id, saved in state["agents"].items():
+            missing = [number for number in saved["memory"] if number not in events]
+            if missing:
+                raise EngineStateError(
+                    f"saved memory of {agent_id} refers to events {missing[:3]} "
+                    "that the transcript does not hold"
+                )
+        self._seq = seq
+        self._world_clocks = clocks or {}
+        for agent_id, saved in state["agents"].items():
+            self._agents[agent_id] = Agent(
+                id=agent_id,
+                name=saved["name"],
+                persona=saved["persona"],
+                clock=datetime.fromisoformat(saved["clock"]),
+                home=saved["home"],
+                memory=[events[number] for number in saved["memory"]],
+                cognitive_state=saved["cognitive_state"],
+                notes=saved["notes"],
+                generated=saved["generated"],
+            )
+
+    # -- helpers ----------------------------------------------------------------
+
+    async def _act(
+        self,
+        agent: Agent,
+        world: WorldPlan | None,
+        others: list[Agent],
+        step_id: str,
+        call: int = 0,
+    ) -> list[Action]:
+        response = await self._client.complete(
+            turn_request(self._require_plan(), agent, world, others, step_id, call)
+        )
+        actions, state = parse_turn(answer_data(response))
+        if any(state.values()):
+            agent.cognitive_state = state
+        return actions
+
+    def _remember(self, event: TranscriptEvent) -> TranscriptEvent:
+        self._agents[event.agent].memory.append(event)
+        return event
+
+    def _require_plan(self) -> Plan:
+        if self._plan is None:
+            raise RuntimeError("BuiltinEngine.setup(plan) must be called first")
+        return self._plan
+
+    def _world(self, name: str) -> WorldPlan:
+        return self._require_plan().world(name)
+
+    def _plan_world(self, name: str | None) -> WorldPlan | None:
+        return self._world(name) if name else None
+
+
+async def gather_in_order(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Run concurrently; results in input order; on failure raise the first error in that order.
+
+    Unlike a task group, siblings of a failed call run to completion, so every
+    answer that was going to arrive is recorded in the LLM cache and a resumed
+    run does not pay for it again. Raising the first error *in input order*
+    keeps the reported failure independent of timing.
+    """
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[T], results)
+
+
+def answer_data(response: ChatResponse) -> dict[str, Any]:
+    # The client validates structured answers against the schema, so only a client
+    # that skipped that (a broken fake or provider) can get here without an object.
+    if not isinstance(response.data, dict):
+        raise RuntimeError(
+            f"{response.provider}/{response.model} returned no JSON object for a structured call"
+        )
+    return response.data

@@ -1,0 +1,300 @@
+"""The TinyTroupe engine's step handlers (see "Steps" in `engine`'s docstring).
+
+Each handler runs its step in the engine's TinyTroupe session (`_run`): the
+synchronous body drives TinyTroupe's own methods, then collects the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tiny_dsl.plan.model import (
+    AskStep,
+    BroadcastStep,
+    DeliverStep,
+    GenerateStep,
+    InterviewStep,
+    RunStep,
+    ThinkStep,
+    WaitStep,
+    WorldPlan,
+)
+from tiny_dsl.runtime.engines.core import TranscriptEvent
+from tiny_dsl.runtime.engines.personas import persona_request
+from tiny_dsl.runtime.engines.prompts import delivery_text
+from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext
+from tiny_dsl.runtime.engines.tinytroupe.memory import TinyTroupeMemory
+
+__all__ = ["TinyTroupeSteps"]
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A stimulus source that is not an agent (an intervention); TinyTroupe reads `.name`."""
+
+    name: str
+
+
+class TinyTroupeSteps(TinyTroupeMemory):
+    """One handler per step kind; each runs in the session and returns its events."""
+
+    async def generate(self, step: GenerateStep) -> None:
+        """Flesh out population members: our persona call, then real `TinyPerson`s.
+
+        TinyPersonFactory is not used. Its sampling-plan path spends two more
+        calls re-sampling what the plan already sampled (seeded and stratified)
+        and shuffles with the unseeded global `random`; its one-off path spends
+        three calls per person (a name, the spec, an extended minibio) on a
+        few-shot prompt longer than the embedded model's context, and asks for
+        unconstrained JSON. Instead each member costs one schema-constrained
+        call, byte-identical to the built-in engine's (same prompt, schema and
+        seed), so both engines simulate the same people and share cached
+        answers. The answer becomes a `TinyPerson`; fragments are merged with
+        `include_persona_definitions` and the sampled attributes set with
+        `define`, in the built-in engine's order.
+        """
+        plan = self._require_plan()
+        population = next(p for p in plan.populations if p.name == step.population)
+        requests = [
+            persona_request(
+                plan,
+                plan.agent(agent_id),
+                population.demographics_description,
+                population.context,
+                step.id,
+            )
+            for agent_id in step.agents
+        ]
+        results = await asyncio.gather(
+            *(self._client.complete(request) for request in requests), return_exceptions=True
+        )
+        answers: list[dict[str, Any]] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            if not isinstance(result.data, dict):
+                raise RuntimeError(
+                    f"{result.provider}/{result.model} returned no JSON object for a persona"
+                )
+            answers.append(result.data)
+        await self._run(functools.partial(self._create_members, step, answers))
+
+    async def broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._broadcast, step))
+
+    async def deliver(self, step: DeliverStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._deliver, step))
+
+    async def ask(self, step: AskStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._ask, step))
+
+    async def run_round(self, step: RunStep) -> list[TranscriptEvent]:
+        return await self._run(
+            functools.partial(self._round, self._world(step.world), step.id, step.agents)
+        )
+
+    async def wait(self, step: WaitStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._wait, step.seconds))
+
+    async def think(self, step: ThinkStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._think, step))
+
+    async def interview(self, step: InterviewStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._interview, step))
+
+    def _broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        world = self._world(step.world)
+        events: list[TranscriptEvent] = []
+        speaker = self._people[step.speaker] if step.speaker else None
+        if step.speaker is not None:
+            self._say(step.speaker, step.text, target=None)
+            events += self._collect([step.speaker], world.name, step.id)
+        listeners = [a for a in world.agents if a != step.speaker]
+        if world.mode == "focus_group":
+            self._worlds[world.name].broadcast(step.text, source=speaker)
+        else:
+            for agent_id in listeners:
+                self._stage(world.name, agent_id).broadcast(step.text, source=speaker)
+        events += self._collect(listeners, world.name, step.id)
+        return events
+
+    def _deliver(self, step: DeliverStep) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        events: list[TranscriptEvent] = []
+        source = _Named(step.intervention)
+        for delivery in step.deliveries:
+            if delivery.time is not None:
+                self._clock_world(delivery.agent).current_datetime = datetime.fromisoformat(
+                    delivery.time
+                )
+            # Framed by channel exactly as the built-in engine frames it.
+            content = delivery_text(delivery.channel, delivery.content)
+            self._people[delivery.agent].see(content, source=source)
+            events += self._collect([delivery.agent], step.world, step.id)
+        return events
+
+    def _ask(self, step: AskStep) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        world = self._world(step.world)
+        asker = world.moderator
+        events: list[TranscriptEvent] = []
+        if asker is not None:
+            self._say(asker, step.question, target=None)
+            events += self._collect([asker], world.name, step.id)
+        source = self._people[asker] if asker else None
+        for agent_id in step.agents:
+            self._people[agent_id].listen(step.question, source=source)
+        events += self._collect(step.agents, world.name, step.id, addressed=set(step.agents))
+        events += self._round(world, step.id, step.agents)
+        return events
+
+    def _round(self, world: WorldPlan, step_id: str, agent_ids: list[str]) -> list[TranscriptEvent]:
+        """One round: everyone acts on the same state, then speech is handled."""
+        self._ensure_worlds()
+        if world.mode == "focus_group":
+            return self._room_round(world, step_id, agent_ids)
+        return self._isolated_round(world, step_id, agent_ids)
+
+    def _room_round(
+        self, world: WorldPlan, step_id: str, agent_ids: list[str]
+    ) -> list[TranscriptEvent]:
+        room = self._worlds[world.name]
+        members = self._layout.worlds[world.name].members
+        present = set(members)
+        events: list[TranscriptEvent] = []
+
+        def parallel_step() -> dict[str, Any]:
+            targets = {
+                agent_id: tuple(self._names[other] for other in members if other != agent_id)
+                for agent_id in agent_ids
+            }
+            turns = self._parallel(
+                agent_ids,
+                lambda agent_id: self._people[agent_id].act(return_actions=True),
+                functools.partial(_act_context, step_id, targets),
+            )
+            events.extend(self._collect(agent_ids, world.name, step_id, present=present))
+            actions: dict[str, Any] = {}
+            for agent_id, turn in zip(agent_ids, turns, strict=True):
+                person = self._people[agent_id]
+                actions[person.name] = turn
+                latest = person.pop_latest_actions()
+                addressed = self._talk_targets(latest, present)
+                room._handle_actions(person, latest)
+                events.extend(self._collect(members, world.name, step_id, addressed=addressed))
+            return actions
+
+        room.tiny_dsl_step = parallel_step
+        try:
+            room.run(1, randomize_agents_order=False, parallelize=True)
+        finally:
+            del room.tiny_dsl_step
+        return events
+
+    def _isolated_round(
+        self, world: WorldPlan, step_id: str, agent_ids: list[str]
+    ) -> list[TranscriptEvent]:
+        moderator = world.moderator
+        present = {moderator} if moderator else set()
+
+        def act_alone(agent_id: str) -> list[dict[str, Any]]:
+            steps = self._stage(world.name, agent_id).run(
+                1, return_actions=True, randomize_agents_order=False, parallelize=False
+            )
+            turn: list[dict[str, Any]] = steps[0].get(self._names[agent_id], [])
+            return turn
+
+        heard_by = (self._names[moderator],) if world.mode == "interview" and moderator else ()
+        targets = {agent_id: heard_by for agent_id in agent_ids}
+        turns = self._parallel(
+            agent_ids, act_alone, functools.partial(_act_context, step_id, targets)
+        )
+        events = self._collect(agent_ids, world.name, step_id, present=present)
+        if world.mode == "interview" and moderator is not None:
+            # 1:1: whatever a participant says, only the moderator is there to hear it.
+            listener = self._people[moderator]
+            for agent_id, turn in zip(agent_ids, turns, strict=True):
+                for item in turn:
+                    action = item["action"]
+                    if action.get("type") == "TALK":
+                        listener.listen(action.get("content", ""), source=self._people[agent_id])
+                events += self._collect([moderator], world.name, step_id, addressed={moderator})
+        return events
+
+    def _wait(self, seconds: float) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        for world in self._worlds.values():
+            world.skip(1, timedelta_per_step=timedelta(seconds=seconds))
+        return []
+
+    def _think(self, step: ThinkStep) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        events: list[TranscriptEvent] = []
+        for agent_id in step.agents:
+            self._people[agent_id].think(step.text)
+            events += self._collect([agent_id], self._layout.home_world[agent_id], step.id)
+        return events
+
+    def _interview(self, step: InterviewStep) -> list[TranscriptEvent]:
+        """Every interviewee answers every question; interviewees are interviewed concurrently."""
+        self._ensure_worlds()
+        interviewer_id = step.interviewer
+        interviewer = self._people[interviewer_id]
+        interviewees = [a for a in step.agents if a != interviewer_id]
+        for agent_id in interviewees:
+            self._make_accessible(self._people[agent_id], interviewer)
+
+        def session(agent_id: str) -> list[tuple[int, list[dict[str, Any]]]]:
+            person = self._people[agent_id]
+            answers = []
+            for question in step.questions:
+                person.listen(question, source=interviewer)
+                turn = person.act(return_actions=True)
+                # Delivered below; left buffered, a later round would deliver them again.
+                person.pop_latest_actions()
+                answers.append((len(person.episodic_memory.retrieve_all()), turn))
+            return answers
+
+        sessions = self._parallel(
+            interviewees,
+            session,
+            lambda agent_id: CallContext(
+                purpose=f"interview {agent_id}",
+                seed_parts=(step.id, agent_id),
+                targets=(interviewer.name,),
+            ),
+        )
+        events: list[TranscriptEvent] = []
+        for agent_id, answers in zip(interviewees, sessions, strict=True):
+            person = self._people[agent_id]
+            world = self._layout.home_world[agent_id]
+            present = {interviewer_id}
+            for question, (until, turn) in zip(step.questions, answers, strict=True):
+                self._say(interviewer_id, question, target=person.name)
+                events += self._collect([interviewer_id], world, step.id, present={agent_id})
+                events += self._collect(
+                    [agent_id], world, step.id, addressed={agent_id}, present=present, until=until
+                )
+                for item in turn:
+                    action = item["action"]
+                    if action.get("type") == "TALK":
+                        interviewer.listen(action.get("content", ""), source=person)
+                events += self._collect(
+                    [interviewer_id], world, step.id, addressed={interviewer_id}
+                )
+        return events
+
+
+def _act_context(
+    step_id: str, targets: Mapping[str, tuple[str, ...]], agent_id: str
+) -> CallContext:
+    """An agent's turn: its calls' seeds and whom its TALK may address."""
+    return CallContext(
+        purpose=f"act {agent_id}", seed_parts=(step_id, agent_id), targets=targets[agent_id]
+    )
