@@ -560,3 +560,13 @@ def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
     assert dom.count("<svg") == 5
     assert dom.count("<path") > 20  # the charts' marks made it into the rendered DOM
     assert 'id="agent-consumers-023"' in dom
+
+
+def test_one_test_is_one_test(run_dir: Path) -> None:
+    # Regression: "Holm-adjusted over 1 tests".
+    from tiny_dsl.reporting import build_view
+
+    run = load_run(run_dir)
+    assert run.analysis is not None
+    run.analysis.adjustment.family_size = 1
+    assert build_view(run).adjustment.startswith("P-values are Holm-adjusted over 1 test (")

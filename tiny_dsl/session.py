@@ -62,7 +62,7 @@ from tiny_dsl.rundir import (
 from tiny_dsl.runtime import codes
 from tiny_dsl.runtime.cache import CacheCorruptError, LLMCache
 from tiny_dsl.runtime.client import ClientError, LLMClient, ReplayMiss
-from tiny_dsl.runtime.engine import Engine
+from tiny_dsl.runtime.engine import Engine, TranscriptEvent
 from tiny_dsl.runtime.engines import (
     TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
     TINYTROUPE_EMBEDDED_N_CTX,
@@ -166,6 +166,10 @@ class RunOutcome:
     @property
     def rows(self) -> list[dict[str, Any]]:
         return self.result.rows if self.result else []
+
+    @property
+    def transcript(self) -> list[TranscriptEvent]:
+        return self.result.transcript if self.result else []
 
     @property
     def executed(self) -> list[str]:
