@@ -241,8 +241,8 @@ def drive_engine(engine_name: str, url: str, work: Path, count: int, concurrency
     from tiny_dsl.plan import compile_plan
     from tiny_dsl.runtime.client import LLMClient
     from tiny_dsl.runtime.engines import make_engine
-    from tiny_dsl.runtime.interpreter import run_plan
     from tiny_dsl.runtime.providers import OpenAICompatibleProvider
+    from tiny_dsl.session import Session
 
     source = work / "bench_survey.tts"
     source.write_text(scenario_source(count, concurrency), encoding="utf-8")
@@ -255,7 +255,7 @@ def drive_engine(engine_name: str, url: str, work: Path, count: int, concurrency
 
         import_tinytroupe()  # the import is not part of the simulation
     started = time.perf_counter()
-    run_plan(plan, client=client, engine=engine, state_dir=work / "state", output_dir=work / "out")
+    Session(state_dir=work / "state").execute(plan, client, engine=engine, output_dir=work / "out")
     return time.perf_counter() - started
 
 

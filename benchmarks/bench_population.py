@@ -9,7 +9,7 @@
     of the demographics, so the bytes kept per member do not grow with the
     population and stay far below the size of the demographics.
 (b) Generation throughput: the real `generate` step of the built-in engine,
-    through `run_plan`, `LLMClient` (with its durable SQLite cache, as `tts run`
+    through `Session.execute`, `LLMClient` (with its durable SQLite cache, as `tts run`
     uses it) and the `openai-compatible` provider's real HTTP client, against a
     local server that answers every call with a schema-valid persona after a
     fixed delay. Members per second against the ideal concurrency / delay, the
@@ -45,8 +45,9 @@ from benchmarks.fixed_delay_server import FixedDelayServer
 from tiny_dsl.plan import Plan, compile_plan
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.client import LLMClient
-from tiny_dsl.runtime.interpreter import RunResult, run_plan
+from tiny_dsl.runtime.interpreter import RunResult
 from tiny_dsl.runtime.providers import OpenAICompatibleProvider
+from tiny_dsl.session import Session
 
 T = TypeVar("T")
 BIG_FIVE = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
@@ -164,10 +165,11 @@ def generation_plan(members: int, concurrency: int) -> Plan:
 def generate(plan: Plan, base_url: str, concurrency: int, work: Path) -> RunResult:
     provider = OpenAICompatibleProvider(model="fixed-delay", base_url=base_url, api_key="sk-local")
     client = LLMClient(provider, LLMCache(work / "cache.sqlite"), max_concurrency=concurrency)
-    result = run_plan(plan, client=client, state_dir=work / "state", output_dir=work / "out")
-    written = sum(1 for _ in (result.run_dir / "personas" / "people").iterdir())
+    outcome = Session(state_dir=work / "state").execute(plan, client, output_dir=work / "out")
+    assert outcome.run_dir is not None and outcome.result is not None
+    written = sum(1 for _ in (outcome.run_dir / "personas" / "people").iterdir())
     assert written == len(plan.agents) and client.stats.model_calls == len(plan.agents)
-    return result
+    return outcome.result
 
 
 def bench_generation(members: int, delay: float, concurrency: int) -> None:

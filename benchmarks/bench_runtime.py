@@ -38,9 +38,9 @@ from tiny_dsl.plan.model import (
 )
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.client import LLMClient
-from tiny_dsl.runtime.interpreter import run_plan
 from tiny_dsl.runtime.providers import OpenAICompatibleProvider
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
+from tiny_dsl.session import Session
 
 FIELDS = [
     FieldPlan(name="intent", kind="int", low=1, high=10, description="Purchase intent"),
@@ -151,22 +151,19 @@ def bench_warm_cache(agents: int) -> None:
         work = Path(folder)
         cache = LLMCache(work / "cache.sqlite")
         started = time.perf_counter()
-        run_plan(
-            plan,
-            client=LLMClient(_InstantProvider(), cache),
-            state_dir=work / "state",
-            output_dir=work / "out",
-            fresh=True,
+        Session(state_dir=work / "state").execute(
+            plan, LLMClient(_InstantProvider(), cache), output_dir=work / "out", fresh=True
         )
         fill = time.perf_counter() - started
         client = LLMClient(_InstantProvider(), cache, mode="replay")
         started = time.perf_counter()
-        result = run_plan(
-            plan, client=client, state_dir=work / "state", output_dir=work / "out", fresh=True
+        outcome = Session(state_dir=work / "state").execute(
+            plan, client, output_dir=work / "out", fresh=True
         )
         replay = time.perf_counter() - started
         assert client.stats.cache_hits == calls and client.stats.model_calls == 0
-        steps = {step.id: step.seconds for step in result.steps}
+        assert outcome.result is not None
+        steps = {step.id: step.seconds for step in outcome.result.steps}
     print(f"(a) {agents}-agent survey, {calls} calls (ask + extract), warm LLM cache:")
     print(
         f"      replay {replay:.3f} s = {replay / calls * 1000:.3f} ms per call   "
@@ -207,7 +204,7 @@ def bench_fixed_delay(agents: int, concurrency: int, delay: float) -> None:
                 cache = LLMCache(work / "cache.sqlite") if durable else None
                 client = LLMClient(provider, cache, max_concurrency=concurrency)
                 started = time.perf_counter()
-                run_plan(plan, client=client, state_dir=work / "state", output_dir=work / "out")
+                Session(state_dir=work / "state").execute(plan, client, output_dir=work / "out")
                 elapsed = time.perf_counter() - started
             label = "with the durable LLM cache" if durable else "without an LLM cache   "
             print(

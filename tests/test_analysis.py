@@ -557,3 +557,14 @@ def test_analysis_json_round_trips_without_nan() -> None:
     assert AnalysisResult.from_json(text) == result
     welch = result.compares[0].pairs[0].tests[0]
     assert welch.p_value is None and "at least 2 answers" in welch.note
+
+
+def test_numbers_read_right_in_sentences() -> None:
+    # Regressions: "p = <0.001", "-0 pts", and a budget of $0.001 shown as "$0.00".
+    from tiny_dsl.analysis import text
+    from tiny_dsl.plan.estimate import usd
+
+    assert text.p_equals(0.0001) == "p < 0.001" and text.p_equals(0.034) == "p = 0.034"
+    assert text.points(-0.001) == "0 pts" and text.points(0.38) == "+38 pts"
+    assert text.points(-0.2) == "-20 pts"
+    assert usd(0.001) == "$0.001" and usd(5) == "$5.00" and usd(1234.5) == "$1,234.50"

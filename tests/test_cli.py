@@ -98,6 +98,40 @@ def test_run_refuses_missing_credentials_before_spending(workdir: Path) -> None:
     assert not (workdir / "outputs").exists()
 
 
+def test_run_failures_are_coded_diagnostics_also_as_json(workdir: Path) -> None:
+    code, _, err = invoke("run", "scenarios/email_ab.tts", "--state-dir", ".state")
+    assert code == 2 and "error[E511]: the scenario asks for gpt-4o-mini" in err
+    assert "= help: set the variable named above" in err
+    code, out, _ = invoke(
+        "run", "scenarios/email_ab.tts", "--state-dir", ".state", "--format", "json"
+    )
+    assert code == 2
+    outcome = json.loads(out)
+    assert outcome["exit_code"] == 2 and outcome["status"] == "not_started"
+    assert [d["code"] for d in outcome["diagnostics"]] == ["E511"]
+    code, out, _ = invoke("explain", "E520")
+    assert code == 0 and "step-failed" in out
+
+
+def test_replay_with_nothing_recorded_says_so(workdir: Path) -> None:
+    # Regression: blamed "changes since the recorded run", exited 3 and suggested
+    # running the same command again.
+    code, _, err = invoke(
+        "run",
+        "scenarios/focus_group.tts",
+        "--replay",
+        "--provider",
+        "embedded",
+        "--state-dir",
+        ".s",
+    )
+    assert code == 2
+    assert "error[E522]: --replay: the cache holds no recorded run of this scenario" in err
+    assert "help: run once without --replay" in err
+    assert "changed since" not in err and "same command again" not in err
+    assert not (workdir / "outputs").exists()
+
+
 def test_run_refuses_a_plan_whose_source_changed(workdir: Path) -> None:
     assert invoke("plan", "scenarios/fed_rate_hike.tts", "-o", "plan.json")[0] == 0
     source = workdir / "scenarios" / "fed_rate_hike.tts"

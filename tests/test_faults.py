@@ -1,7 +1,7 @@
 """A 200-person survey under injected server faults ends exactly like a fault-free run.
 
 The survey (generate 200 members, ask them one question, extract two fields: 600 model
-calls) runs through `tts run`'s code path (`runner.run_target`) against the fault server
+calls) runs through `tts run`'s code path (`Session.run`) against the fault server
 (`tests/fault_server.py`), once without faults and once with 30% of the attempts failing
 in every way the server knows (rate limits with and without Retry-After, 500, 503, hangs,
 truncated and invalid bodies, schema-invalid answers, trickled bodies). Retries and
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.fault_server import FAULT_KINDS, FaultConfig, FaultServer
-from tiny_dsl.runtime.runner import RunOptions, RunOutcome, run_target
+from tiny_dsl.session import RunOptions, RunOutcome, Session
 
 SCENARIO = """
 scenario fault_survey {
@@ -86,17 +86,16 @@ def run_survey(scenario: Path, server: FaultServer, work: Path) -> RunOutcome:
         provider="openai-compatible",
         base_url=server.base_url,
         quiet=True,
-        state_dir=work / "state",
         output_dir=work / "out",
         attempt_timeout_s=ATTEMPT_TIMEOUT_S,
         backoff_base_s=BACKOFF_BASE_S,
     )
-    return run_target(scenario, options)
+    return Session(state_dir=work / "state").run(scenario, options)
 
 
 def outputs(outcome: RunOutcome) -> dict[str, bytes]:
-    assert outcome.result is not None
-    return {name: (outcome.result.run_dir / name).read_bytes() for name in COMPARED_FILES}
+    assert outcome.run_dir is not None
+    return {name: (outcome.run_dir / name).read_bytes() for name in COMPARED_FILES}
 
 
 def test_survey_under_30_percent_faults_equals_a_fault_free_run(
@@ -130,12 +129,12 @@ def test_survey_under_30_percent_faults_equals_a_fault_free_run(
     assert faults / stats["requests"] > 0.2
 
     assert outputs(outcome) == outputs(reference)
-    assert outcome.result is not None
-    rows = list(csv.DictReader((outcome.result.run_dir / "results.csv").open()))
+    assert outcome.run_dir is not None
+    rows = list(csv.DictReader((outcome.run_dir / "results.csv").open()))
     assert sorted(row["agent"] for row in rows) == [f"residents/{n:03d}" for n in range(1, 201)]
     assert all(row["_missing"] == "" for row in rows)  # every field answered
 
-    manifest: dict[str, Any] = json.loads((outcome.result.run_dir / "manifest.json").read_text())
+    manifest: dict[str, Any] = json.loads((outcome.run_dir / "manifest.json").read_text())
     assert manifest["retries"] == sum(served.get(kind, 0) for kind in RETRIED_KINDS) > 0
     assert manifest["repairs"] == served["schema_invalid"]
     # Every attempt the client counted reached the server, and nothing else did.

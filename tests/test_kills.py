@@ -111,7 +111,7 @@ from pathlib import Path
 
 from tiny_dsl.checks import check_file
 from tiny_dsl.cli import main
-import tiny_dsl.runtime.runner  # `tts run` imports it on first use
+import tiny_dsl.session  # `tts run` imports it on first use
 
 check_file(Path(sys.argv[1]))  # builds the grammar
 print("ready", flush=True)

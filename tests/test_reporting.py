@@ -35,7 +35,8 @@ from tiny_dsl.plan.model import (
     WaitStep,
     WorldPlan,
 )
-from tiny_dsl.reporting import build_diff, diff_runs, diff_runs_json, load_run, write_reports
+from tiny_dsl.reporting import build_diff, diff_runs, diff_runs_json, load_run
+from tiny_dsl.session import Session
 
 SEGMENTS = ["young_professionals", "families", "general"]
 ARM_CYCLE = [
@@ -321,6 +322,11 @@ def make_run(
         for seq, record in enumerate(transcript):
             stream.write(json.dumps({"seq": seq, **record}) + "\n")
     manifest = {
+        "tiny_dsl_version": "0.1.0",
+        "run_id": run_dir.name,
+        "status": "ok",
+        "exit_code": 0,
+        "analysis": True,
         "scenario": "email_campaign_ab",
         "plan_hash": plan.plan_hash,
         "seed": 42,
@@ -335,8 +341,17 @@ def make_run(
         "input_tokens": 21034,
         "output_tokens": 3877,
         "cost_usd": 0.0,
-        "steps": [{"id": step.id, "status": "done", "seconds": 1.5} for step in steps],
-        "expectations": {"passed": 1, "failed": 1},
+        "steps": [
+            {
+                "id": s.id,
+                "kind": s.kind,
+                "label": s.kind,
+                "origin": str(s.origin),
+                "status": "executed",
+                "seconds": 1.5,
+            }
+            for s in steps
+        ],
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return run_dir
@@ -347,11 +362,16 @@ def run_dir(tmp_path: Path) -> Path:
     return make_run(tmp_path / "run")
 
 
-# ------------------------------------------------------------------ write_reports
+# ------------------------------------------------------------------ reports
+
+
+def report(run_dir: Path, formats: set[str] | None = None) -> list[Path]:
+    """The reports of a run folder, as `tts report` writes them (both when `formats` is None)."""
+    return Session().report(run_dir, formats or {"html", "md"})
 
 
 def test_html_report_has_charts_tables_expectations_and_transcripts(run_dir: Path) -> None:
-    written = write_reports(run_dir)
+    written = report(run_dir)
     assert written == [run_dir / "report.html", run_dir / "report.md"]
     html = (run_dir / "report.html").read_text()
     # two compares, two summaries and a funnel, each with an inline SVG chart
@@ -381,7 +401,7 @@ def test_html_report_has_charts_tables_expectations_and_transcripts(run_dir: Pat
 
 
 def test_markdown_report_for_pull_requests(run_dir: Path) -> None:
-    write_reports(run_dir, {"md"})
+    report(run_dir, {"md"})
     assert not (run_dir / "report.html").exists()
     md = (run_dir / "report.md").read_text()
     assert md.startswith("# Email campaign A/B test\n")
@@ -396,14 +416,14 @@ def test_markdown_report_for_pull_requests(run_dir: Path) -> None:
 
 
 def test_report_formats_follow_the_scenario_output(run_dir: Path) -> None:
-    assert write_reports(run_dir, {"csv", "json"}) == []
-    assert write_reports(run_dir, {"csv", "HTML"}) == [run_dir / "report.html"]
+    assert report(run_dir, {"csv", "json"}) == []
+    assert report(run_dir, {"csv", "HTML"}) == [run_dir / "report.html"]
 
 
 def test_reports_are_byte_stable(run_dir: Path) -> None:
-    write_reports(run_dir)
+    report(run_dir)
     first = (run_dir / "report.html").read_bytes(), (run_dir / "report.md").read_bytes()
-    write_reports(run_dir)
+    report(run_dir)
     assert ((run_dir / "report.html").read_bytes(), (run_dir / "report.md").read_bytes()) == first
 
 
@@ -411,7 +431,7 @@ def test_the_runs_notes_are_in_both_reports(run_dir: Path) -> None:
     note = "step 05-ask-inbox: 1 agent turn allowed 3 actions of at most 400 characters"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     (run_dir / "manifest.json").write_text(json.dumps({**manifest, "notes": [note, "<b>x</b>"]}))
-    write_reports(run_dir, {"html", "md"})
+    report(run_dir, {"html", "md"})
     html = (run_dir / "report.html").read_text()
     assert f"<li>{note}</li>" in html and "<li>&lt;b&gt;x&lt;/b&gt;</li>" in html
     md = (run_dir / "report.md").read_text()
@@ -420,26 +440,39 @@ def test_the_runs_notes_are_in_both_reports(run_dir: Path) -> None:
 
 def test_capable_model_gets_no_demo_banner(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", provider="openai", model="gpt-4o-mini")
-    write_reports(run, {"html"})
+    report(run, {"html"})
     html = (run / "report.html").read_text()
     assert "Demo-quality" not in html
     assert "openai / gpt-4o-mini" in html
 
 
-def test_missing_analysis_is_recomputed_from_plan_and_results(run_dir: Path) -> None:
+def test_the_analysis_is_recomputed_from_plan_and_results(run_dir: Path) -> None:
     expected = AnalysisResult.from_json((run_dir / "analysis.json").read_text())
     (run_dir / "analysis.json").unlink()
     run = load_run(run_dir)
     assert run.analysis == expected
-    assert any("recomputed" in problem for problem in run.problems)
-    write_reports(run_dir, {"html"})
-    assert "statistics recomputed" in (run_dir / "report.html").read_text()
+    assert run.problems == []
+    report(run_dir, {"md"})
+    assert "analysis.json" not in (run_dir / "report.md").read_text()
+
+
+def test_a_stored_analysis_is_never_reused_when_the_results_changed(run_dir: Path) -> None:
+    # Regression: `tts report` showed the stored analysis.json of 24 agents next to
+    # a population of 2 after results.json had changed.
+    rows = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps(rows[:2]))
+    report(run_dir, {"md"})
+    md = (run_dir / "report.md").read_text()
+    assert "| Agents | 2 |" in md
+    analysis = load_run(run_dir).analysis
+    assert analysis is not None and analysis.n_agents == 2
+    assert analysis.compares and all(sum(arm.n for arm in c.arms) <= 2 for c in analysis.compares)
 
 
 def test_a_damaged_or_empty_run_directory_still_gets_a_report(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    write_reports(empty)
+    report(empty)
     html = (empty / "report.html").read_text()
     for name in ("manifest.json", "plan.json", "results.json", "transcript.jsonl"):
         assert f"{name} is missing" in html
@@ -447,14 +480,12 @@ def test_a_damaged_or_empty_run_directory_still_gets_a_report(tmp_path: Path) ->
 
     damaged = make_run(tmp_path / "damaged")
     (damaged / "results.json").write_text("[{not json")
-    (damaged / "analysis.json").write_text('{"schema_version": 1}')
     with (damaged / "transcript.jsonl").open("a") as stream:
         stream.write("garbage\n")
     run = load_run(damaged)
     assert any(p.startswith("results.json could not be read") for p in run.problems)
-    assert any("analysis.json could not be read" in p for p in run.problems)
-    assert "transcript.jsonl: 1 unreadable line(s) skipped" in run.problems
-    write_reports(damaged)
+    assert "transcript.jsonl: 1 unreadable line skipped" in run.problems
+    report(damaged)
     assert "results.json could not be read" in (damaged / "report.md").read_text()
 
 
@@ -527,7 +558,7 @@ def test_diff_of_a_run_with_itself_is_empty(run_dir: Path) -> None:
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian package `chromium`")
 def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
-    write_reports(run_dir, {"html"})
+    report(run_dir, {"html"})
     screenshot, dom, log = render(run_dir / "report.html", "report-fixture.png")
     assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
@@ -535,3 +566,13 @@ def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
     assert dom.count("<svg") == 5
     assert dom.count("<path") > 20  # the charts' marks made it into the rendered DOM
     assert 'id="agent-consumers-023"' in dom
+
+
+def test_one_test_is_one_test(run_dir: Path) -> None:
+    # Regression: "Holm-adjusted over 1 tests".
+    from tiny_dsl.reporting import build_view
+
+    run = load_run(run_dir)
+    assert run.analysis is not None
+    run.analysis.adjustment.family_size = 1
+    assert build_view(run).adjustment.startswith("P-values are Holm-adjusted over 1 test (")

@@ -33,8 +33,8 @@ from tests.test_runtime import (
 from tiny_dsl.plan.model import AskStep, BroadcastStep, ExtractStep, Plan, RunStep, Step
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.checkpoints import CheckpointCorrupt, CheckpointStore, covered_steps
-from tiny_dsl.runtime.interpreter import RunResult, StepFailed
 from tiny_dsl.runtime.providers.base import ChatRequest
+from tiny_dsl.session import RunOutcome
 
 
 def panel_plan(last_question: str = "Would you buy it?") -> Plan:
@@ -49,7 +49,7 @@ def panel_plan(last_question: str = "Would you buy it?") -> Plan:
     return make_plan(PANEL, [world("panel", "focus_group", ids, moderator="mod")], steps)
 
 
-def outputs(result: RunResult) -> tuple[list[str], str, str]:
+def outputs(result: RunOutcome) -> tuple[list[str], str, str]:
     run_dir = result.run_dir
     return (
         transcript_lines(result),
@@ -130,8 +130,8 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_one(
     )
     assert second.executed == [plan.steps[-1].id]
     assert len(warnings) == 1 and "ignoring damaged checkpoint of step 05-extract" in warnings[0]
-    assert second.manifest["notes"] == warnings
-    assert second.manifest["model_calls"] == 0 and second.manifest["cache_hits"] == 3
+    assert second.manifest.notes == warnings
+    assert second.manifest.model_calls == 0 and second.manifest.cache_hits == 3
     assert outputs(second) == outputs(first)
 
 
@@ -155,10 +155,9 @@ def test_resume_after_a_failure_equals_an_uninterrupted_run(
             return ConnectionError("connection reset by peer")
         return None
 
-    with pytest.raises(StepFailed) as caught:
-        run(plan, scripted_client(cache=llm_cache, fail=fail_once), tmp_path / "resumed")
-    assert caught.value.step_id == "03-run"
-    assert "connection reset by peer" in str(caught.value)
+    failed = run(plan, scripted_client(cache=llm_cache, fail=fail_once), tmp_path / "resumed")
+    assert failed.exit_code == 3
+    assert failed.diagnostics[0].message == "step 03-run failed: connection reset by peer"
     calls_before = len(llm_cache)
 
     client = scripted_client(cache=llm_cache)
@@ -174,16 +173,16 @@ def test_unchanged_rerun_executes_nothing(tmp_path: Path, llm_cache: LLMCache) -
     plan = panel_plan()
     client = scripted_client(cache=llm_cache)
     first = run(plan, client, tmp_path)
-    assert first.manifest["model_calls"] == 12 and len(first.executed) == 5
+    assert first.manifest.model_calls == 12 and len(first.executed) == 5
 
     assert covered_steps(plan, tmp_path / "state") == [step.id for step in plan.steps]
     again = scripted_client(cache=llm_cache)
     second = run(plan, again, tmp_path)
     assert second.executed == [] and len(second.restored) == 5
-    assert second.manifest["model_calls"] == 0 and second.manifest["cache_hits"] == 0
+    assert second.manifest.model_calls == 0 and second.manifest.cache_hits == 0
     assert sent(again) == []
     assert outputs(second) == outputs(first)
-    assert {s["status"] for s in second.manifest["steps"]} == {"restored"}
+    assert {s.status for s in second.manifest.steps} == {"restored"}
 
 
 def test_editing_the_last_step_reruns_only_that_step(tmp_path: Path, llm_cache: LLMCache) -> None:
@@ -210,7 +209,7 @@ def test_editing_the_last_step_reruns_only_that_step(tmp_path: Path, llm_cache: 
     assert result.executed == ["05-extract"]
     assert result.restored == ["01-broadcast", "02-run", "03-run", "04-ask"]
     assert {r.purpose for r in sent(rerun)} == {"extract ann", "extract bob", "extract cat"}
-    assert result.manifest["model_calls"] == 3
+    assert result.manifest.model_calls == 3
 
 
 def test_editing_a_middle_step_reruns_from_there(tmp_path: Path, llm_cache: LLMCache) -> None:
@@ -238,23 +237,21 @@ import json, sys
 from pathlib import Path
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.client import LLMClient
-from tiny_dsl.runtime.interpreter import load_plan, run_plan
+from tiny_dsl.runtime.interpreter import load_plan
 from tiny_dsl.runtime.providers import EmbeddedProvider
+from tiny_dsl.session import Session
 
 work = Path(sys.argv[1])
 provider = EmbeddedProvider(n_threads=1)  # robust to a busy machine, see test_runtime
 client = LLMClient(provider, LLMCache(work / "cache.sqlite"), max_concurrency=2)
-result = run_plan(
-    load_plan(work / "plan.json"),
-    client=client,
-    state_dir=work / "state",
-    output_dir=work / "out",
+result = Session(state_dir=work / "state").execute(
+    load_plan(work / "plan.json"), client, output_dir=work / "out"
 )
 print(json.dumps({
     "executed": result.executed,
     "restored": result.restored,
-    "model_calls": result.manifest["model_calls"],
-    "cache_hits": result.manifest["cache_hits"],
+    "model_calls": result.manifest.model_calls,
+    "cache_hits": result.manifest.cache_hits,
     "events": len(result.transcript),
 }))
 """

@@ -63,7 +63,7 @@ from tiny_dsl.runtime.engines.builtin import BuiltinEngine
 from tiny_dsl.runtime.engines.core import EngineStateError, TranscriptEvent
 from tiny_dsl.runtime.engines.profile import COMPACT_MEMORY
 from tiny_dsl.runtime.engines.prompts import derive_seed
-from tiny_dsl.runtime.interpreter import PlanError, RunResult, StepFailed, load_plan, run_plan
+from tiny_dsl.runtime.interpreter import PlanError, load_plan
 from tiny_dsl.runtime.progress import PlainProgress, RunEvent
 from tiny_dsl.runtime.providers.base import (
     ChatRequest,
@@ -71,6 +71,7 @@ from tiny_dsl.runtime.providers.base import (
     InvalidOutput,
     validate_json,
 )
+from tiny_dsl.session import RunOutcome, Session
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -333,17 +334,13 @@ def make_plan(
     )
 
 
-def run(plan: Plan, client: LLMClient, tmp_path: Path, **options: Any) -> RunResult:
-    return run_plan(
-        plan,
-        client=client,
-        state_dir=tmp_path / "state",
-        output_dir=tmp_path / "out",
-        **options,
-    )
+def run(plan: Plan, client: LLMClient, tmp_path: Path, **options: Any) -> RunOutcome:
+    """The pipeline after setup, as `tts run` goes through it (folder, reports, manifest)."""
+    session = Session(state_dir=tmp_path / "state")
+    return session.execute(plan, client, output_dir=tmp_path / "out", **options)
 
 
-def transcript_lines(result: RunResult) -> list[str]:
+def transcript_lines(result: RunOutcome) -> list[str]:
     return (result.run_dir / "transcript.jsonl").read_text().splitlines()
 
 
@@ -623,7 +620,7 @@ def test_generate_fleshes_out_members_with_unique_names(tmp_path: Path) -> None:
         "2.agent.json",
         "3.agent.json",
     ]
-    assert "personas/" in result.manifest["files"]
+    assert "personas/" in result.manifest.files
 
 
 def test_a_saved_persona_is_reusable_with_persona_from(tmp_path: Path) -> None:
@@ -763,13 +760,14 @@ def test_failed_step_names_step_and_origin(tmp_path: Path) -> None:
         AskStep(id="", origin=ORIGIN, world="poll", question="Q?", agents=["ann", "bob"])
     ]
     plan = make_plan(PANEL[:2], [world("poll", "survey", ["ann", "bob"])], steps)
-    with pytest.raises(StepFailed) as caught:
-        run(plan, scripted_client(fail=fail), tmp_path)
-    error = caught.value
-    assert str(error) == "test.tts:1:3: step 01-ask failed: provider exploded"
-    assert error.step_id == "01-ask" and error.origin == "test.tts:1:3"
-    assert error.run_dir is not None
-    manifest = json.loads((error.run_dir / "manifest.json").read_text())
+    outcome = run(plan, scripted_client(fail=fail), tmp_path)
+    assert outcome.exit_code == 3
+    (error,) = outcome.diagnostics
+    assert error.code == "E520" and error.message == "step 01-ask failed: provider exploded"
+    assert outcome.run_dir is not None
+    assert error.notes == (f"partial run in {outcome.run_dir}",)
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["error"] == "test.tts:1:3: step 01-ask failed: provider exploded"
     assert manifest["status"] == "failed" and manifest["exit_code"] == 3
     assert manifest["steps"][0]["status"] == "failed"
     assert not (tmp_path / "out" / "latest").exists()
@@ -784,8 +782,10 @@ def test_refuses_unknown_schema_versions_and_uncompiled_plans(tmp_path: Path) ->
     saved.write_text(plan.model_dump_json())
     assert load_plan(saved) == plan
     unhashed = plan.model_copy(update={"steps": [plan.steps[0].model_copy(update={"hash": ""})]})
-    with pytest.raises(PlanError, match="chained hash"):
-        run(unhashed, scripted_client(), tmp_path)
+    refused = run(unhashed, scripted_client(), tmp_path)
+    assert refused.exit_code == 2 and refused.run_dir is None
+    assert refused.diagnostics[0].code == "E510"
+    assert "chained hash" in refused.diagnostics[0].message
 
 
 # -------------------------------------------------------------------------- outputs
@@ -951,10 +951,11 @@ def test_normative_focus_group_runs_end_to_end(tmp_path: Path) -> None:
     assert client.stats.model_calls == 5 * 3 + 3
     assert json.loads((result.run_dir / "results.json").read_text()) == result.rows
     # `md` is the reporting module's; it is asked for exactly that format.
-    assert result.manifest["reports"] == {
+    assert result.manifest.reports.model_dump() == {
         "requested": ["md"],
         "status": "written",
         "files": ["report.md"],
+        "reason": "",
     }
     assert (result.run_dir / "report.md").is_file()
 
@@ -970,7 +971,7 @@ def test_no_secret_reaches_any_file_a_run_writes(
     ]
     plan = make_plan(PANEL[:1], [world("poll", "survey", ["ann"])], steps)
     result = run(plan, scripted_client(), tmp_path, env_vars=["OPENAI_API_KEY"])
-    assert result.manifest["env_vars"] == ["OPENAI_API_KEY"]
+    assert result.manifest.env_vars == ["OPENAI_API_KEY"]
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert len(written) > 5
     for path in written:
@@ -1040,14 +1041,13 @@ def embedded_client(cache_path: Path) -> Any:
 @pytest.mark.model
 def test_embedded_focus_group_gives_schema_valid_rows_and_replays(tmp_path: Path) -> None:
     plan = compile_text(TINY_PANEL, tmp_path / "tiny.tts")
-    first = run_plan(
+    first = Session(state_dir=tmp_path / "state").execute(
         plan,
-        client=embedded_client(tmp_path / "cache.sqlite"),
-        state_dir=tmp_path / "state",
+        embedded_client(tmp_path / "cache.sqlite"),
         output_dir=tmp_path / "out",
     )
-    assert first.manifest["model_calls"] >= 4
-    assert first.manifest["answered_by"] == [
+    assert first.manifest.model_calls >= 4
+    assert first.manifest.model_dump()["answered_by"] == [
         {"provider": "embedded", "model": "SmolLM2-135M-Instruct"}
     ]
     assert len(first.rows) == 2
@@ -1059,14 +1059,13 @@ def test_embedded_focus_group_gives_schema_valid_rows_and_replays(tmp_path: Path
         for field, reason in row["_missing"].items():
             assert row[field] is None and reason
     # Same plan, new checkpoints: everything comes from the LLM cache.
-    second = run_plan(
+    second = Session(state_dir=tmp_path / "state-2").execute(
         plan,
-        client=embedded_client(tmp_path / "cache.sqlite"),
-        state_dir=tmp_path / "state-2",
+        embedded_client(tmp_path / "cache.sqlite"),
         output_dir=tmp_path / "out",
     )
-    assert second.manifest["model_calls"] == 0
-    assert second.manifest["cache_hits"] == first.manifest["model_calls"]
+    assert second.manifest.model_calls == 0
+    assert second.manifest.cache_hits == first.manifest.model_calls
     assert second.rows == first.rows
     assert transcript_lines(second) == transcript_lines(first)
 
@@ -1105,15 +1104,14 @@ timeline {
 @pytest.mark.model
 def test_embedded_population_gives_distinct_valid_personas(tmp_path: Path) -> None:
     plan = compile_text(TINY_POPULATION, tmp_path / "population.tts")
-    result = run_plan(
+    result = Session(state_dir=tmp_path / "state").execute(
         plan,
-        client=embedded_client(tmp_path / "cache.sqlite"),
-        state_dir=tmp_path / "state",
+        embedded_client(tmp_path / "cache.sqlite"),
         output_dir=tmp_path / "out",
     )
     members = [agent for agent in plan.agents if agent.kind == "member"]
     assert [m.segment for m in members] == ["young", "young", "general"]
-    assert result.manifest["model_calls"] == 3
+    assert result.manifest.model_calls == 3
     files = sorted((result.run_dir / "personas" / "people").iterdir())
     assert [f.name for f in files] == ["001.agent.json", "002.agent.json", "003.agent.json"]
     personas = declare_from_files(tmp_path, files)  # valid TinyTroupe agent specifications
@@ -1205,3 +1203,76 @@ def test_engines_import_only_the_core_and_extraction_nothing_of_the_runtime() ->
     assert "tiny_dsl.runtime.engines" not in builtin | tinytroupe  # the chooser, above both
     extraction = _imported_modules(ROOT / "tiny_dsl" / "extraction")
     assert not {m for m in extraction if m.startswith("tiny_dsl.runtime")}
+
+
+# ------------------------------------------------------------- the pipeline's run folder
+
+SURVEY_TEXT = """scenario coffee {
+  seed 1
+}
+
+persona ann {
+  name "Ann Lee"
+  age 30
+}
+
+persona bob {
+  name "Bob Roy"
+  age 40
+}
+
+world room {
+  mode survey
+  agents ann, bob
+}
+
+timeline {
+  ask room "Do you like coffee?"
+}
+
+extract from room {
+  likes_coffee bool "Whether the person likes coffee"
+}
+"""
+
+
+def test_html_only_output_still_gets_results_json_and_statistics(tmp_path: Path) -> None:
+    # Regression: with `formats [csv, html]` the report said "results.json is missing"
+    # and showed no statistics.
+    text = SURVEY_TEXT + "analyze {\n  expect share(likes_coffee) > 10%\n}\n"
+    text += "output {\n  formats [csv, html]\n}\n"
+    plan = compile_text(text, tmp_path / "coffee.tts")
+    outcome = run(plan, scripted_client(), tmp_path)
+    assert outcome.exit_code == 0 and outcome.run_dir is not None and outcome.manifest
+    assert json.loads((outcome.run_dir / "results.json").read_text()) == outcome.rows
+    assert outcome.manifest.analysis and "analysis.json" in outcome.manifest.files
+    assert outcome.manifest.reports.files == ["report.html"]
+    html = (outcome.run_dir / "report.html").read_text()
+    assert "is missing" not in html
+    assert "share(likes_coffee)" in html and '<span class="badge pass">PASS</span>' in html
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["files"][-1] == "report.html"  # written once, reports included
+
+
+def test_a_scenario_without_analyze_has_no_analysis_and_no_complaint(tmp_path: Path) -> None:
+    # Regression: report.md said "analysis.json is missing: statistics recomputed".
+    plan = compile_text(SURVEY_TEXT + "output {\n  formats [md]\n}\n", tmp_path / "c.tts")
+    outcome = run(plan, scripted_client(), tmp_path)
+    assert outcome.run_dir is not None and outcome.manifest is not None
+    assert not outcome.manifest.analysis
+    assert not (outcome.run_dir / "analysis.json").exists()
+    markdown = (outcome.run_dir / "report.md").read_text()
+    assert "is missing" not in markdown and "recomputed" not in markdown
+
+
+def test_analyze_steps_pass_through_the_runtime(tmp_path: Path) -> None:
+    text = SURVEY_TEXT + "analyze {\n  expect share(likes_coffee) > 90%\n}\n"
+    plan = compile_text(text, tmp_path / "coffee.tts")
+    outcome = run(plan, scripted_client(), tmp_path)
+    assert outcome.result is not None
+    analyze = outcome.result.steps[-1]
+    assert analyze.kind == "analyze" and analyze.status == "executed" and analyze.calls == 0
+    # The scripted answers say true for everyone: the expectation holds.
+    assert outcome.exit_code == 0 and outcome.manifest and outcome.manifest.expectations_failed == 0
+    again = run(plan, scripted_client(), tmp_path)
+    assert again.executed == [] and again.analysis == outcome.analysis

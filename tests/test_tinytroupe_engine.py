@@ -50,7 +50,6 @@ from tiny_dsl.runtime.engines.tinytroupe import (
     TinyTroupeEngine,
     tinytroupe_installed,
 )
-from tiny_dsl.runtime.interpreter import RunResult, StepFailed, run_plan
 from tiny_dsl.runtime.providers import OpenAICompatibleProvider
 from tiny_dsl.runtime.providers.base import (
     ChatRequest,
@@ -58,6 +57,7 @@ from tiny_dsl.runtime.providers.base import (
     InvalidOutput,
     ProviderError,
 )
+from tiny_dsl.session import RunOptions, RunOutcome, Session
 
 needs_tinytroupe = pytest.mark.skipif(not tinytroupe_installed(), reason=INSTALL_HINT)
 
@@ -161,19 +161,18 @@ def run(
     cache: LLMCache | None = None,
     engine: bool = True,
     timeout_s: float = 120.0,
-) -> tuple[RunResult, LLMClient]:
+) -> tuple[RunOutcome, LLMClient]:
     client = LLMClient(provider, cache, max_concurrency=8, attempt_timeout_s=timeout_s)
-    result = run_plan(
+    result = Session(state_dir=tmp_path / "state").execute(
         plan,
-        client=client,
+        client,
         engine=TinyTroupeEngine(client, memory=COMPACT_MEMORY) if engine else None,
-        state_dir=tmp_path / "state",
         output_dir=tmp_path / "out",
     )
     return result, client
 
 
-def transcript(result: RunResult) -> list[dict[str, Any]]:
+def transcript(result: RunOutcome) -> list[dict[str, Any]]:
     return [event.to_json() for event in result.transcript]
 
 
@@ -247,18 +246,19 @@ def test_import_leaves_cwd_logging_and_stdout_alone(tmp_path: Path) -> None:
 def test_config_and_log_land_in_the_state_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tiny_dsl.runtime import runner
     from tiny_dsl.runtime.engines.tinytroupe.loader import CONFIG_INI
 
     # `tts run` as the CLI does it, on the deterministic provider.
-    monkeypatch.setattr(runner, "_provider", lambda plan, options: HashProvider())
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
-    options = runner.RunOptions(
-        engine="tinytroupe", quiet=True, state_dir=Path(".tts"), output_dir=Path("outputs")
+    session = Session(
+        root=workdir,
+        state_dir=Path(".tts"),
+        provider_factory=lambda plan, options: HashProvider(),
     )
-    outcome = runner.run_target(SCENARIOS / "fed_rate_hike.tts", options)
+    options = RunOptions(engine="tinytroupe", quiet=True, output_dir=Path("outputs"))
+    outcome = session.run(SCENARIOS / "fed_rate_hike.tts", options)
     assert outcome.exit_code == 0, outcome.summary
     logs = workdir / ".tts" / "logs"
     assert (logs / "tinytroupe.config.ini").read_text(encoding="utf-8") == CONFIG_INI
@@ -276,7 +276,7 @@ def test_focus_group_runs_on_tinytroupe(tmp_path: Path) -> None:
     plan = compiled("focus_group")
     provider = HashProvider()
     result, client = run(plan, tmp_path, provider)
-    assert result.manifest["engine"] == "tinytroupe"
+    assert result.manifest.engine == "tinytroupe"
     # 3 participants x 5 rounds, then 3 extractions; the moderator never acts.
     purposes = [r.purpose for r in provider.requests]
     assert sorted(set(purposes)) == [
@@ -358,7 +358,7 @@ def test_turns_get_shorter_answers_when_the_context_is_short(tmp_path: Path) -> 
     assert {schema["properties"]["actions"]["maxItems"] for _, schema in turns(roomy)} == {4}
     run_steps = [step.id for step in compiled("focus_group").steps if isinstance(step, RunStep)]
     assert len(run_steps) == 5
-    assert result.manifest["notes"] == [
+    assert result.manifest.notes == [
         f"step {step}: 3 agent turns allowed 2 actions of at most 400 characters instead "
         "of 4 actions of at most 400 characters, to fit the model's context window"
         for step in run_steps
@@ -462,7 +462,7 @@ def test_plan_setting_selects_the_engine(tmp_path: Path) -> None:
     settings = plan.settings.model_copy(update={"engine": "tinytroupe"})
     plan = plan.model_copy(update={"settings": settings})
     result, _ = run(plan, tmp_path, HashProvider(), engine=False)
-    assert result.manifest["engine"] == "tinytroupe"
+    assert result.manifest.engine == "tinytroupe"
 
 
 # ------------------------------------------------------------------------- resume
@@ -483,10 +483,10 @@ def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path: Path) -> N
         return None
 
     cache = LLMCache(tmp_path / "cache.sqlite")
-    with pytest.raises(StepFailed) as caught:
-        run(plan, tmp_path / "resumed", HashProvider(fail=fail_in_round_two), cache=cache)
-    assert caught.value.step_id == "03-run-panel-r2"
-    assert "connection reset by peer" in str(caught.value)
+    failed, _ = run(plan, tmp_path / "resumed", HashProvider(fail=fail_in_round_two), cache=cache)
+    assert failed.exit_code == 3
+    assert failed.diagnostics[0].message.startswith("step 03-run-panel-r2 failed: ")
+    assert "connection reset by peer" in failed.diagnostics[0].message
 
     provider = HashProvider()
     resumed, client = run(plan, tmp_path / "resumed", provider, cache=cache)
@@ -635,9 +635,9 @@ def test_smallest_example_on_a_llama_cpp_server(tmp_path: Path) -> None:
     assert client.stats.model_calls >= 2
 
 
-def _assert_one_trader_ran(result: RunResult, client: LLMClient) -> None:
+def _assert_one_trader_ran(result: RunOutcome, client: LLMClient) -> None:
     """What `_one_trader_one_round` must give on a real model, whatever the model says."""
-    assert result.status == "ok"
+    assert result.manifest is not None and result.manifest.status == "ok"
     assert client.stats.failures == 0
     assert client.stats.model_calls + client.stats.cache_hits >= 2  # a turn and an extraction
     actions = [e for e in result.transcript if e.kind == "action" and e.agent == "hodler"]

@@ -22,7 +22,6 @@ from tiny_dsl import diagnostics as diag
 from tiny_dsl.source import SourceFile
 
 if TYPE_CHECKING:
-    from tiny_dsl.checks.model import Program
     from tiny_dsl.plan.model import Plan
 
 EXIT_OK = 0
@@ -80,12 +79,13 @@ def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> N
 
     Exit 0 when no file has errors (warnings allowed), 2 otherwise.
     """
-    from tiny_dsl.checks import check_file
+    from tiny_dsl.session import Session
 
+    session = Session(allow_outside=allow_outside)
     all_diagnostics: list[diag.Diagnostic] = []
     sources: dict[str, SourceFile] = {}
     for path in files:
-        result = check_file(path, allow_outside_root=allow_outside)
+        result = session.check(path)
         all_diagnostics.extend(result.diagnostics)
         sources.update(result.sources)
     _emit_diagnostics(all_diagnostics, sources, output_format)
@@ -194,17 +194,15 @@ def plan(
 
     Nothing is sent to any model. Exit 0, or 2 when the file has errors.
     """
-    from tiny_dsl.plan import compile_plan, plan_diagnostics, render_plan
+    from tiny_dsl.plan import render_plan
+    from tiny_dsl.session import Session
 
-    program, diagnostics, sources = _checked_program(file, allow_outside)
+    planned = Session(allow_outside=allow_outside, state_dir=state_dir).plan(file)
     diagnostics_format = "text" if as_json and output_format == "text" else output_format
-    if program is None:
-        _emit_diagnostics(diagnostics, sources, diagnostics_format)
+    _emit_diagnostics(planned.diagnostics, planned.sources, diagnostics_format)
+    execution_plan = planned.plan
+    if execution_plan is None:
         sys.exit(EXIT_BAD_INPUT)
-    execution_plan = compile_plan(program)
-    _emit_diagnostics(
-        [*diagnostics, *plan_diagnostics(program, execution_plan)], sources, diagnostics_format
-    )
     text = execution_plan.model_dump_json(indent=2)
     if output is not None:
         _write_atomic(output, text + "\n")
@@ -255,6 +253,14 @@ def plan(
     help="Start even when the plan's estimated calls exceed `max_calls` (default 10,000) "
     "or its estimated cost exceeds the budget.",
 )
+@click.option(
+    "--format",
+    "output_format",
+    type=_FORMATS,
+    default="text",
+    show_default=True,
+    help="Diagnostics and the run summary as text (stderr) or JSON (stdout).",
+)
 def run(
     target: Path,
     provider: str | None,
@@ -268,6 +274,7 @@ def run(
     output_dir: Path | None,
     allow_outside: bool,
     allow_over_budget: bool,
+    output_format: str,
 ) -> None:
     """Run TARGET (a .tts file or a saved plan.json) and write its outputs.
 
@@ -275,7 +282,7 @@ def run(
     Exit 0 ok, 1 an `expect` failed, 2 bad input or configuration (nothing was
     spent), 3 the run failed (run again to resume).
     """
-    from tiny_dsl.runtime.runner import RunOptions, RunSetupError, run_target
+    from tiny_dsl.session import RunOptions, Session
 
     if fresh and replay:
         raise click.UsageError("--fresh and --replay contradict each other; choose one")
@@ -285,20 +292,18 @@ def run(
         base_url=base_url,
         engine=engine,
         mode="fresh" if fresh else "replay" if replay else "normal",
-        quiet=quiet,
-        state_dir=state_dir,
+        # JSON goes to stdout alone: no progress display beside it.
+        quiet=quiet or output_format == "json",
         output_dir=output_dir,
-        allow_outside=allow_outside,
         allow_over_budget=allow_over_budget,
     )
-    try:
-        outcome = run_target(target, options)
-    except RunSetupError as exc:
-        _emit_diagnostics(exc.diagnostics, exc.sources, "text")
-        if exc.message:
-            click.echo(f"error: {exc.message}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    click.echo(outcome.summary, err=outcome.exit_code != EXIT_OK)
+    outcome = Session(allow_outside=allow_outside, state_dir=state_dir).run(target, options)
+    if output_format == "json":
+        click.echo(outcome.to_json())
+    else:
+        _emit_diagnostics(outcome.diagnostics, outcome.sources, "text")
+        if outcome.summary:
+            click.echo(outcome.summary, err=outcome.exit_code != EXIT_OK)
     sys.exit(outcome.exit_code)
 
 
@@ -328,10 +333,13 @@ def explain(code: str) -> None:
     help="Which reports to write (default: those the scenario's output block names, else both).",
 )
 def report(run_dir: Path, formats: tuple[str, ...]) -> None:
-    """Regenerate the reports of RUN_DIR from its saved results (no model calls)."""
-    from tiny_dsl.reporting import run_report_formats, write_reports
+    """Regenerate the reports of RUN_DIR from its saved results (no model calls).
 
-    for path in write_reports(run_dir, set(formats) or run_report_formats(run_dir)):
+    The statistics are recomputed from the results found there.
+    """
+    from tiny_dsl.session import Session
+
+    for path in Session().report(run_dir, formats):
         click.echo(f"wrote {path}")
 
 
@@ -369,22 +377,6 @@ def _write_atomic(path: Path, text: str) -> None:
     from tiny_dsl.files import write_text_atomic
 
     write_text_atomic(path, text)
-
-
-def _checked_program(
-    file: Path, allow_outside: bool
-) -> tuple[Program | None, list[diag.Diagnostic], dict[str, SourceFile]]:
-    """The runnable program of FILE, or None with the diagnostics that say why."""
-    from tiny_dsl.checks import check_file
-
-    result = check_file(file, allow_outside_root=allow_outside)
-    diagnostics = list(result.diagnostics)
-    try:
-        program: Program | None = result.require_program()
-    except diag.DiagnosticError as exc:
-        program = None
-        diagnostics = diag.sort_diagnostics([*diagnostics, *exc.diagnostics])
-    return program, diagnostics, dict(result.sources)
 
 
 def _covered_steps(execution_plan: Plan, state_dir: Path) -> set[str]:

@@ -213,13 +213,13 @@ def conclude(result: CompareResult) -> str:
         return (
             f"No conclusion: {primary.label} {primary.note or 'could not be computed'}.{excluded}"
         )
-    p = text.p_value(primary.p_adjusted)
+    p = text.p_equals(primary.p_adjusted)
     if primary.p_adjusted >= ALPHA:
         return (
-            f"No clear difference between arms ({primary.label}, Holm-adjusted p = {p}); "
+            f"No clear difference between arms ({primary.label}, Holm-adjusted {p}); "
             f"this does not show that they are equal.{excluded}"
         )
-    verdict = f"Evidence of a difference between arms ({primary.label}, Holm-adjusted p = {p})."
+    verdict = f"Evidence of a difference between arms ({primary.label}, Holm-adjusted {p})."
     if len(result.pairs) == 1:
         return f"{verdict} {_direction(result.pairs[0])}{excluded}"
     differing = [

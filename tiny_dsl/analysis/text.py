@@ -21,9 +21,16 @@ def plain(value: float) -> str:
 
 
 def p_value(value: float | None) -> str:
+    """A p-value for a table cell: `0.034`, `<0.001`."""
     if value is None:
         return NOT_AVAILABLE
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def p_equals(value: float | None) -> str:
+    """A p-value in a sentence: `p = 0.034`, `p < 0.001`."""
+    shown = p_value(value)
+    return f"p {shown[0]} {shown[1:]}" if shown.startswith("<") else f"p = {shown}"
 
 
 def percent(value: float | None) -> str:
@@ -31,8 +38,11 @@ def percent(value: float | None) -> str:
 
 
 def points(value: float | None) -> str:
-    """A difference of two shares, in percentage points."""
-    return NOT_AVAILABLE if value is None else f"{100 * value:+.0f} pts"
+    """A difference of two shares, in percentage points; one that rounds to zero has no sign."""
+    if value is None:
+        return NOT_AVAILABLE
+    rounded = round(100 * value)
+    return f"{rounded:+d} pts" if rounded else "0 pts"
 
 
 def interval(ci: Interval | None, unit: str = "") -> str:

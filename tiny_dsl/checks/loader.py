@@ -57,14 +57,41 @@ def real_path(path: Path) -> Path:
         return Path(os.path.normpath(os.path.abspath(path)))
 
 
-def output_dir_inside(directory: str | Path, scenario_dir: Path) -> bool:
-    """Whether a run may write to `directory`: inside the working directory, which a
-    relative output path is resolved from when the run starts, or inside the
-    scenario's directory, the root imports may not leave either. Symlinks and `..`
-    are resolved first, so neither can lead a run's files somewhere else."""
-    cwd = real_path(Path.cwd())
-    target = real_path(cwd / directory)
-    return target.is_relative_to(cwd) or target.is_relative_to(real_path(scenario_dir))
+@dataclass(frozen=True)
+class PathPolicy:
+    """The path sandbox: which files a scenario may read and where its run may write.
+
+    One object answers for imports, `from` paths, an output block's `dir` and
+    `--output-dir`. Reading is allowed under the scenario's directory and the
+    standard library; writing under the working directory (which a relative
+    output path is resolved from when the run starts) or the scenario's
+    directory. Symlinks and `..` are resolved first, so neither can lead
+    anywhere else. `allow_outside` lifts both limits.
+    """
+
+    scenario_dir: Path
+    stdlib: Path
+    allow_outside: bool = False
+    work_dir: Path | None = None  # None: the working directory when asked
+
+    @classmethod
+    def for_scenario(
+        cls, scenario: Path, stdlib: Path, allow_outside: bool, work_dir: Path | None = None
+    ) -> PathPolicy:
+        return cls(real_path(scenario).parent, real_path(stdlib), allow_outside, work_dir)
+
+    def may_read(self, path: Path) -> bool:
+        if self.allow_outside:
+            return True
+        real = real_path(path)
+        return real.is_relative_to(self.scenario_dir) or real.is_relative_to(self.stdlib)
+
+    def may_write(self, directory: str | Path) -> bool:
+        if self.allow_outside:
+            return True
+        base = real_path(self.work_dir if self.work_dir is not None else Path.cwd())
+        target = real_path(base / directory)
+        return target.is_relative_to(base) or target.is_relative_to(self.scenario_dir)
 
 
 def display_path(path: Path) -> str:
@@ -87,24 +114,10 @@ class Loader:
 
     def __init__(self, ctx: Context, root: Path, stdlib: Path, allow_outside: bool):
         self.ctx = ctx
-        self.root_dir = real_path(root).parent
-        self.stdlib = real_path(stdlib)
-        self.allow_outside = allow_outside
+        self.paths = PathPolicy.for_scenario(root, stdlib, allow_outside)
+        self.stdlib = self.paths.stdlib
         self.modules: list[LoadedModule] = []
         self.sources: dict[str, SourceFile] = {}
-
-    # ------------------------------------------------------------------ paths
-
-    def inside(self, path: Path) -> bool:
-        """Whether reading `path` is allowed: under the root's directory or the stdlib."""
-        if self.allow_outside:
-            return True
-        real = real_path(path)
-        return real.is_relative_to(self.root_dir) or real.is_relative_to(self.stdlib)
-
-    def output_inside(self, directory: str) -> bool:
-        """Whether a run may write its folders to `directory` (see `output_dir_inside`)."""
-        return self.allow_outside or output_dir_inside(directory, self.root_dir)
 
     def read_text(self, path: Path, span: Span | None) -> str | None:
         """The text of `path`, or None after an E210 saying why it cannot be read."""
@@ -187,11 +200,11 @@ class Loader:
             candidates.append(self.stdlib / written[len(STDLIB_PREFIX) :])
         for candidate in candidates:
             if is_file(candidate):
-                if not self.inside(candidate):
+                if not self.paths.may_read(candidate):
                     check_path_outside_root(self.ctx, node.path, "import")
                     return None
                 return real_path(candidate)
-        if not all(self.inside(c) for c in candidates):
+        if not all(self.paths.may_read(c) for c in candidates):
             check_path_outside_root(self.ctx, node.path, "import")
             return None
         check_file_not_found(self.ctx, node.path, candidates, ".tts")
@@ -204,7 +217,7 @@ class Loader:
     ) -> tuple[dict[str, Any], str] | None:
         """The `persona` object of a TinyTroupe file and its display path, or None."""
         target = importer.parent / path_node.value
-        if not self.inside(target):
+        if not self.paths.may_read(target):
             check_path_outside_root(self.ctx, path_node, "`from` path")
             return None
         if not is_file(target):

@@ -115,7 +115,7 @@ def check_output(ctx: Context, node: ast.Output | None, loader: Loader) -> m.Out
     """What a run writes; the defaults when there is no `output` block.
 
     `dir` may not lead outside the project unless the author allows it
-    (`loader.output_inside`): a scenario shared for review should not write
+    (`loader.paths.may_write`): a scenario shared for review should not write
     into `~/.config`.
     """
     if node is None:
@@ -129,7 +129,7 @@ def check_output(ctx: Context, node: ast.Output | None, loader: Loader) -> m.Out
         formats = read_formats(ctx, listed) or DEFAULT_FORMATS
     directory = props.string("dir")
     directory_node = props.value("dir")
-    if isinstance(directory_node, ast.Str) and not loader.output_inside(directory_node.value):
+    if isinstance(directory_node, ast.Str) and not loader.paths.may_write(directory_node.value):
         check_output_outside_root(ctx, directory_node)
     if ctx.error_count != errors:
         return None

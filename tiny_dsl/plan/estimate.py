@@ -344,6 +344,15 @@ def call_limit_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
     return [_calls_over_limit(plan, program, crossing, refuse=False)]
 
 
+def usd(amount: float) -> str:
+    """Dollars with cents, and as many more digits (up to six) as the amount needs:
+    a budget of $0.001 must not read as $0.00."""
+    places = 2
+    while places < 6 and round(amount, places) != round(amount, 6):
+        places += 1
+    return f"${amount:,.{places}f}"
+
+
 def run_refusals(plan: Plan, program: Program | None) -> list[Diagnostic]:
     """Why `tts run` refuses to start the plan: its estimated calls exceed
     `max_calls` (E501), or its estimated cost exceeds the budget (E502). Each
@@ -361,7 +370,7 @@ def run_refusals(plan: Plan, program: Program | None) -> list[Diagnostic]:
             _at_step(
                 RUN_OVER_BUDGET,
                 f"refusing to run: the estimated cost, ${plan.estimate.cost_usd:.4f} at "
-                f"{plan.estimate.model} prices, exceeds the budget of ${budget:.2f}",
+                f"{plan.estimate.model} prices, exceeds the budget of {usd(budget)}",
                 plan,
                 program,
                 step,
@@ -461,7 +470,7 @@ def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
         return [
             warning(
                 BUDGET_UNPRICED,
-                f"cannot check the budget of ${budget:.2f}: no prices are known "
+                f"cannot check the budget of {usd(budget)}: no prices are known "
                 f"for model `{plan.estimate.model}`",
                 budget_span,
                 "budget set here",
@@ -486,7 +495,7 @@ def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
         warning(
             BUDGET_EXCEEDED,
             f"the estimated cost, ${plan.estimate.cost_usd:.4f} at {plan.estimate.model} prices, "
-            f"exceeds the budget of ${budget:.2f}; a run would stop at step `{step.id}`",
+            f"exceeds the budget of {usd(budget)}; a run would stop at step `{step.id}`",
             budget_span,
             "budget set here",
             secondary=secondary,

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_crossing, call_limit
+from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_crossing, call_limit, usd
 from tiny_dsl.plan.model import (
     AgentPlan,
     AnalyzeStep,
@@ -353,14 +353,14 @@ class _View:
     def _budget(self, budget: float) -> str:
         estimate = self.plan.estimate
         if not estimate.priced:
-            return self._style(f"${budget:,.2f}, cannot be checked without prices", "yellow")
+            return self._style(f"{usd(budget)}, cannot be checked without prices", "yellow")
         crossing = budget_crossing(self.plan)
         if crossing is not None:
             step, _running = crossing
             return self._style(
-                f"${budget:,.2f}, exceeded by {_money(estimate.cost_usd - budget)} at "
+                f"{usd(budget)}, exceeded by {_money(estimate.cost_usd - budget)} at "
                 f"{step.id}: `tts run` refuses to start",
                 "yellow",
             )
         used = estimate.cost_usd / budget if budget else 0.0
-        return f"${budget:,.2f}, headroom {_money(budget - estimate.cost_usd)} ({used:.1%} used)"
+        return f"{usd(budget)}, headroom {_money(budget - estimate.cost_usd)} ({used:.1%} used)"

@@ -256,6 +256,10 @@ def _expectation_changes(
     return changes
 
 
+def _manifest_fields(run: RunData) -> dict[str, Any]:
+    return run.manifest.model_dump(mode="json") if run.manifest else {}
+
+
 def build_diff(run_a: Path, run_b: Path) -> RunDiff:
     a, b = load_run(run_a), load_run(run_b)
     problems = [f"A: {p}" for p in a.problems] + [f"B: {p}" for p in b.problems]
@@ -265,7 +269,7 @@ def build_diff(run_a: Path, run_b: Path) -> RunDiff:
         run_b=str(run_b),
         problems=problems,
         settings=_changes(a.settings, b.settings),
-        run=_changes(a.manifest, b.manifest, run_keys),
+        run=_changes(_manifest_fields(a), _manifest_fields(b), run_keys),
         steps=_step_changes(a, b),
         results=_result_diffs(a.analysis, b.analysis),
         expectations=_expectation_changes(a.analysis, b.analysis),

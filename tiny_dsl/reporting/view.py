@@ -156,14 +156,12 @@ def _plain(value: Any) -> str:
 
 
 def _answered_by(run: RunData) -> list[tuple[str, str]]:
-    answered = run.manifest.get("answered_by")
-    pairs = [
-        (str(item.get("provider") or "?"), str(item.get("model") or "?"))
-        for item in answered or []
-        if isinstance(item, dict)
-    ]
-    if not pairs and (run.manifest.get("provider") or run.manifest.get("model")):
-        pairs = [(str(run.manifest.get("provider") or "?"), str(run.manifest.get("model") or "?"))]
+    manifest = run.manifest
+    if manifest is None:
+        return []
+    pairs = [(item.provider or "?", item.model or "?") for item in manifest.answered_by]
+    if not pairs and (manifest.provider or manifest.model):
+        pairs = [(manifest.provider or "?", manifest.model or "?")]
     return pairs
 
 
@@ -195,8 +193,7 @@ def _banner(run: RunData) -> Banner | None:
 
 
 def _run_notes(run: RunData) -> list[str]:
-    notes = run.manifest.get("notes")
-    return [str(note) for note in notes] if isinstance(notes, list) else []
+    return list(run.manifest.notes) if run.manifest else []
 
 
 def _overview(run: RunData) -> Table:
@@ -214,21 +211,16 @@ def _overview(run: RunData) -> Table:
         requested = f"{settings['provider']} / {requested}"
     add("Model requested", requested)
     add("Answered by", ", ".join(f"{p} / {m}" for p, m in _answered_by(run)) or "unknown")
-    add("Seed", manifest.get("seed", settings.get("seed")))
-    plan_hash = manifest.get("plan_hash") or run.plan.get("plan_hash")
+    add("Seed", manifest.seed if manifest else settings.get("seed"))
+    plan_hash = (manifest.plan_hash if manifest else "") or run.plan.get("plan_hash")
     add("Plan hash", str(plan_hash)[:16] if plan_hash else None)
-    add("Started", manifest.get("started"))
-    add("Finished", manifest.get("finished"))
-    if isinstance(manifest.get("duration_s"), int | float):
-        add("Duration", f"{manifest['duration_s']:.1f} s")
-    if "model_calls" in manifest:
-        add(
-            "Model calls", f"{manifest['model_calls']} ({manifest.get('cache_hits', 0)} from cache)"
-        )
-    if "input_tokens" in manifest:
-        add("Tokens", f"{manifest['input_tokens']} in, {manifest.get('output_tokens', 0)} out")
-    if isinstance(manifest.get("cost_usd"), int | float):
-        add("Cost", f"{manifest['cost_usd']:.4f} USD")
+    if manifest is not None:
+        add("Started", manifest.started)
+        add("Finished", manifest.finished)
+        add("Duration", f"{manifest.duration_s:.1f} s")
+        add("Model calls", f"{manifest.model_calls} ({manifest.cache_hits} from cache)")
+        add("Tokens", f"{manifest.input_tokens} in, {manifest.output_tokens} out")
+        add("Cost", f"{manifest.cost_usd:.4f} USD")
     add("Agents", len(run.rows) if run.rows else None)
     return table(["", ""], rows)
 
@@ -576,11 +568,7 @@ def _results(run: RunData, fields: Sequence[FieldCoverage]) -> Table | None:
 
 
 def _steps(run: RunData) -> Table | None:
-    status = {
-        str(item.get("id")): item
-        for item in run.manifest.get("steps") or []
-        if isinstance(item, dict)
-    }
+    status = {record.id: record for record in run.manifest.steps} if run.manifest else {}
     plan_steps = [item for item in run.plan.get("steps") or [] if isinstance(item, dict)]
     ids = [str(item.get("id")) for item in plan_steps] or list(status)
     if not ids:
@@ -588,15 +576,14 @@ def _steps(run: RunData) -> Table | None:
     kinds = {str(item.get("id")): str(item.get("kind", "")) for item in plan_steps}
     rows: list[list[Cell | str]] = []
     for step_id in ids:
-        done = status.get(step_id, {})
-        state = str(done.get("status", "not run"))
-        seconds = done.get("seconds")
+        done = status.get(step_id)
+        state = done.status if done else "not run"
         rows.append(
             [
                 step_id,
                 kinds.get(step_id, ""),
-                Cell(state, tone="fail" if state in ("failed", "error") else ""),
-                f"{seconds:.1f}" if isinstance(seconds, int | float) else "",
+                Cell(state, tone="fail" if state == "failed" else ""),
+                f"{done.seconds:.1f}" if done else "",
             ]
         )
     return table(["Step", "Kind", "Status", "Seconds"], rows, numeric=(3,))
@@ -701,8 +688,9 @@ def build_view(run: RunData) -> ReportView:
     view.funnels = [_funnel_block(i, r) for i, r in enumerate(analysis.funnels, 1)]
     view.coverage = _coverage(analysis)
     if analysis.compares:
+        tests = analysis.adjustment.family_size
         view.adjustment = (
-            f"P-values are Holm-adjusted over {analysis.adjustment.family_size} tests "
+            f"P-values are Holm-adjusted over {tests} test{'' if tests == 1 else 's'} "
             f"(alpha {analysis.adjustment.alpha:g}). {analysis.adjustment.note}"
         )
     return view

@@ -1,104 +1,48 @@
-"""What a run leaves behind: one folder per run under the output directory, plus `latest`.
+"""The run folder's files that hold what the simulation produced: transcript, results, personas.
 
-    <output_dir>/<run-id>/manifest.json    what ran, on what, how long, how much
-                         plan.json          the executed plan
-                         transcript.jsonl   every stimulus and action
-                         transcript.md      the same, for reading
-                         results.csv|json|jsonl   as the plan's `output.formats` asks
-                         analysis.json      when the plan has an `analyze` step
-                         personas/<agent id>.agent.json   every agent's persona, as
-                                            a TinyTroupe agent specification
-    <output_dir>/latest -> <run-id>
-
-Every file is written atomically, so a reader (or a killed run) never sees half
-a file. The run id is the UTC start time plus the plan hash prefix, with a
-counter appended if two runs of one plan start within the same second.
+The folder itself, its file names and its manifest are `tiny_dsl.rundir`'s; the
+session writes these files into it after the run. Every file is written atomically.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import importlib
 import io
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tiny_dsl.extraction import result_columns
 from tiny_dsl.files import write_bytes_atomic
-from tiny_dsl.plan.model import FieldPlan, Plan, Step
+from tiny_dsl.plan.model import ExtractStep, FieldPlan, Plan, Step
+from tiny_dsl.rundir import (
+    PERSONAS_DIR,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    RESULTS_JSONL,
+    TRANSCRIPT_JSONL,
+    TRANSCRIPT_MD,
+    write_json,
+)
 from tiny_dsl.runtime.engines.core import TranscriptEvent
 from tiny_dsl.runtime.engines.prompts import time_label
 
 __all__ = [
     "LIST_SEPARATOR",
-    "PERSONAS_DIR",
-    "REPORT_FORMATS",
-    "create_run_dir",
-    "point_latest",
+    "result_fields",
     "step_label",
-    "write_json",
     "write_personas",
-    "write_reports",
     "write_results",
     "write_transcript",
 ]
 
 LIST_SEPARATOR = " | "
-REPORT_FORMATS = ("html", "md")
-PERSONAS_DIR = "personas"
 _PERSONA_WRITERS = 8
 # Above this many recipients, transcript.md gives a count instead of the names.
 _MAX_NAMED = 5
-
-
-def create_run_dir(output_dir: Path, started: datetime, plan_hash: str) -> tuple[str, Path]:
-    """Create and return a fresh `<output_dir>/<run-id>`.
-
-    `mkdir` without `exist_ok` is the uniqueness check, so two processes starting
-    in the same second get different folders.
-    """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    base = f"{started.strftime('%Y%m%d-%H%M%S')}-{plan_hash.split(':')[-1][:8]}"
-    run_id, number = base, 1
-    while True:
-        try:
-            (output_dir / run_id).mkdir()
-        except FileExistsError:
-            number += 1
-            run_id = f"{base}-{number}"
-            continue
-        return run_id, output_dir / run_id
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_bytes_atomic(
-        path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    )
-
-
-def point_latest(output_dir: Path, run_id: str) -> None:
-    """Make `<output_dir>/latest` name the run: a relative symlink, swapped in atomically.
-
-    Where symlinks are not available (some Windows setups), `latest` becomes a
-    text file holding the run id.
-    """
-    latest = output_dir / "latest"
-    temp = output_dir / f".latest.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    try:
-        temp.symlink_to(run_id, target_is_directory=True)
-    except (OSError, NotImplementedError):
-        write_bytes_atomic(latest, (run_id + "\n").encode("utf-8"))
-        return
-    os.replace(temp, latest)
 
 
 def write_personas(run_dir: Path, personas: Mapping[str, Mapping[str, Any]]) -> int:
@@ -160,10 +104,8 @@ def step_label(step: Step) -> str:
 def write_transcript(run_dir: Path, plan: Plan, transcript: Sequence[TranscriptEvent]) -> None:
     """`transcript.jsonl` (one event per line) and `transcript.md` (grouped by step)."""
     lines = [json.dumps(event.to_json(), ensure_ascii=False) for event in transcript]
-    write_bytes_atomic(
-        run_dir / "transcript.jsonl", "".join(f"{line}\n" for line in lines).encode()
-    )
-    write_bytes_atomic(run_dir / "transcript.md", _transcript_markdown(plan, transcript).encode())
+    write_bytes_atomic(run_dir / TRANSCRIPT_JSONL, "".join(f"{line}\n" for line in lines).encode())
+    write_bytes_atomic(run_dir / TRANSCRIPT_MD, _transcript_markdown(plan, transcript).encode())
 
 
 def _transcript_markdown(plan: Plan, transcript: Sequence[TranscriptEvent]) -> str:
@@ -240,24 +182,33 @@ def _names(names: list[str]) -> str:
     return ", ".join(unique)
 
 
+def result_fields(plan: Plan) -> list[FieldPlan]:
+    """Every extracted field of the plan, first declaration first (the results' columns)."""
+    fields: dict[str, FieldPlan] = {}
+    for step in plan.steps:
+        if isinstance(step, ExtractStep):
+            for item in step.fields:
+                fields.setdefault(item.name, item)
+    return list(fields.values())
+
+
 def write_results(
     run_dir: Path,
     rows: Sequence[Mapping[str, Any]],
     fields: list[FieldPlan],
     formats: Sequence[str],
 ) -> list[str]:
-    """`results.<fmt>` for each result format asked for; returns the file names written."""
-    written: list[str] = []
-    if "json" in formats:
-        write_json(run_dir / "results.json", list(rows))
-        written.append("results.json")
+    """`results.json`, always (reports and `tts report` read it), then the extra
+    formats `formats` asks for (`csv`, `jsonl`); returns the file names written."""
+    write_json(run_dir / RESULTS_JSON, list(rows))
+    written = [RESULTS_JSON]
     if "jsonl" in formats:
         body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_bytes_atomic(run_dir / "results.jsonl", body.encode("utf-8"))
-        written.append("results.jsonl")
+        write_bytes_atomic(run_dir / RESULTS_JSONL, body.encode("utf-8"))
+        written.append(RESULTS_JSONL)
     if "csv" in formats:
-        write_bytes_atomic(run_dir / "results.csv", _csv(rows, fields).encode("utf-8"))
-        written.append("results.csv")
+        write_bytes_atomic(run_dir / RESULTS_CSV, _csv(rows, fields).encode("utf-8"))
+        written.append(RESULTS_CSV)
     return written
 
 
@@ -281,31 +232,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, Mapping):
         return "; ".join(f"{key}: {item}" for key, item in value.items())
     return str(value)
-
-
-def write_reports(run_dir: Path, formats: Sequence[str]) -> dict[str, Any]:
-    """Have `tiny_dsl.reporting.write_reports` write the html/md reports asked for.
-
-    Returns what happened, for the manifest. Reports are never faked here: if
-    the reporting module is missing, the manifest says so.
-    """
-    wanted = [fmt for fmt in formats if fmt in REPORT_FORMATS]
-    if not wanted:
-        return {"requested": []}
-    try:
-        module = importlib.import_module("tiny_dsl.reporting")
-    except ImportError:
-        module = None
-    writer = getattr(module, "write_reports", None)
-    if writer is None:
-        return {
-            "requested": wanted,
-            "status": "skipped",
-            "reason": "the reporting module (tiny_dsl.reporting) is not available",
-        }
-    try:
-        written = writer(run_dir, wanted)
-    except Exception as exc:
-        # The run itself succeeded and its results are on disk; `tts report` can retry.
-        return {"requested": wanted, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-    return {"requested": wanted, "status": "written", "files": [Path(p).name for p in written]}

@@ -195,7 +195,7 @@ class TinyDslClient:
 
     One instance serves the process; the engine attaches its `LLMClient` and
     event loop for the duration of each step (engines take turns, see
-    `tiny_dsl.runtime.tinytroupe.engine`).
+    `tiny_dsl.runtime.engines.tinytroupe.engine`).
     """
 
     def __init__(self, dedent: Any) -> None:
