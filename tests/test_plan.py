@@ -1019,6 +1019,60 @@ def test_color_only_adds_styling(fixture_plan: Plan) -> None:
     )
 
 
+def _rendered(text: str) -> str:
+    result = check_source(SourceFile("render.tts", text))
+    return render_plan(compile_plan(result.require_program()))
+
+
+def test_render_a_population_sampled_without_attributes() -> None:
+    """Members of a demographics with no distributions have no attributes to
+    summarise: the segment is listed, with no table under it (it used to raise)."""
+    text = _rendered(
+        """
+scenario s { }
+demographics bare { }
+population folk { from bare; size 2 }
+world w { mode survey; agents folk }
+timeline { ask w "Why?" }
+"""
+    )
+    assert "  population folk: 2 members from bare\n    segment general: 2 members\n\n" in text
+
+
+def test_render_counts_agree_with_their_verbs() -> None:
+    one = _rendered(
+        """
+scenario s { }
+persona ann { name "Ann" }
+world w { mode focus_group; agents ann }
+timeline { run w 1 round }
+"""
+    )
+    assert "(1 step, schema" in one
+    assert "run w round 1 of 1: 1 agent acts" in one
+    assert "1 LLM call, limit" in one
+    many = _rendered(
+        """
+scenario s { }
+persona ann { name "Ann" }
+demographics bare { }
+population folk { from bare; size 3 }
+world w { mode focus_group; agents folk, ann }
+intervention tip { channel email; targets folk; control 34%; variant v { content "Hi." } }
+timeline {
+  deliver tip in w
+  think folk "Hm."
+  think ann "Ah."
+}
+"""
+    )
+    assert "(4 steps, schema" in many
+    assert "deliver tip in w: v 2; control 1 hears nothing" in many
+    assert "3 agents think: Hm." in many
+    assert "ann thinks: Ah." in many
+    assert "3 LLM calls, limit" in many
+
+
 # ------------------------------------------------------- through the checker
 
 EMAIL = ROOT / "scenarios" / "email_ab.tts"
