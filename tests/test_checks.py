@@ -22,7 +22,7 @@ from tests.conftest import ROOT, SCENARIOS
 from tests.fuzzing import mutate_chars
 from tiny_dsl.checks import CheckResult, check_file, check_source, codes, loader
 from tiny_dsl.checks import model as m
-from tiny_dsl.diagnostics import CODES, Diagnostic, DiagnosticError
+from tiny_dsl.diagnostics import CODES, Diagnostic, DiagnosticError, render_text
 from tiny_dsl.resources import stdlib_dir
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax import ast
@@ -593,22 +593,46 @@ def test_a_library_checks_clean_but_is_not_runnable() -> None:
 # ----------------------------------------------------------------- robustness
 
 
+def _assert_explained(result: CheckResult) -> None:
+    """Every diagnostic is a registered code whose labels point into a file that was
+    read, and the whole report renders."""
+    for diagnostic in result.diagnostics:
+        assert diagnostic.code in CODES, _show(diagnostic)
+        for label in [diagnostic.primary, *diagnostic.secondary]:
+            if label is None:
+                continue
+            span = label.span
+            assert span.file in result.sources, _show(diagnostic)
+            assert 0 <= span.start <= span.end <= len(result.sources[span.file].text)
+    rendered = render_text(result.diagnostics, result.sources)
+    assert all(f"[{d.code}]" in rendered for d in result.diagnostics)
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
 def test_mutated_examples_give_diagnostics_not_tracebacks(path: Path) -> None:
     rng = random.Random(f"tts-{path.name}")
     text = path.read_text(encoding="utf-8")
+    rejected = 0
     for _ in range(MUTANTS_PER_EXAMPLE):
         mutant = mutate_chars(text, rng, rng.randint(1, 3))
         result = check_source(SourceFile(str(path), mutant), path=path)
-        assert result.program is None or result.ok
+        _assert_explained(result)
+        rejected += not result.ok
+    # most mutants are wrong: the check must say so rather than pass them
+    assert rejected > MUTANTS_PER_EXAMPLE // 2
 
 
 def test_arbitrary_text_gives_diagnostics_not_tracebacks() -> None:
     rng = random.Random(7)
     alphabet = 'scenario persona world {}[]()"#.,;:%0123456789 \n\tabcxyz_-=@'
+    rejected = 0
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
-        check_source(SourceFile("noise.tts", text), path=ROOT / "noise.tts")
+        result = check_source(SourceFile("noise.tts", text), path=ROOT / "noise.tts")
+        _assert_explained(result)
+        assert result.program is None  # noise is never a runnable scenario
+        rejected += not result.ok
+    assert rejected > 150
 
 
 # ---------------------------------------------------------------- performance
