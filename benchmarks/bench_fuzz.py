@@ -1,7 +1,8 @@
 """Fuzz benchmark: parser, checker and planner on 100,000 hostile inputs.
 
 Inputs, from one seed:
-  - token-level mutations of the corpus (scenarios/*.tts, stdlib/**/*.tts),
+  - the corpus itself (scenarios/*.tts, stdlib/**/*.tts, tests/cases/fuzz/*.tts),
+  - token-level mutations of the corpus,
   - character-level mutations of the corpus,
   - both at once,
   - hypothesis-generated text (runs of keyword and punctuation tokens, and
@@ -168,11 +169,19 @@ def _start_worker(seed_value: int, slow: float, timeout: float) -> None:
         run_pipeline(original.text, original.path)
 
 
-def _run_one(task: int | str) -> tuple[str, Outcome | None, float, str | None]:
-    """Run a mutant (by index) or a generated text; the text comes back only if it offends."""
+# What a worker runs: a mutant (by index), a corpus file unchanged (by its
+# position in the corpus), or a generated text.
+Task = int | tuple[str, int] | str
+
+
+def _run_one(task: Task) -> tuple[str, Outcome | None, float, str | None]:
+    """Run one input; the text comes back only if it offends."""
     if isinstance(task, int):
         kind, original, text = mutant(_worker["corpus"], _worker["seed"], task)
         path = original.path
+    elif isinstance(task, tuple):
+        original = _worker["corpus"][task[1]]
+        kind, text, path = "corpus", original.text, original.path
     else:
         kind, text, path = "generated", task, _worker["location"]
     outcome, seconds = _timed(text, path, _worker["timeout"])
@@ -193,7 +202,9 @@ def main() -> None:
 
     findings = Findings(args.save_dir, args.slow, args.keep)
     generated_count = round(args.count * (1 - TOKEN_SHARE - CHAR_SHARE - BOTH_SHARE))
-    tasks: list[int | str] = [*range(args.count - generated_count)]
+    # The corpus unchanged first: a crash there is a bug no mutation is needed for.
+    tasks: list[Task] = [("corpus", index) for index in range(len(load_corpus()))]
+    tasks += range(args.count - generated_count - len(tasks))
     tasks += generated(generated_count, args.seed)
     started = time.perf_counter()
     with multiprocessing.Pool(

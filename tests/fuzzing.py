@@ -5,7 +5,10 @@ hypothesis; `benchmarks/bench_fuzz.py` runs 100,000 from a seed. Both take the
 corpus, the mutations and the verdict from here, so that CI exercises exactly
 the strategies the long run does.
 
-- The corpus: the example scenarios and every stdlib file.
+- The corpus: the example scenarios, every stdlib file, and the fuzz seeds
+  (`tests/cases/fuzz/`): valid scenarios of shapes the others lack (a
+  demographics without distributions, one-member counts, a population that
+  thinks), which mutations of the others seldom reach.
 - Token-level mutations: the text is cut into lexer-like tokens (strings,
   numbers, names, brackets, newlines...) which are deleted, duplicated,
   swapped, replaced or joined by tokens from a pool of keywords, punctuation
@@ -14,9 +17,10 @@ the strategies the long run does.
   duplicated or swapped, including control and non-ASCII characters.
 - Generated text: hypothesis text over the same token pool, and arbitrary text.
 
-`run_pipeline` parses, checks and, when the check passes, compiles and renders
-the plan. Diagnostics are the expected outcome of bad input; any other
-exception is a crash.
+`run_pipeline` parses, checks and, when the check passes, compiles the plan,
+computes its warnings and renders the text plan in every form `tts plan`
+prints (plain, coloured, with cached steps marked). Diagnostics are the
+expected outcome of bad input; any other exception is a crash.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from tiny_dsl.plan import compile_plan, plan_diagnostics, render_plan
 from tiny_dsl.source import SourceFile
 
 ROOT = Path(__file__).resolve().parent.parent
+FUZZ_SEEDS = ROOT / "tests" / "cases" / "fuzz"
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,12 @@ class CorpusFile:
 
 
 def load_corpus() -> list[CorpusFile]:
-    """The example scenarios and the stdlib, in a stable order."""
-    paths = sorted((ROOT / "scenarios").glob("*.tts")) + sorted((ROOT / "stdlib").rglob("*.tts"))
+    """The example scenarios, the stdlib and the fuzz seeds, in a stable order."""
+    paths = [
+        *sorted((ROOT / "scenarios").glob("*.tts")),
+        *sorted((ROOT / "stdlib").rglob("*.tts")),
+        *sorted(FUZZ_SEEDS.glob("*.tts")),
+    ]
     return [CorpusFile(path, path.read_text(encoding="utf-8")) for path in paths]
 
 
@@ -204,6 +213,8 @@ def run_pipeline(text: str, path: Path) -> Outcome:
             plan = compile_plan(result.program)
             plan_diagnostics(result.program, plan)
             render_plan(plan)
+            # As `tts plan` shows a plan a saved checkpoint partly covers, in a terminal.
+            render_plan(plan, color=True, covered={step.id for step in plan.steps[:1]})
             checked = True
     except DiagnosticError:
         pass  # a stage refused the input with diagnostics: the expected path

@@ -13,6 +13,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ import pytest
 from tests.conftest import ROOT, SCENARIOS
 from tests.fuzzing import mutate_chars
 from tiny_dsl.checks import CheckResult, check_file, check_source, codes, loader
-from tiny_dsl.diagnostics import CODES, Diagnostic, DiagnosticError
+from tiny_dsl.checks import model as m
+from tiny_dsl.diagnostics import CODES, Diagnostic, DiagnosticError, render_text
 from tiny_dsl.resources import stdlib_dir
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax import ast
@@ -396,8 +398,144 @@ def test_program_of_an_example_is_fully_resolved() -> None:
     assert (fields["purchase_intent"].kind, fields["purchase_intent"].low) == ("int", 1)
     assert fields["sentiment"].members == ("positive", "neutral", "negative")
     assert program.output.formats == ("csv", "json", "html")
-    assert len(program.timeline) == 4 and len(program.analyses) == 4
-    assert set(program.sources) >= {program.root, *program.modules}
+    deliver, wait, checkpoint, ask = program.timeline
+    assert deliver == m.DeliverStep("email_campaign", "inbox", timedelta(0), deliver.span)
+    assert wait == m.WaitStep(86400.0, "1 day", wait.span)
+    assert checkpoint == m.CheckpointStep("after_campaign", checkpoint.span)
+    assert isinstance(ask, m.AskStep) and ask.world == "inbox"
+    assert ask.question.startswith("Would you buy VitaBoost")
+    assert [str(step.span.origin()) for step in program.timeline] == [
+        f"{program.root}:{line}:3" for line in (54, 55, 56, 57)
+    ]
+    assert [type(a) for a in program.analyses] == [
+        m.CompareAnalysis,
+        m.CompareAnalysis,
+        m.SummarizeAnalysis,
+        m.ExpectAnalysis,
+    ]
+    expect = program.analyses[-1]
+    assert expect == m.ExpectAnalysis(
+        m.Aggregate("mean", "purchase_intent"),
+        "between",
+        "expect mean(purchase_intent) between 1 and 10",
+        expect.span,
+        low=1.0,
+        high=10.0,
+    )
+    budget = program.settings.budget_span
+    assert budget is not None and (budget.line, budget.column) == (9, 3)
+    assert program.settings.max_calls_span is None
+    assert list(program.sources) == [
+        program.root,
+        "stdlib/fragments.tts",
+        "stdlib/demographics/usa.tts",
+    ]
+
+
+LOWERED = """
+scenario s { max_calls 500 }
+persona ann { name "Ann" }
+persona bo { name "Bo" }
+demographics d { age { 18..40 50%; 41..90 50% } }
+population folk {
+  from d
+  size 4
+  segment young { size 2; age 18..40 }
+}
+world hall { mode focus_group; agents folk, ann; moderator bo }
+intervention tip { channel email; targets folk; variant v { content "Hi." } }
+timeline {
+  broadcast hall "Welcome."
+  wait 90 minutes
+  deliver tip in hall
+  run hall 3 rounds
+  wait 1.5 days
+  ask hall "Why?"
+  interview folk.young, ann by bo "One?", "Two?"
+  think folk "Hm."
+  think ann "Ah."
+  deliver tip in hall
+  checkpoint end
+}
+extract from hall {
+  mood enum [glad, sad]
+  liked bool
+  paid bool
+  score float 0..1
+}
+analyze {
+  compare mood by tip
+  summarize   score   by   segment
+  funnel liked, paid
+  expect share(mood == "sad") < 25%
+  expect share(liked) >= 0.5
+  expect share(paid) between 10% and 0.9
+}
+"""
+
+
+def test_every_step_kind_and_analysis_is_lowered() -> None:
+    """The checker hands later stages typed steps and analyses, not syntax: names
+    resolved, numbers read, texts unquoted, the time waited before each delivery."""
+    program = check_source(SourceFile("lowered.tts", LOWERED)).require_program()
+    steps = program.timeline
+    assert all(step.span.file == "lowered.tts" for step in steps)
+    assert [(type(step), step.span.line) for step in steps] == [
+        (m.BroadcastStep, 14),
+        (m.WaitStep, 15),
+        (m.DeliverStep, 16),
+        (m.RunStep, 17),
+        (m.WaitStep, 18),
+        (m.AskStep, 19),
+        (m.InterviewStep, 20),
+        (m.ThinkStep, 21),
+        (m.ThinkStep, 22),
+        (m.DeliverStep, 23),
+        (m.CheckpointStep, 24),
+    ]
+    broadcast, short, first, run, long, ask, interview, folk, ann, second, end = steps
+    assert (broadcast.world, broadcast.text) == ("hall", "Welcome.")
+    assert (short.seconds, short.written) == (5400.0, "90 minutes")
+    assert (long.seconds, long.written) == (129600.0, "1.5 days")
+    assert (first.intervention, first.world, first.elapsed) == ("tip", "hall", timedelta(hours=1.5))
+    assert second.elapsed == timedelta(days=1.5, hours=1.5)
+    assert (run.world, run.rounds) == ("hall", 3)
+    assert (ask.world, ask.question) == ("hall", "Why?")
+    assert interview.group == (
+        m.GroupRef("segment", "folk", "young"),
+        m.GroupRef("persona", "ann"),
+    )
+    assert (interview.interviewer, interview.questions) == ("bo", ("One?", "Two?"))
+    assert (folk.thinker, folk.text) == (m.GroupRef("population", "folk"), "Hm.")
+    assert (ann.thinker, ann.text) == (m.GroupRef("persona", "ann"), "Ah.")
+    assert end.name == "end"
+
+    compare, summarize, funnel, share_of, share, between = program.analyses
+    assert compare == m.CompareAnalysis("mood", "tip", "compare mood by tip", compare.span)
+    # the text is the statement as written, whitespace collapsed
+    assert summarize == m.SummarizeAnalysis(
+        "score", "segment", "summarize score by segment", summarize.span
+    )
+    assert funnel == m.FunnelAnalysis(("liked", "paid"), "funnel liked, paid", funnel.span)
+    assert (share_of.aggregate, share_of.comparator, share_of.bound) == (
+        m.Aggregate("share", "mood", "==", "sad"),
+        "<",
+        0.25,
+    )
+    assert (share.aggregate, share.comparator, share.bound) == (
+        m.Aggregate("share", "liked"),
+        ">=",
+        0.5,
+    )
+    assert (between.comparator, between.low, between.high, between.bound) == (
+        "between",
+        0.1,
+        0.9,
+        None,
+    )
+    calls = program.settings.max_calls_span
+    assert calls is not None and (calls.line, calls.column) == (2, 14)
+    assert program.settings.budget_span is None
 
 
 def test_defaults_and_segments() -> None:
@@ -455,22 +593,46 @@ def test_a_library_checks_clean_but_is_not_runnable() -> None:
 # ----------------------------------------------------------------- robustness
 
 
+def _assert_explained(result: CheckResult) -> None:
+    """Every diagnostic is a registered code whose labels point into a file that was
+    read, and the whole report renders."""
+    for diagnostic in result.diagnostics:
+        assert diagnostic.code in CODES, _show(diagnostic)
+        for label in [diagnostic.primary, *diagnostic.secondary]:
+            if label is None:
+                continue
+            span = label.span
+            assert span.file in result.sources, _show(diagnostic)
+            assert 0 <= span.start <= span.end <= len(result.sources[span.file].text)
+    rendered = render_text(result.diagnostics, result.sources)
+    assert all(f"[{d.code}]" in rendered for d in result.diagnostics)
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
 def test_mutated_examples_give_diagnostics_not_tracebacks(path: Path) -> None:
     rng = random.Random(f"tts-{path.name}")
     text = path.read_text(encoding="utf-8")
+    rejected = 0
     for _ in range(MUTANTS_PER_EXAMPLE):
         mutant = mutate_chars(text, rng, rng.randint(1, 3))
         result = check_source(SourceFile(str(path), mutant), path=path)
-        assert result.program is None or result.ok
+        _assert_explained(result)
+        rejected += not result.ok
+    # most mutants are wrong: the check must say so rather than pass them
+    assert rejected > MUTANTS_PER_EXAMPLE // 2
 
 
 def test_arbitrary_text_gives_diagnostics_not_tracebacks() -> None:
     rng = random.Random(7)
     alphabet = 'scenario persona world {}[]()"#.,;:%0123456789 \n\tabcxyz_-=@'
+    rejected = 0
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
-        check_source(SourceFile("noise.tts", text), path=ROOT / "noise.tts")
+        result = check_source(SourceFile("noise.tts", text), path=ROOT / "noise.tts")
+        _assert_explained(result)
+        assert result.program is None  # noise is never a runnable scenario
+        rejected += not result.ok
+    assert rejected > 150
 
 
 # ---------------------------------------------------------------- performance

@@ -1,9 +1,12 @@
 """The plan compiler: goldens, determinism, the hash chain, sampling and assignment.
 
 Most tests build a checked `Program` by hand (`build_fixture`) from a scenario
-text that exercises every step kind: timeline steps and analyses come from the
-real parser, declarations are written out as the checker would produce them,
-so edits to the text and to single definitions are easy to make. Goldens,
+text that exercises every step kind: timeline steps and analyses are the real
+parser's, lowered as the checker lowers them (`_lowered_timeline`,
+`_lowered_analyses`: the fixture is not a scenario the checker accepts, its
+funnel has an `int` stage and `base` is declared here), declarations are
+written out as the checker would produce them, so edits to the text and to
+single definitions are easy to make. Goldens,
 invariants, determinism and the hash chain are also tested on the four
 normative examples through `tiny_dsl.checks.check_file`.
 """
@@ -17,7 +20,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from tests.chi_square import chi_square_p
 from tests.conftest import ROOT, SCENARIOS
 from tests.golden import assert_golden
 from tiny_dsl.checks import check_file, check_source
+from tiny_dsl.checks import model as checked
 from tiny_dsl.checks.model import (
     Constraint,
     Demographics,
@@ -200,6 +204,113 @@ def _declarations(module: ast.Module) -> dict[str, Span]:
     return spans
 
 
+# The fixture's personas; its other group name, `shoppers`, is a population.
+FIXTURE_PERSONAS = ("lisa", "mia", "sam")
+
+
+def _group_ref(ref: ast.Ref) -> GroupRef:
+    if len(ref.parts) == 2:
+        return GroupRef("segment", ref.parts[0], ref.parts[1])
+    kind = "persona" if ref.parts[0] in FIXTURE_PERSONAS else "population"
+    return GroupRef(kind, ref.parts[0])
+
+
+def _lowered_timeline(timeline: ast.Timeline) -> tuple[checked.Step, ...]:
+    """The fixture's timeline as `tiny_dsl.checks.steps` lowers it."""
+    steps: list[checked.Step] = []
+    elapsed = timedelta()
+    for step in timeline.steps:
+        match step:
+            case ast.BroadcastStep():
+                steps.append(checked.BroadcastStep(step.world.name, step.text.value, step.span))
+            case ast.DeliverStep():
+                steps.append(
+                    checked.DeliverStep(step.intervention.name, step.world.name, elapsed, step.span)
+                )
+            case ast.AskStep():
+                steps.append(checked.AskStep(step.world.name, step.text.value, step.span))
+            case ast.RunStep():
+                rounds = step.rounds.value
+                assert isinstance(rounds, int)
+                steps.append(checked.RunStep(step.world.name, rounds, step.span))
+            case ast.WaitStep(duration=duration):
+                written = f"{duration.amount.raw} {duration.unit}"
+                steps.append(checked.WaitStep(duration.seconds, written, step.span))
+                elapsed += timedelta(seconds=duration.seconds)
+            case ast.InterviewStep():
+                group = tuple(_group_ref(ref) for ref in step.group)
+                questions = tuple(question.value for question in step.questions)
+                steps.append(
+                    checked.InterviewStep(group, step.interviewer.name, questions, step.span)
+                )
+            case ast.ThinkStep():
+                thinker = _group_ref(ast.Ref((step.persona.name,)))
+                steps.append(checked.ThinkStep(thinker, step.text.value, step.span))
+            case ast.CheckpointStep():
+                steps.append(checked.CheckpointStep(step.name.name, step.span))
+    return tuple(steps)
+
+
+def _bound(bound: ast.Number | ast.Percent) -> float:
+    return bound.fraction if isinstance(bound, ast.Percent) else float(bound.value)
+
+
+def _lowered_analyses(analyze: ast.Analyze, source: SourceFile) -> tuple[checked.Analysis, ...]:
+    """The fixture's analyses as `tiny_dsl.checks.results` lowers them."""
+    analyses: list[checked.Analysis] = []
+    for statement in analyze.statements:
+        text = " ".join(source.text[statement.span.start : statement.span.end].split())
+        match statement:
+            case ast.CompareStmt():
+                analyses.append(
+                    checked.CompareAnalysis(
+                        statement.field.name, statement.by.name, text, statement.span
+                    )
+                )
+            case ast.SummarizeStmt():
+                analyses.append(
+                    checked.SummarizeAnalysis(
+                        statement.field.name, statement.by.name, text, statement.span
+                    )
+                )
+            case ast.FunnelStmt():
+                fields = tuple(field.name for field in statement.fields)
+                analyses.append(checked.FunnelAnalysis(fields, text, statement.span))
+            case ast.ExpectBetween() | ast.ExpectCompare():
+                written = statement.aggregate
+                member = written.value.dotted if isinstance(written.value, ast.Ref) else None
+                aggregate = checked.Aggregate(
+                    written.function.name, written.field.name, written.comparator, member
+                )
+                if isinstance(statement, ast.ExpectBetween):
+                    low, high = _bound(statement.low), _bound(statement.high)
+                    analyses.append(
+                        checked.ExpectAnalysis(
+                            aggregate, "between", text, statement.span, low=low, high=high
+                        )
+                    )
+                else:
+                    analyses.append(
+                        checked.ExpectAnalysis(
+                            aggregate,
+                            statement.comparator,
+                            text,
+                            statement.span,
+                            bound=_bound(statement.bound),
+                        )
+                    )
+    return tuple(analyses)
+
+
+def _property_span(module: ast.Module, key: str) -> Span | None:
+    """Where the scenario block sets `key`, as `Settings` records it."""
+    scenario = next(d for d in module.declarations if isinstance(d, ast.Scenario))
+    for entry in scenario.body.entries:
+        if isinstance(entry, ast.Property) and ast.key_text(entry.key) == key:
+            return entry.span
+    return None
+
+
 def build_fixture(text: str = FIXTURE, *, size: int = 30, **settings: object) -> Program:
     """The checked program of `text` (a variant of FIXTURE), written out by hand.
 
@@ -225,6 +336,8 @@ def build_fixture(text: str = FIXTURE, *, size: int = 30, **settings: object) ->
         "max_calls": None,
         "engine": "builtin",
         "span": at["Scenario"],
+        "budget_span": _property_span(module, "budget"),
+        "max_calls_span": _property_span(module, "max_calls"),
     }
     values.update(settings)
     frugal = {"preferences": {"likes": ["Discounts."]}, "behaviors": ["Compares prices."]}
@@ -232,7 +345,6 @@ def build_fixture(text: str = FIXTURE, *, size: int = 30, **settings: object) ->
     return Program(
         root=FIXTURE_PATH,
         sources={FIXTURE_PATH: source},
-        modules={FIXTURE_PATH: module},
         settings=Settings(**values),  # type: ignore[arg-type]
         personas={
             "lisa": Persona(
@@ -324,7 +436,7 @@ def build_fixture(text: str = FIXTURE, *, size: int = 30, **settings: object) ->
                 at["nudge"],
             ),
         },
-        timeline=timeline.steps,
+        timeline=_lowered_timeline(timeline),
         extractions=(
             Extraction(
                 "store",
@@ -336,7 +448,7 @@ def build_fixture(text: str = FIXTURE, *, size: int = 30, **settings: object) ->
                 at["Extract"],
             ),
         ),
-        analyses=analyze.statements,
+        analyses=_lowered_analyses(analyze, source),
         output=OutputSpec(("csv",), None, None),
     )
 
@@ -907,6 +1019,60 @@ def test_color_only_adds_styling(fixture_plan: Plan) -> None:
     )
 
 
+def _rendered(text: str) -> str:
+    result = check_source(SourceFile("render.tts", text))
+    return render_plan(compile_plan(result.require_program()))
+
+
+def test_render_a_population_sampled_without_attributes() -> None:
+    """Members of a demographics with no distributions have no attributes to
+    summarise: the segment is listed, with no table under it (it used to raise)."""
+    text = _rendered(
+        """
+scenario s { }
+demographics bare { }
+population folk { from bare; size 2 }
+world w { mode survey; agents folk }
+timeline { ask w "Why?" }
+"""
+    )
+    assert "  population folk: 2 members from bare\n    segment general: 2 members\n\n" in text
+
+
+def test_render_counts_agree_with_their_verbs() -> None:
+    one = _rendered(
+        """
+scenario s { }
+persona ann { name "Ann" }
+world w { mode focus_group; agents ann }
+timeline { run w 1 round }
+"""
+    )
+    assert "(1 step, schema" in one
+    assert "run w round 1 of 1: 1 agent acts" in one
+    assert "1 LLM call, limit" in one
+    many = _rendered(
+        """
+scenario s { }
+persona ann { name "Ann" }
+demographics bare { }
+population folk { from bare; size 3 }
+world w { mode focus_group; agents folk, ann }
+intervention tip { channel email; targets folk; control 34%; variant v { content "Hi." } }
+timeline {
+  deliver tip in w
+  think folk "Hm."
+  think ann "Ah."
+}
+"""
+    )
+    assert "(4 steps, schema" in many
+    assert "deliver tip in w: v 2; control 1 hears nothing" in many
+    assert "3 agents think: Hm." in many
+    assert "ann thinks: Ah." in many
+    assert "3 LLM calls, limit" in many
+
+
 # ------------------------------------------------------- through the checker
 
 EMAIL = ROOT / "scenarios" / "email_ab.tts"
@@ -968,3 +1134,31 @@ def test_example_early_step_change(email_plan: Plan, tmp_path: Path) -> None:
         False,
         False,
     ]
+
+
+# ------------------------------------------------------------------ layering
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, `from tiny_dsl import syntax` as `tiny_dsl.syntax`."""
+    import ast as python_ast
+
+    names: set[str] = set()
+    for node in python_ast.walk(python_ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, python_ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, python_ast.ImportFrom) and node.module is not None:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted((ROOT / "tiny_dsl" / "plan").glob("*.py")), ROOT / "tiny_dsl" / "checks" / "model.py"],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_the_checked_model_and_the_plan_never_use_syntax(path: Path) -> None:
+    """The checks lower every statement: the plan stage never re-reads syntax trees."""
+    syntax = {name for name in _imported_modules(path) if name.startswith("tiny_dsl.syntax")}
+    assert syntax == set()

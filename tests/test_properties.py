@@ -434,6 +434,15 @@ def test_mutated_generated_files_never_raise(
     _never_crashes(MUTATIONS[mutation](format_module(module), rng, count), ROOT / PATH)
 
 
+@pytest.mark.parametrize("original", CORPUS, ids=lambda c: c.path.relative_to(ROOT).as_posix())
+def test_the_corpus_itself_goes_through_the_pipeline(original: CorpusFile) -> None:
+    """Unmutated, every corpus file checks without a crash; the scenarios and the
+    fuzz seeds check clean, so their plans are compiled and rendered too."""
+    outcome = run_pipeline(original.text, original.path)
+    assert outcome.crash is None, outcome.crash
+    assert outcome.checked == (original.path.parent.name in ("scenarios", "fuzz"))
+
+
 def test_fuzz_mutations_are_reproducible_and_tokens_rejoin() -> None:
     original = CORPUS[0]
     assert "".join(tokenize(original.text)) == original.text

@@ -20,8 +20,9 @@ import json
 import re
 import tempfile
 from collections import Counter
-from itertools import pairwise
+from itertools import combinations, pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -241,12 +242,40 @@ def test_commonly_combined_fragments_merge(pair: tuple[str, str]) -> None:
         assert len(merged[key]) == len(first[key]) + len(second[key])
 
 
-def test_every_pair_of_fragments_merges() -> None:
-    found = {name: as_data(fragment.body) for name, fragment in fragments().items()}
-    names = sorted(found)
-    for index, first in enumerate(names):
-        for second in names[index + 1 :]:
-            merge(found[first], found[second])
+def _lists(spec: dict[str, Any], prefix: str = "") -> dict[str, list[Any]]:
+    """Every list in a persona spec, by dotted path (`personality.traits`)."""
+    found: dict[str, list[Any]] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            found.update(_lists(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def test_every_pair_of_fragments_merges(tmp_path: Path) -> None:
+    """Any two stdlib fragments can be given to one persona: the checker merges them
+    without a conflict, and the persona gets every item of both."""
+    names = sorted(fragments())
+    pairs = list(combinations(names, 2))
+    personas = "\n".join(
+        f'persona p{index} {{ name "P {index}"; age 40; occupation "Clerk"; '
+        f"fragments [{first}, {second}] }}"
+        for index, (first, second) in enumerate(pairs)
+    )
+    path = tmp_path / "pairs.tts"
+    path.write_text(
+        f'scenario pairs {{ }}\nimport "stdlib/fragments.tts"\n{personas}\n', encoding="utf-8"
+    )
+    result = check_file(path)
+    assert [d for d in result.diagnostics if d.is_error] == []
+    program = result.require_program()
+    added = {name: _lists(program.fragments[name].spec) for name in names}
+    for index, (first, second) in enumerate(pairs):
+        merged = _lists(program.personas[f"p{index}"].spec)
+        for key in added[first].keys() | added[second].keys():
+            both = added[first].get(key, []) + added[second].get(key, [])
+            assert merged[key] == both, (first, second, key)
 
 
 # ---------------------------------------------------------------- demographics

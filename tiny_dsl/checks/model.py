@@ -4,16 +4,21 @@
 lowers it to an execution plan. Everything here is already validated: a later
 stage may rely on names resolving and values being in range. Spans are kept so
 that plan steps and run-time errors can point back at the source.
+
+No syntax node survives into this model: timeline steps and analyses are
+lowered here too (references resolved, numbers read, texts unquoted), so a
+later stage never re-interprets the source. Adding a step kind means one
+dataclass here, its lowering in `checks/steps.py` and its mapping in
+`plan/compile.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from tiny_dsl.source import SourceFile, Span
-from tiny_dsl.syntax import ast
 
 WorldMode = Literal["survey", "focus_group", "interview"]
 Timing = Literal["morning", "afternoon", "evening"]
@@ -38,6 +43,10 @@ class Settings:
     max_calls: int | None
     engine: Literal["builtin", "tinytroupe"]
     span: Span
+    # The `budget` and `max_calls` properties as written (None: not set), for
+    # the plan's warnings and refusals to point at.
+    budget_span: Span | None
+    max_calls_span: Span | None
 
 
 @dataclass(frozen=True)
@@ -192,13 +201,166 @@ class OutputSpec:
     span: Span | None
 
 
+# ------------------------------------------------------------------ timeline
+
+
+@dataclass(frozen=True)
+class BroadcastStep:
+    """`broadcast WORLD "text"`: the world hears the text (from its moderator, if any)."""
+
+    world: str
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class DeliverStep:
+    """`deliver INTERVENTION in WORLD`.
+
+    `elapsed` is the simulated time the `wait` steps before this one add to the
+    world's start: each variant is delivered at its timing on that day.
+    """
+
+    intervention: str
+    world: str
+    elapsed: timedelta
+    span: Span
+
+
+@dataclass(frozen=True)
+class AskStep:
+    """`ask WORLD "question"`: every agent of the world answers."""
+
+    world: str
+    question: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """`run WORLD N rounds`: the world's agents talk for `rounds` rounds."""
+
+    world: str
+    rounds: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    """`wait AMOUNT UNIT`: the simulated clock moves `seconds` forward."""
+
+    seconds: float
+    written: str  # the duration as written, e.g. "3 days"
+    span: Span
+
+
+@dataclass(frozen=True)
+class InterviewStep:
+    """`interview GROUP by INTERVIEWER "q1", "q2"`."""
+
+    group: tuple[GroupRef, ...]
+    interviewer: str  # a persona, not in the group
+    questions: tuple[str, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ThinkStep:
+    """`think NAME "text"`: a persona, or every member of a population, thinks the text."""
+
+    thinker: GroupRef  # a persona or a whole population
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class CheckpointStep:
+    """`checkpoint NAME`: a point a run can be resumed or inspected from."""
+
+    name: str
+    span: Span
+
+
+Step = (
+    BroadcastStep
+    | DeliverStep
+    | AskStep
+    | RunStep
+    | WaitStep
+    | InterviewStep
+    | ThinkStep
+    | CheckpointStep
+)
+
+
+# ------------------------------------------------------------------ analyses
+
+
+@dataclass(frozen=True)
+class CompareAnalysis:
+    """`compare FIELD by INTERVENTION`."""
+
+    field: str
+    by: str  # the intervention whose arms are compared
+    text: str  # the statement as written, whitespace collapsed
+    span: Span
+
+
+@dataclass(frozen=True)
+class SummarizeAnalysis:
+    """`summarize FIELD by GROUP`."""
+
+    field: str
+    by: str  # a result column (`segment`, ...), `variant`, or an intervention
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class FunnelAnalysis:
+    """`funnel F1, F2, ...`: the share of agents that reach each stage."""
+
+    fields: tuple[str, ...]
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """`mean(field)`, or `share(field == member)` (`comparator` and `member` set)."""
+
+    function: str  # mean, median, share or count
+    field: str
+    comparator: str | None = None  # `==` or `!=`
+    member: str | None = None  # the enum member compared with
+
+
+@dataclass(frozen=True)
+class ExpectAnalysis:
+    """`expect AGG between LOW and HIGH` or `expect AGG OP BOUND`.
+
+    Bounds are numbers; a percentage is read as its fraction (`40%` is 0.4).
+    `low` and `high` are set for `between`, `bound` for every other comparator.
+    """
+
+    aggregate: Aggregate
+    comparator: str  # between, >, <, >=, <=, == or !=
+    text: str
+    span: Span
+    low: float | None = None
+    high: float | None = None
+    bound: float | None = None
+
+
+Analysis = CompareAnalysis | SummarizeAnalysis | FunnelAnalysis | ExpectAnalysis
+
+
 @dataclass
 class Program:
     """A checked, runnable scenario and everything it imports."""
 
     root: str  # path of the file that was checked
     sources: dict[str, SourceFile]  # every file read, by display path
-    modules: dict[str, ast.Module]
     settings: Settings
     personas: dict[str, Persona]
     fragments: dict[str, Fragment]
@@ -206,7 +368,7 @@ class Program:
     populations: dict[str, Population]
     worlds: dict[str, World]
     interventions: dict[str, Intervention]
-    timeline: tuple[ast.Step, ...]
+    timeline: tuple[Step, ...]
     extractions: tuple[Extraction, ...]
-    analyses: tuple[ast.Analysis, ...]
+    analyses: tuple[Analysis, ...]
     output: OutputSpec

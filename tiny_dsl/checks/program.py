@@ -95,13 +95,11 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
         ctx, output_block if isinstance(output_block, ast.Output) else None, loader
     )
     timeline = blocks.get(ast.Timeline)
-    if isinstance(timeline, ast.Timeline):
-        check_timeline(ctx, timeline)
+    steps = check_timeline(ctx, timeline) if isinstance(timeline, ast.Timeline) else ()
     extractions, fields = check_extracts(ctx, blocks.extracts)
     analyze = blocks.get(ast.Analyze)
-    analyses = Analyses(ctx, fields)
-    if isinstance(analyze, ast.Analyze):
-        analyses.check(analyze)
+    analyses = Analyses(ctx, fields, loader.sources)
+    lowered = analyses.check(analyze) if isinstance(analyze, ast.Analyze) else ()
 
     if not ctx.incomplete:
         check_incomplete_persona(ctx)
@@ -122,7 +120,6 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
     return m.Program(
         root=root.source.path,
         sources=dict(loader.sources),
-        modules={loaded.source.path: loaded.module for loaded in loader.modules},
         settings=settings,
         personas=dict(ctx.personas),
         fragments=dict(ctx.fragment_models),
@@ -130,9 +127,9 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
         populations=dict(ctx.populations),
         worlds=dict(ctx.worlds),
         interventions=dict(ctx.interventions),
-        timeline=timeline.steps if isinstance(timeline, ast.Timeline) else (),
+        timeline=steps,
         extractions=tuple(extractions),
-        analyses=analyze.statements if isinstance(analyze, ast.Analyze) else (),
+        analyses=lowered,
         output=output,
     )
 

@@ -3,11 +3,13 @@
 Field names are unique across all `extract` blocks, so an analysis names a
 field without saying which world it comes from. Each analysis is checked
 against the field's type: the analysis stage can then pick its statistical
-test from the type alone.
+test from the type alone. Each statement that checks clean is lowered to its
+`model` analysis, with the statement's text as written for reports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tiny_dsl import diagnostics as diag
@@ -24,7 +26,7 @@ from tiny_dsl.checks.values import (
     show_number,
 )
 from tiny_dsl.diagnostics import Label
-from tiny_dsl.source import Span
+from tiny_dsl.source import SourceFile, Span
 from tiny_dsl.syntax import ast
 
 AGGREGATES = ("mean", "median", "share", "count")
@@ -187,15 +189,25 @@ def check_duplicate_field(ctx: Context, ident: ast.Ident, first: ast.Ident) -> N
 
 
 class Analyses:
-    """Checks the statements of `analyze` against the extracted fields."""
+    """Checks the statements of `analyze` against the extracted fields.
 
-    def __init__(self, ctx: Context, fields: dict[str, FieldInfo]):
+    `sources` holds the text of the file the statements are in, which each
+    lowered analysis quotes.
+    """
+
+    def __init__(
+        self, ctx: Context, fields: dict[str, FieldInfo], sources: Mapping[str, SourceFile]
+    ):
         self.ctx = ctx
         self.fields = fields
+        self.sources = sources
         self.used: set[str] = set()
 
-    def check(self, block: ast.Analyze) -> None:
+    def check(self, block: ast.Analyze) -> tuple[m.Analysis, ...]:
+        """Check every statement; the lowered analyses of those without errors."""
+        lowered: list[m.Analysis] = []
         for statement in block.statements:
+            errors = self.ctx.error_count
             if isinstance(statement, ast.CompareStmt):
                 self.check_compare(statement)
             elif isinstance(statement, ast.SummarizeStmt):
@@ -204,6 +216,39 @@ class Analyses:
                 self.check_funnel(statement)
             else:
                 self.check_expect(statement)
+            if self.ctx.error_count == errors:
+                lowered.append(self.lower(statement))
+        return tuple(lowered)
+
+    def lower(self, statement: ast.Analysis) -> m.Analysis:
+        """The analysis a statement that checked clean stands for."""
+        text = _statement_text(statement.span, self.sources)
+        span = statement.span
+        if isinstance(statement, ast.CompareStmt):
+            return m.CompareAnalysis(statement.field.name, statement.by.name, text, span)
+        if isinstance(statement, ast.SummarizeStmt):
+            return m.SummarizeAnalysis(statement.field.name, statement.by.name, text, span)
+        if isinstance(statement, ast.FunnelStmt):
+            return m.FunnelAnalysis(tuple(f.name for f in statement.fields), text, span)
+        written = statement.aggregate
+        aggregate = m.Aggregate(
+            written.function.name,
+            written.field.name,
+            written.comparator,
+            _member(written.value),
+        )
+        if isinstance(statement, ast.ExpectBetween):
+            return m.ExpectAnalysis(
+                aggregate,
+                "between",
+                text,
+                span,
+                low=_bound(statement.low),
+                high=_bound(statement.high),
+            )
+        return m.ExpectAnalysis(
+            aggregate, statement.comparator, text, span, bound=_bound(statement.bound)
+        )
 
     def field(self, ident: ast.Ident) -> FieldInfo | None:
         """The field `ident` names; reports an unknown one (unless syntax errors may hide it)."""
@@ -385,6 +430,26 @@ class Analyses:
             check_out_of_range(self.ctx, "share", bound.span, show_number(bound), 0, 1)
             return False
         return True
+
+
+def _statement_text(span: Span, sources: Mapping[str, SourceFile]) -> str:
+    """A statement as its author wrote it, whitespace collapsed (reformatting changes nothing)."""
+    return " ".join(sources[span.file].text[span.start : span.end].split())
+
+
+def _bound(value: ast.Number | ast.Percent) -> float:
+    """A bound as a number: a percentage as its fraction."""
+    return value.fraction if isinstance(value, ast.Percent) else float(value.value)
+
+
+def _member(value: ast.Value | None) -> str | None:
+    """The enum member in `share(field == member)`, written as a name or as a string
+    (None: the aggregate compares nothing, or with a value its check reported)."""
+    if isinstance(value, ast.Str):
+        return value.value
+    if isinstance(value, ast.Ref):
+        return value.dotted
+    return None
 
 
 def _proportion(bound: ast.Number | ast.Percent) -> int | float:

@@ -21,6 +21,7 @@ from tiny_dsl.checks.values import (
     show_number,
 )
 from tiny_dsl.diagnostics import Label
+from tiny_dsl.source import Span
 from tiny_dsl.syntax import ast
 
 SCENARIO_FIELDS = (
@@ -80,7 +81,15 @@ def check_scenario(ctx: Context, node: ast.Scenario) -> m.Settings | None:
         max_calls=max_calls,
         engine="tinytroupe" if engine == "tinytroupe" else "builtin",
         span=node.span,
+        budget_span=_property_span(props, "budget"),
+        max_calls_span=_property_span(props, "max_calls"),
     )
+
+
+def _property_span(props: Props, key: str) -> Span | None:
+    """Where the property `key` is written (key and value), if it is."""
+    entry = props.entries.get(key)
+    return entry.span if entry is not None else None
 
 
 def read_budget(ctx: Context, node: Node) -> float | None:

@@ -1,11 +1,15 @@
 """The timeline: every step's references resolve and its numbers make sense.
 
-Steps stay syntax nodes in the `Program` (the plan lowers them); what is
-recorded here is which worlds the steps use and where each intervention is
-delivered, for the analyses and the unused-declaration warnings.
+Each step is lowered here, while it is checked, to its `model` dataclass
+(names resolved, numbers read, the simulated time waited so far): this is the
+one place that interprets timeline syntax. Also recorded are which worlds the
+steps use and where each intervention is delivered, for the analyses and the
+unused-declaration warnings.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
@@ -24,28 +28,42 @@ MAX_TOTAL_WAIT_DAYS = 36500  # a century in the whole timeline
 SECONDS_PER_DAY = 86_400
 
 
-def check_timeline(ctx: Context, timeline: ast.Timeline) -> None:
-    """Check each step in order; checkpoint names are unique within the timeline."""
+def check_timeline(ctx: Context, timeline: ast.Timeline) -> tuple[m.Step, ...]:
+    """Check each step in order and lower those without errors; checkpoint names are
+    unique within the timeline."""
     checkpoints: dict[str, ast.Ident] = {}
-    waited = 0.0
+    elapsed = timedelta()
+    lowered: list[m.Step] = []
     for step in timeline.steps:
-        if isinstance(step, ast.BroadcastStep | ast.AskStep):
-            _step_world(
-                ctx, step.world, "broadcast" if isinstance(step, ast.BroadcastStep) else "ask"
-            )
+        errors = ctx.error_count
+        low: m.Step | None
+        if isinstance(step, ast.BroadcastStep):
+            low = m.BroadcastStep(step.world.name, step.text.value, step.span)
+            _step_world(ctx, step.world, "broadcast")
+        elif isinstance(step, ast.AskStep):
+            low = m.AskStep(step.world.name, step.text.value, step.span)
+            _step_world(ctx, step.world, "ask")
         elif isinstance(step, ast.DeliverStep):
+            low = m.DeliverStep(step.intervention.name, step.world.name, elapsed, step.span)
             check_deliver(ctx, step)
         elif isinstance(step, ast.RunStep):
             _step_world(ctx, step.world, "run")
-            check_run_rounds(ctx, step)
+            rounds = check_run_rounds(ctx, step)
+            low = m.RunStep(step.world.name, rounds, step.span) if rounds is not None else None
         elif isinstance(step, ast.WaitStep):
-            waited = check_wait(ctx, step, waited)
+            low = check_wait(ctx, step, elapsed)
+            if low is not None:
+                elapsed += timedelta(seconds=low.seconds)
         elif isinstance(step, ast.InterviewStep):
-            check_interview(ctx, step)
+            low = check_interview(ctx, step)
         elif isinstance(step, ast.ThinkStep):
-            ctx.resolve(step.persona.name, step.persona.span, ("persona", "population"), "`think`")
+            low = check_think(ctx, step)
         else:
             check_checkpoint(ctx, step, checkpoints)
+            low = m.CheckpointStep(step.name.name, step.span)
+        if low is not None and ctx.error_count == errors:
+            lowered.append(low)
+    return tuple(lowered)
 
 
 def _step_world(ctx: Context, ident: ast.Ident, keyword: str) -> bool:
@@ -94,7 +112,7 @@ def check_target_not_in_world(
     )
 
 
-def check_run_rounds(ctx: Context, step: ast.RunStep) -> None:
+def check_run_rounds(ctx: Context, step: ast.RunStep) -> int | None:
     """`run W N rounds`: 1 to 100 rounds; more than 20 is allowed with a warning."""
     rounds = read_int(ctx, "run", step.rounds, 1, MAX_ROUNDS, "2")
     if rounds is not None and rounds > MANY_ROUNDS:
@@ -107,25 +125,26 @@ def check_run_rounds(ctx: Context, step: ast.RunStep) -> None:
                 help=["check the cost with `tts plan`; a few rounds usually suffice"],
             )
         )
+    return rounds
 
 
-def check_wait(ctx: Context, step: ast.WaitStep, waited: float) -> float:
+def check_wait(ctx: Context, step: ast.WaitStep, elapsed: timedelta) -> m.WaitStep | None:
     """`wait` moves the simulated clock forward: not back, not nowhere, not off the calendar.
 
-    Returns the time waited so far, this step included (when it is valid).
+    `elapsed` is the time the earlier steps waited; None when this wait is invalid.
     """
     duration = step.duration
     if as_float(ctx, "wait", duration.amount) is None:
-        return waited
+        return None
     seconds = duration.seconds
     if seconds <= 0:
         problem = "longer than 0"
     elif seconds > MAX_WAIT_DAYS * SECONDS_PER_DAY:
         problem = f"at most {MAX_WAIT_DAYS} days"
-    elif waited + seconds > MAX_TOTAL_WAIT_DAYS * SECONDS_PER_DAY:
+    elif elapsed.total_seconds() + seconds > MAX_TOTAL_WAIT_DAYS * SECONDS_PER_DAY:
         problem = f"at most {MAX_TOTAL_WAIT_DAYS} days in all the steps together"
     else:
-        return waited + seconds
+        return m.WaitStep(seconds, f"{duration.amount.raw} {duration.unit}", step.span)
     ctx.report(
         diag.error(
             codes.OUT_OF_RANGE,
@@ -135,20 +154,32 @@ def check_wait(ctx: Context, step: ast.WaitStep, waited: float) -> float:
             help=["for example: `wait 1 day`"],
         )
     )
-    return waited
+    return None
 
 
-def check_interview(ctx: Context, step: ast.InterviewStep) -> None:
+def check_interview(ctx: Context, step: ast.InterviewStep) -> m.InterviewStep | None:
     """`interview GROUP by P`: the group resolves, P is a persona not in the group."""
     members = resolve_group(ctx, step.group, "interview", "`interview`")
     name = step.interviewer.name
     if ctx.resolve(name, step.interviewer.span, ("persona",), "`interview ... by`") is None:
-        return
+        return None
     for member in members:
         if member.kind == "persona" and member.name == name and member.span is not None:
             check_conductor_in_group(
                 ctx, name, step.interviewer.span, member.span, "interviewer", "interviewed"
             )
+    questions = tuple(question.value for question in step.questions)
+    return m.InterviewStep(tuple(members), name, questions, step.span)
+
+
+def check_think(ctx: Context, step: ast.ThinkStep) -> m.ThinkStep | None:
+    """`think NAME "text"`: NAME is a persona or a population (all its members think)."""
+    ident = step.persona
+    found = ctx.resolve(ident.name, ident.span, ("persona", "population"), "`think`")
+    if found is None:
+        return None
+    thinker = m.GroupRef("persona" if found.kind == "persona" else "population", found.name)
+    return m.ThinkStep(thinker, step.text.value, step.span)
 
 
 def check_checkpoint(ctx: Context, step: ast.CheckpointStep, seen: dict[str, ast.Ident]) -> None:

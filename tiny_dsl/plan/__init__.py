@@ -5,7 +5,7 @@
 `tts run` reads back with `Plan.model_validate_json`.
 """
 
-from tiny_dsl.plan.compile import PROMPT_VERSION, canonical_json, compile_plan, plan_diagnostics
+from tiny_dsl.plan.compile import compile_plan, plan_diagnostics
 from tiny_dsl.plan.estimate import (
     DEFAULT_MAX_CALLS,
     EMBEDDED_MODEL,
@@ -13,6 +13,7 @@ from tiny_dsl.plan.estimate import (
     price_for,
     run_refusals,
 )
+from tiny_dsl.plan.hashing import PROMPT_VERSION, canonical_json
 from tiny_dsl.plan.model import SCHEMA_VERSION, Plan
 from tiny_dsl.plan.render import render_plan
 

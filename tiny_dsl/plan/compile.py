@@ -6,32 +6,20 @@ the scenario seed and a name, declarations are ordered by where they are
 written, never by set or hash order, and the plan's JSON is the same under any
 PYTHONHASHSEED.
 
-Each step carries a chained hash so that a run can resume from the longest
-unchanged prefix of a plan:
-
-    base   = sha256(canonical(settings) + PROMPT_VERSION)
-    hash_k = sha256(hash_{k-1} + canonical(content_k))
-
-`content_k` is what makes step k behave as it does: its payload (the question,
-the deliveries, the round...) and digests of the full definitions of the
-agents, world, intervention or population it touches. It leaves out what does
-not change behaviour: the step id (its ordinal moves when a step is inserted
-earlier, which already changes the chain), the source origin (moving a
-statement or adding a comment must not invalidate a cached run), the
-estimates, and a run step's `of` (round 2 of a `run` behaves the same whether
-the run was written with 2 or 3 rounds, so extending a run keeps its cached
-rounds; the runtime must not show agents the total).
+Each timeline step and analysis of the checked program maps to plan steps in
+one place (`_Compiler._steps`, `_analysis`); the chained step hashes are
+`tiny_dsl.plan.hashing`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import tiny_dsl
+from tiny_dsl.checks import model as checked
 from tiny_dsl.checks.model import (
     TIMING_HOURS,
     Extraction,
@@ -51,6 +39,7 @@ from tiny_dsl.plan.estimate import (
     price_for,
 )
 from tiny_dsl.plan.estimate import cost as tokens_cost
+from tiny_dsl.plan.hashing import Digests, base_hash, source_hash, step_hash
 from tiny_dsl.plan.model import (
     AgentPlan,
     AnalysisPlan,
@@ -79,36 +68,7 @@ from tiny_dsl.plan.model import (
     WorldPlan,
 )
 from tiny_dsl.plan.sampling import MemberSampler, assign_arms, member_rng
-from tiny_dsl.source import SourceFile, Span
-from tiny_dsl.syntax import ast
-
-# Bumped by the runtime whenever its prompts change, so that cached steps
-# produced with the old prompts are not reused.
-PROMPT_VERSION = "1"
-
-# Step fields that do not change what a step does (see the module docstring).
-_UNHASHED = frozenset({"id", "origin", "hash", "calls", "input_tokens", "output_tokens", "of"})
-
-
-def canonical_json(value: object) -> str:
-    """The one JSON spelling of a value: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def source_hash(sources: Mapping[str, SourceFile]) -> str:
-    """sha256 over the sorted (path, sha256(text)) pairs of every source file."""
-    return _sha256(
-        canonical_json(sorted((path, source.sha256) for path, source in sources.items()))
-    )
-
-
-def base_hash(settings: PlanSettings) -> str:
-    """The hash the step chain starts from: every setting, and the prompt version."""
-    return _sha256(canonical_json(settings.model_dump(mode="json")) + PROMPT_VERSION)
+from tiny_dsl.source import Span
 
 
 def compile_plan(program: Program) -> Plan:
@@ -145,7 +105,6 @@ class _Compiler:
         self.seed = program.settings.seed
         self.members: dict[str, list[AgentPlan]] = {}
         self.segment_members: dict[tuple[str, str], list[str]] = {}
-        self._digests: dict[object, str] = {}
 
     # -------------------------------------------------------------- agents
 
@@ -161,32 +120,16 @@ class _Compiler:
         for intervention in program.interventions.values():
             refs.extend(intervention.targets)
         for step in program.timeline:
-            if isinstance(step, ast.InterviewStep):
-                refs.extend(self._group(step.group))
-                persona_names.add(step.interviewer.name)
-            elif isinstance(step, ast.ThinkStep):
-                refs.append(self._named_group(step.persona.name))
+            if isinstance(step, checked.InterviewStep):
+                refs.extend(step.group)
+                persona_names.add(step.interviewer)
+            elif isinstance(step, checked.ThinkStep):
+                refs.append(step.thinker)
         persona_names.update(ref.name for ref in refs if ref.kind == "persona")
         population_names = {ref.name for ref in refs if ref.kind != "persona"}
         personas = [program.personas[name] for name in persona_names]
         populations = [program.populations[name] for name in population_names]
         return _in_declaration_order(personas), _in_declaration_order(populations)
-
-    def _named_group(self, name: str) -> GroupRef:
-        """`think NAME`: a persona, or a whole population."""
-        if name in self.program.personas:
-            return GroupRef("persona", name)
-        return GroupRef("population", name)
-
-    def _group(self, refs: Sequence[ast.Ref]) -> list[GroupRef]:
-        """An interview's group, written as references: `lisa`, `users`, `users.power`."""
-        group = []
-        for ref in refs:
-            if len(ref.parts) == 2:
-                group.append(GroupRef("segment", ref.parts[0], ref.parts[1], ref.span))
-            else:
-                group.append(self._named_group(ref.parts[0]))
-        return group
 
     def _expand(self, refs: Iterable[GroupRef]) -> list[str]:
         """Agent ids of a group, in the order written, each once."""
@@ -291,74 +234,65 @@ class _Compiler:
 
     # ----------------------------------------------------------------- steps
 
-    def _timeline(
+    def _steps(
         self,
+        step: checked.Step,
         worlds: Mapping[str, WorldPlan],
         interventions: Mapping[str, InterventionPlan],
     ) -> list[tuple[str, Step]]:
-        """The timeline's steps as (subject, step), ids still to be numbered."""
-        program = self.program
-        drafts: list[tuple[str, Step]] = []
-        elapsed = timedelta()
-        for statement in program.timeline:
-            origin = Origin.of(statement.span)
-            match statement:
-                case ast.BroadcastStep(world=world, text=text):
-                    step: Step = BroadcastStep(
-                        id="",
-                        origin=origin,
-                        world=world.name,
-                        text=text.value,
-                        speaker=worlds[world.name].moderator,
-                    )
-                    drafts.append((world.name, step))
-                case ast.DeliverStep(intervention=intervention, world=world):
-                    now = program.worlds[world.name].start + elapsed
-                    step = self._deliver(origin, interventions[intervention.name], world.name, now)
-                    drafts.append((intervention.name, step))
-                case ast.AskStep(world=world, text=text):
-                    step = AskStep(
-                        id="",
-                        origin=origin,
-                        world=world.name,
-                        question=text.value,
-                        agents=worlds[world.name].agents,
-                    )
-                    drafts.append((world.name, step))
-                case ast.RunStep(world=world, rounds=rounds):
-                    count = int(rounds.value)
-                    for number in range(1, count + 1):
-                        step = RunStep(
+        """The plan steps of one timeline step, as (subject, step), ids still to be numbered."""
+        origin = Origin.of(step.span)
+        match step:
+            case checked.BroadcastStep():
+                speaker = worlds[step.world].moderator
+                broadcast = BroadcastStep(
+                    id="", origin=origin, world=step.world, text=step.text, speaker=speaker
+                )
+                return [(step.world, broadcast)]
+            case checked.DeliverStep():
+                now = self.program.worlds[step.world].start + step.elapsed
+                intervention = interventions[step.intervention]
+                return [(step.intervention, self._deliver(origin, intervention, step.world, now))]
+            case checked.AskStep():
+                agents = worlds[step.world].agents
+                ask = AskStep(
+                    id="", origin=origin, world=step.world, question=step.question, agents=agents
+                )
+                return [(step.world, ask)]
+            case checked.RunStep():
+                agents = worlds[step.world].agents
+                return [
+                    (
+                        f"{step.world}-r{number}",
+                        RunStep(
                             id="",
                             origin=origin,
-                            world=world.name,
+                            world=step.world,
                             round=number,
-                            of=count,
-                            agents=worlds[world.name].agents,
-                        )
-                        drafts.append((f"{world.name}-r{number}", step))
-                case ast.WaitStep(duration=duration):
-                    elapsed += timedelta(seconds=duration.seconds)
-                    written = f"{duration.amount.raw} {duration.unit}"
-                    step = WaitStep(id="", origin=origin, seconds=duration.seconds, text=written)
-                    drafts.append((written.replace(" ", "-"), step))
-                case ast.InterviewStep(group=group, interviewer=interviewer, questions=questions):
-                    step = InterviewStep(
-                        id="",
-                        origin=origin,
-                        interviewer=interviewer.name,
-                        agents=self._expand(self._group(group)),
-                        questions=[question.value for question in questions],
+                            of=step.rounds,
+                            agents=agents,
+                        ),
                     )
-                    drafts.append(("+".join(ref.dotted for ref in group), step))
-                case ast.ThinkStep(persona=persona, text=text):
-                    agents = self._expand([self._named_group(persona.name)])
-                    step = ThinkStep(id="", origin=origin, agents=agents, text=text.value)
-                    drafts.append((persona.name, step))
-                case ast.CheckpointStep(name=name):
-                    step = CheckpointStep(id="", origin=origin, name=name.name)
-                    drafts.append((name.name, step))
-        return drafts
+                    for number in range(1, step.rounds + 1)
+                ]
+            case checked.WaitStep():
+                wait = WaitStep(id="", origin=origin, seconds=step.seconds, text=step.written)
+                return [(step.written.replace(" ", "-"), wait)]
+            case checked.InterviewStep():
+                interview = InterviewStep(
+                    id="",
+                    origin=origin,
+                    interviewer=step.interviewer,
+                    agents=self._expand(step.group),
+                    questions=list(step.questions),
+                )
+                return [("+".join(ref.text() for ref in step.group), interview)]
+            case checked.ThinkStep():
+                agents = self._expand([step.thinker])
+                think = ThinkStep(id="", origin=origin, agents=agents, text=step.text)
+                return [(step.thinker.name, think)]
+            case checked.CheckpointStep():
+                return [(step.name, CheckpointStep(id="", origin=origin, name=step.name))]
 
     @staticmethod
     def _deliver(
@@ -412,80 +346,6 @@ class _Compiler:
             ],
         )
 
-    # ----------------------------------------------------------------- hashes
-
-    def _digest(self, key: object, content: Any) -> str:
-        """sha256 of a definition's canonical JSON, computed once per definition."""
-        digest = self._digests.get(key)
-        if digest is None:
-            digest = self._digests[key] = _sha256(canonical_json(content))
-        return digest
-
-    def _agents_digest(self, ids: Sequence[str], agents: Mapping[str, AgentPlan]) -> str:
-        key = ("agents", tuple(ids))
-        digest = self._digests.get(key)
-        if digest is None:
-            parts = [
-                agent_id
-                + "="
-                + self._digest(("agent", agent_id), agents[agent_id].model_dump(mode="json"))
-                for agent_id in ids
-            ]
-            digest = self._digests[key] = _sha256("\n".join(parts))
-        return digest
-
-    def _dependencies(
-        self,
-        step: Step,
-        agents: Mapping[str, AgentPlan],
-        worlds: Mapping[str, WorldPlan],
-        interventions: Mapping[str, InterventionPlan],
-        populations: Mapping[str, PopulationPlan],
-    ) -> dict[str, str]:
-        """Digests of the definitions a step touches, by role."""
-
-        def world(name: str) -> str:
-            return self._digest(("world", name), worlds[name].model_dump(mode="json"))
-
-        def intervention(name: str) -> str:
-            return self._digest(("intervention", name), interventions[name].model_dump(mode="json"))
-
-        match step:
-            case GenerateStep():
-                population = populations[step.population]
-                return {
-                    "population": self._digest(
-                        ("population", population.name), population.model_dump(mode="json")
-                    ),
-                    "agents": self._agents_digest(step.agents, agents),
-                }
-            case BroadcastStep():
-                listeners = worlds[step.world].agents
-                speaker = [step.speaker] if step.speaker is not None else []
-                return {
-                    "world": world(step.world),
-                    "agents": self._agents_digest([*listeners, *speaker], agents),
-                }
-            case DeliverStep():
-                return {
-                    "world": world(step.world),
-                    "intervention": intervention(step.intervention),
-                    "agents": self._agents_digest(worlds[step.world].agents, agents),
-                }
-            case AskStep() | RunStep() | ExtractStep():
-                return {
-                    "world": world(step.world),
-                    "agents": self._agents_digest(step.agents, agents),
-                }
-            case InterviewStep():
-                return {"agents": self._agents_digest([step.interviewer, *step.agents], agents)}
-            case ThinkStep():
-                return {"agents": self._agents_digest(step.agents, agents)}
-            case AnalyzeStep():
-                used = sorted({a.by for a in step.analyses if a.kind == "compare" and a.by})
-                return {name: intervention(name) for name in used}
-        return {}
-
     # --------------------------------------------------------------- compile
 
     def compile(self) -> Plan:
@@ -523,34 +383,26 @@ class _Compiler:
             )
             for population in populations
         ]
-        drafts.extend(self._timeline(worlds, interventions))
+        for timeline_step in program.timeline:
+            drafts.extend(self._steps(timeline_step, worlds, interventions))
         for extraction in program.extractions:
             drafts.append((extraction.world, self._extract(extraction, worlds[extraction.world])))
         if program.analyses:
             origin = Origin.of(program.analyses[0].span)
-            analyses = [_analysis(item, program.sources) for item in program.analyses]
+            analyses = [_analysis(item) for item in program.analyses]
             drafts.append(("", AnalyzeStep(id="", origin=origin, analyses=analyses)))
 
         estimates = estimate_steps(
             [step for _, step in drafts], agents, worlds, populations_by_name
         )
         width = max(2, len(str(len(drafts))))
+        digests = Digests(agents, worlds, interventions, populations_by_name)
         previous = base_hash(settings)
         steps: list[Step] = []
         for ordinal, ((subject, draft), estimate) in enumerate(
             zip(drafts, estimates, strict=True), 1
         ):
-            payload = draft.model_dump(mode="json", exclude=set(_UNHASHED))
-            if isinstance(draft, AnalyzeStep):
-                for analysis in payload["analyses"]:
-                    del analysis["origin"]
-            content = {
-                "step": payload,
-                "uses": self._dependencies(
-                    draft, agents, worlds, interventions, populations_by_name
-                ),
-            }
-            previous = _sha256(previous + canonical_json(content))
+            previous = step_hash(previous, draft, digests.dependencies(draft))
             step_id = f"{ordinal:0{width}d}-{draft.kind}" + (f"-{subject}" if subject else "")
             steps.append(
                 draft.model_copy(
@@ -635,54 +487,30 @@ def _at(now: datetime, timing: str | None) -> datetime:
     return now.replace(hour=hour, minute=minute, second=0, microsecond=0)
 
 
-def _statement_text(span: Span, sources: Mapping[str, SourceFile]) -> str:
-    """A statement as its author wrote it, whitespace collapsed (reformatting changes nothing)."""
-    return " ".join(sources[span.file].text[span.start : span.end].split())
-
-
-def _bound(value: ast.Number | ast.Percent) -> float:
-    return value.fraction if isinstance(value, ast.Percent) else float(value.value)
-
-
-def _member(value: ast.Value) -> str:
-    """The enum member in `share(field == member)`, written as a name or as a string."""
-    if isinstance(value, ast.Str):
-        return value.value
-    if isinstance(value, ast.Ref):
-        return value.dotted
-    raise ValueError(f"an aggregate compares with an enum member, not {value!r}")
-
-
-def _analysis(statement: ast.Analysis, sources: Mapping[str, SourceFile]) -> AnalysisPlan:
-    common: dict[str, Any] = {
-        "origin": Origin.of(statement.span),
-        "text": _statement_text(statement.span, sources),
-    }
-    match statement:
-        case ast.CompareStmt(field=compared, by=by):
-            return AnalysisPlan(kind="compare", field=compared.name, by=by.name, **common)
-        case ast.SummarizeStmt(field=summarized, by=by):
-            return AnalysisPlan(kind="summarize", field=summarized.name, by=by.name, **common)
-        case ast.FunnelStmt(fields=fields):
-            return AnalysisPlan(kind="funnel", fields=[f.name for f in fields], **common)
-    aggregate = statement.aggregate
-    common.update(
-        field=aggregate.field.name,
-        aggregate=aggregate.function.name,
-        match_comparator=aggregate.comparator,
-        match_value=_member(aggregate.value) if aggregate.value is not None else None,
-    )
-    if isinstance(statement, ast.ExpectBetween):
-        return AnalysisPlan(
-            kind="expect",
-            comparator="between",
-            low=_bound(statement.low),
-            high=_bound(statement.high),
-            **common,
-        )
-    return AnalysisPlan(
-        kind="expect", comparator=statement.comparator, bound=_bound(statement.bound), **common
-    )
+def _analysis(analysis: checked.Analysis) -> AnalysisPlan:
+    """The plan form of one checked `analyze` statement."""
+    common: dict[str, Any] = {"origin": Origin.of(analysis.span), "text": analysis.text}
+    match analysis:
+        case checked.CompareAnalysis():
+            return AnalysisPlan(kind="compare", field=analysis.field, by=analysis.by, **common)
+        case checked.SummarizeAnalysis():
+            return AnalysisPlan(kind="summarize", field=analysis.field, by=analysis.by, **common)
+        case checked.FunnelAnalysis():
+            return AnalysisPlan(kind="funnel", fields=list(analysis.fields), **common)
+        case checked.ExpectAnalysis():
+            aggregate = analysis.aggregate
+            return AnalysisPlan(
+                kind="expect",
+                field=aggregate.field,
+                aggregate=aggregate.function,
+                match_comparator=aggregate.comparator,
+                match_value=aggregate.member,
+                comparator=analysis.comparator,
+                low=analysis.low,
+                high=analysis.high,
+                bound=analysis.bound,
+                **common,
+            )
 
 
 def plan_diagnostics(program: Program, plan: Plan | None = None) -> list[Diagnostic]:

@@ -51,7 +51,6 @@ from tiny_dsl.plan.model import (
     WorldPlan,
 )
 from tiny_dsl.source import Span
-from tiny_dsl.syntax import ast
 
 # The model a scenario runs on when it names none: the runtime's embedded provider.
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -375,7 +374,7 @@ def run_refusals(plan: Plan, program: Program | None) -> list[Diagnostic]:
                 program,
                 step,
                 f"the budget runs out here, at step `{step.id}` (${running:.4f} so far)",
-                setting=_setting_span(program, "budget"),
+                setting=program.settings.budget_span if program is not None else None,
                 setting_label="budget set here",
                 helps=[
                     "make the scenario smaller (fewer members, rounds or questions), choose a "
@@ -415,7 +414,7 @@ def _calls_over_limit(
         program,
         step,
         f"the count passes {limit:,} here, at step `{step.id}` ({running:,} calls so far)",
-        setting=None if default else _setting_span(program, "max_calls"),
+        setting=program.settings.max_calls_span if program is not None and not default else None,
         setting_label="max_calls set here",
         helps=helps,
         severity_error=refuse,
@@ -508,18 +507,5 @@ def budget_diagnostics(plan: Plan, program: Program) -> list[Diagnostic]:
 
 
 def _budget_span(program: Program) -> Span:
-    """The `budget` property of the scenario block (the block itself if not found)."""
-    return _setting_span(program, "budget") or program.settings.span
-
-
-def _setting_span(program: Program | None, key: str) -> Span | None:
-    """The property `key` of the scenario block, if the program is known and sets it."""
-    if program is None:
-        return None
-    for module in program.modules.values():
-        for declaration in module.declarations:
-            if isinstance(declaration, ast.Scenario) and declaration.span == program.settings.span:
-                for entry in declaration.body.entries:
-                    if isinstance(entry, ast.Property) and ast.key_text(entry.key) == key:
-                        return entry.span
-    return None
+    """The `budget` property of the scenario block (the block itself if not set)."""
+    return program.settings.budget_span or program.settings.span

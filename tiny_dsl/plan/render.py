@@ -66,6 +66,11 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
+def _verb(count: int, verb: str) -> str:
+    """The present tense of `verb` for `count` subjects: "1 agent acts", "2 agents act"."""
+    return f"{verb}s" if count == 1 else verb
+
+
 def _money(amount: float) -> str:
     return f"${amount:,.4f}" if amount < 100 else f"${amount:,.2f}"
 
@@ -98,6 +103,8 @@ def _summarize(values: Sequence[Any]) -> str:
 
 def _table(rows: Sequence[Sequence[str]], right: Iterable[int] = ()) -> list[str]:
     """Rows with columns padded to their widest cell; `right` columns are right-aligned."""
+    if not rows:
+        return []
     aligned = set(right)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
@@ -142,7 +149,8 @@ class _View:
             ["engine", settings.engine],
             [
                 "plan",
-                f"{plan.plan_hash[:12]} ({len(plan.steps)} steps, schema {plan.schema_version})",
+                f"{plan.plan_hash[:12]} ({_plural(len(plan.steps), 'step')}, "
+                f"schema {plan.schema_version})",
             ],
         ]
         lines.extend(_table(rows))
@@ -290,21 +298,23 @@ class _View:
                 arms = Counter(delivery.variant for delivery in step.deliveries)
                 variants = self.interventions_by_name[step.intervention].variants
                 sent = ", ".join(f"{v.name} {arms[v.name]}" for v in variants if arms[v.name])
-                control = f"; control {len(step.control)} hear nothing" if step.control else ""
+                hear = _verb(len(step.control), "hear")
+                control = f"; control {len(step.control)} {hear} nothing" if step.control else ""
                 return f"deliver {step.intervention} in {step.world}: {sent}{control}"
             case AskStep():
                 return f"ask {n(len(step.agents), 'agent')} in {step.world}: {step.question}"
             case RunStep():
-                agents = n(len(step.agents), "agent")
-                return f"run {step.world} round {step.round} of {step.of}: {agents} act"
+                agents = f"{n(len(step.agents), 'agent')} {_verb(len(step.agents), 'act')}"
+                return f"run {step.world} round {step.round} of {step.of}: {agents}"
             case WaitStep():
                 return f"wait {step.text}"
             case InterviewStep():
                 questions = " / ".join(step.questions)
                 return f"{step.interviewer} interviews {n(len(step.agents), 'agent')}: {questions}"
             case ThinkStep():
-                who = step.agents[0] if len(step.agents) == 1 else n(len(step.agents), "agent")
-                return f"{who} thinks: {step.text}"
+                if len(step.agents) == 1:
+                    return f"{step.agents[0]} thinks: {step.text}"
+                return f"{n(len(step.agents), 'agent')} think: {step.text}"
             case CheckpointStep():
                 return f"checkpoint {step.name}"
             case ExtractStep():
@@ -341,12 +351,12 @@ class _View:
         calls = self.plan.estimate.calls
         limit, default = call_limit(self.plan)
         name = "the default limit" if default else "max_calls"
+        counted = _plural(calls, "LLM call")
         if calls > limit:
             return self._style(
-                f"{calls:,} LLM calls, over {name} of {limit:,}: `tts run` refuses to start",
-                "yellow",
+                f"{counted}, over {name} of {limit:,}: `tts run` refuses to start", "yellow"
             )
-        return f"{calls:,} LLM calls, limit {limit:,}" + (
+        return f"{counted}, limit {limit:,}" + (
             " (the default; `max_calls` sets it)" if default else " (max_calls)"
         )
 
