@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (a no-op when up to date),
-# then lint, format check, type check and the test suite.
+# then lint, format check, type check, architecture contracts and the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +13,5 @@ fi
 python -m ruff check .
 python -m ruff format --check .
 python -m mypy
+lint-imports
 python -m pytest -q "$@"

@@ -67,13 +67,13 @@ def source_hash(sources: Mapping[str, SourceFile]) -> str:
 
 def base_hash(settings: PlanSettings) -> str:
     """The hash the step chain starts from: every setting, and the prompt version."""
-    return sha256(canonical_json(settings.model_dump(mode="json")) + PROMPT_VERSION)
+    return sha256(canonical_json(settings.hash_form()) + PROMPT_VERSION)
 
 
 def step_hash(previous: str, step: Step, uses: Mapping[str, str]) -> str:
     """The chained hash of `step` after the step whose hash is `previous`; `uses`
     are the digests of the definitions it touches (`Digests.dependencies`)."""
-    payload = step.model_dump(mode="json", exclude=set(_UNHASHED))
+    payload = step.hash_form(exclude=_UNHASHED)
     if isinstance(step, AnalyzeStep):
         for analysis in payload["analyses"]:
             del analysis["origin"]
@@ -115,19 +115,17 @@ class Digests:
             parts = [
                 agent_id
                 + "="
-                + self._digest(("agent", agent_id), self.agents[agent_id].model_dump(mode="json"))
+                + self._digest(("agent", agent_id), self.agents[agent_id].hash_form())
                 for agent_id in ids
             ]
             digest = self._cache[key] = sha256("\n".join(parts))
         return digest
 
     def _world(self, name: str) -> str:
-        return self._digest(("world", name), self.worlds[name].model_dump(mode="json"))
+        return self._digest(("world", name), self.worlds[name].hash_form())
 
     def _intervention(self, name: str) -> str:
-        return self._digest(
-            ("intervention", name), self.interventions[name].model_dump(mode="json")
-        )
+        return self._digest(("intervention", name), self.interventions[name].hash_form())
 
     def dependencies(self, step: Step) -> dict[str, str]:
         """Digests of the definitions a step touches, by role."""
@@ -136,7 +134,7 @@ class Digests:
                 population = self.populations[step.population]
                 return {
                     "population": self._digest(
-                        ("population", population.name), population.model_dump(mode="json")
+                        ("population", population.name), population.hash_form()
                     ),
                     "agents": self._agents(step.agents),
                 }

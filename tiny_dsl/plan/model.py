@@ -10,7 +10,8 @@ they depend on, so a later run can tell which prefix of a plan is unchanged.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,17 @@ SCHEMA_VERSION = 2
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Fields added after the first version of the language whose default keeps the
+    # earlier behaviour. While at their default they are left out of the form the
+    # plan's hashes cover, so a scenario that does not use them keeps its step
+    # hashes, and its cached answers and checkpoints stay valid.
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset()
+
+    def hash_form(self, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The JSON form the plan's hashes cover: `model_dump` without `exclude` and
+        without the hash-neutral fields (here and in nested models) at their default."""
+        return self.model_dump(mode="json", exclude=_hash_exclusions(self, exclude))
 
 
 class PlanSettings(_Model):
@@ -310,3 +322,61 @@ class Plan(_Model):
             if world.name == name:
                 return world
         raise KeyError(name)
+
+
+ExclusionSpec = dict[Any, Any]
+
+
+def _hash_exclusions(model: _Model, exclude: frozenset[str]) -> ExclusionSpec:
+    """A pydantic `exclude` spec leaving out `exclude` and every hash-neutral field
+    at its default, in `model` and the models it holds."""
+    spec: ExclusionSpec = dict.fromkeys(exclude, True)
+    neutral, nested = _neutral_layout(type(model))
+    fields = type(model).model_fields
+    for name in neutral:
+        if name not in spec and getattr(model, name) == fields[name].get_default(
+            call_default_factory=True
+        ):
+            spec[name] = True
+    for name in nested:
+        value = getattr(model, name)
+        if name in spec:
+            continue
+        if isinstance(value, _Model):
+            inner = _hash_exclusions(value, frozenset())
+            if inner:
+                spec[name] = inner
+        elif isinstance(value, list):
+            items = {
+                index: inner
+                for index, item in enumerate(value)
+                if isinstance(item, _Model) and (inner := _hash_exclusions(item, frozenset()))
+            }
+            if items:
+                spec[name] = items
+    return spec
+
+
+@functools.cache
+def _neutral_layout(cls: type[_Model]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """A model class's hash-neutral fields, and its fields holding models that have
+    some (directly or further down); computed once per class, so that hashing the
+    many models with none (agents) costs nothing extra."""
+    nested = tuple(
+        name
+        for name, info in cls.model_fields.items()
+        if any(_has_neutral(held) for held in _models_in(info.annotation))
+    )
+    return cls.HASH_NEUTRAL, nested
+
+
+def _has_neutral(cls: type[_Model]) -> bool:
+    neutral, nested = _neutral_layout(cls)
+    return bool(neutral or nested)
+
+
+def _models_in(annotation: Any) -> list[type[_Model]]:
+    """The model classes an annotation mentions (`list[VariantPlan]`, `X | None`, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, _Model):
+        return [annotation]
+    return [found for arg in get_args(annotation) for found in _models_in(arg)]
