@@ -212,6 +212,49 @@ def test_json_that_is_not_a_tinytroupe_spec(
     assert expected in _all_text(result.diagnostics[0])
 
 
+@pytest.mark.parametrize(
+    ("declaration", "kind"), [("persona tom from", "agent"), ("fragment f from", "fragment")]
+)
+def test_invalid_tinytroupe_spec_names_the_kind_expected(
+    tmp_path: Path, declaration: str, kind: str
+) -> None:
+    _write(tmp_path, {"main.tts": f'{declaration} "x.json"\n', "x.json": "{}"})
+    problem = check_file(tmp_path / "main.tts").diagnostics[0]
+    assert f"`{tmp_path / 'x.json'}` is not a TinyTroupe {kind} specification:" in problem.message
+    assert problem.primary is not None and problem.primary.message == (
+        "not an agent file" if kind == "agent" else "not a fragment file"
+    )
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        'fragment traits from "traits.json"',  # a file that is not a fragment file
+        "fragment traits { age [1] }",  # a fragment with an error of its own
+        "",  # no such fragment
+    ],
+)
+def test_a_fragment_that_cannot_be_merged_adds_no_follow_on_warning(
+    tmp_path: Path, fragment: str
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "main.tts": f"{fragment}\n"
+            'scenario s { title "s" }\n'
+            'persona lisa { name "Lisa"; fragments [traits] }\n'
+            "world w { mode survey; agents lisa }\n"
+            'timeline {\n  ask w "Hi?"\n}\n',
+            "traits.json": '{"type": "TinyPerson", "persona": {"name": "T", "age": 3}}',
+        },
+    )
+    result = check_file(tmp_path / "main.tts")
+    assert [d.severity.value for d in result.diagnostics] == ["error"], [
+        _show(d) for d in result.diagnostics
+    ]
+    assert codes.INCOMPLETE_PERSONA not in _codes(result)
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     _write(
         tmp_path,

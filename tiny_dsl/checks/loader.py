@@ -447,13 +447,13 @@ def check_invalid_tinytroupe_spec(
         helps.insert(0, "this is a fragment file: declare it with `fragment NAME from ...`")
     elif "TinyPerson" in problem and expected_type == "Fragment":
         helps.insert(0, "this is an agent file: declare it with `persona NAME from ...`")
-    what = "an agent" if expected_type == "TinyPerson" else "a fragment"
+    what = "agent" if expected_type == "TinyPerson" else "fragment"
     ctx.report(
         diag.error(
             codes.INVALID_TINYTROUPE_SPEC,
             f"`{display}` is not a TinyTroupe {what} specification: {problem}",
             path_node.span,
-            f"not {what} file",
+            f"not {'an' if what == 'agent' else 'a'} {what} file",
             help=helps,
         )
     )
