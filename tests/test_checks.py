@@ -214,6 +214,49 @@ def test_json_that_is_not_a_tinytroupe_spec(
     assert expected in _all_text(result.diagnostics[0])
 
 
+@pytest.mark.parametrize(
+    ("declaration", "kind"), [("persona tom from", "agent"), ("fragment f from", "fragment")]
+)
+def test_invalid_tinytroupe_spec_names_the_kind_expected(
+    tmp_path: Path, declaration: str, kind: str
+) -> None:
+    _write(tmp_path, {"main.tts": f'{declaration} "x.json"\n', "x.json": "{}"})
+    problem = check_file(tmp_path / "main.tts").diagnostics[0]
+    assert f"`{tmp_path / 'x.json'}` is not a TinyTroupe {kind} specification:" in problem.message
+    assert problem.primary is not None and problem.primary.message == (
+        "not an agent file" if kind == "agent" else "not a fragment file"
+    )
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        'fragment traits from "traits.json"',  # a file that is not a fragment file
+        "fragment traits { age [1] }",  # a fragment with an error of its own
+        "",  # no such fragment
+    ],
+)
+def test_a_fragment_that_cannot_be_merged_adds_no_follow_on_warning(
+    tmp_path: Path, fragment: str
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "main.tts": f"{fragment}\n"
+            'scenario s { title "s" }\n'
+            'persona lisa { name "Lisa"; fragments [traits] }\n'
+            "world w { mode survey; agents lisa }\n"
+            'timeline {\n  ask w "Hi?"\n}\n',
+            "traits.json": '{"type": "TinyPerson", "persona": {"name": "T", "age": 3}}',
+        },
+    )
+    result = check_file(tmp_path / "main.tts")
+    assert [d.severity.value for d in result.diagnostics] == ["error"], [
+        _show(d) for d in result.diagnostics
+    ]
+    assert codes.INCOMPLETE_PERSONA not in _codes(result)
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     _write(
         tmp_path,
@@ -227,7 +270,36 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert _codes(result) == [codes.UNREADABLE_FILE, codes.FILE_NOT_FOUND]
     assert "not UTF-8" in result.diagnostics[0].message
     missing = check_file(tmp_path / "nowhere.tts")
-    assert _codes(missing) == [codes.UNREADABLE_FILE] and missing.program is None
+    assert _codes(missing) == [codes.FILE_NOT_FOUND] and missing.program is None
+
+
+def test_a_directory_given_as_the_scenario_names_the_scenarios_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path, {"study/a.tts": "fragment f { }\n", "study/b.tts": "", "study/c.json": "{}"})
+    monkeypatch.chdir(tmp_path)
+    result = check_file(Path("study"))
+    assert _codes(result) == [codes.UNREADABLE_FILE] and result.program is None
+    problem = result.diagnostics[0]
+    assert problem.message == "`study` is a directory, not a scenario file"
+    assert problem.help == ("name a scenario file in it, such as `study/a.tts`, `study/b.tts`",)
+    assert "UTF-8" not in _all_text(problem)
+    _write(tmp_path, {"empty/notes.txt": ""})
+    assert check_file(Path("empty")).diagnostics[0].help == (
+        "it holds no `.tts` file; name a scenario file",
+    )
+
+
+def test_a_missing_scenario_file_suggests_the_near_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path, {"study/panel.tts": "fragment f { }\n"})
+    monkeypatch.chdir(tmp_path)
+    for written in ("study/panel.ts", "study/panle.tts", "stuy/panel.tts"):
+        result = check_file(Path(written))
+        assert _codes(result) == [codes.FILE_NOT_FOUND]
+        assert result.diagnostics[0].message == f"cannot find `{written}`"
+        assert result.diagnostics[0].help == ("did you mean `study/panel.tts`?",)
 
 
 def test_import_cycle_shows_the_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

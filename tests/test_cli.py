@@ -73,6 +73,38 @@ def test_fmt_check_and_rewrite(workdir: Path) -> None:
     assert invoke("fmt", "--check", "messy.tts")[0] == 0
 
 
+def test_fmt_diff_prints_the_changes_and_writes_nothing(workdir: Path) -> None:
+    messy = workdir / "messy.tts"
+    text = "scenario s {\nseed 1\n}\n"
+    messy.write_text(text, encoding="utf-8")
+    code, out, err = invoke("fmt", "--diff", "messy.tts")
+    assert code == 0
+    assert "-seed 1\n+  seed 1\n" in out and "would reformat messy.tts" in err
+    assert messy.read_text(encoding="utf-8") == text
+    code, out, _ = invoke("fmt", "--diff", "--check", "messy.tts")
+    assert code == 1 and "+  seed 1" in out
+    assert messy.read_text(encoding="utf-8") == text
+    assert invoke("fmt", "--diff", "scenarios/focus_group.tts")[:2] == (0, "")
+
+
+def test_fmt_of_a_directory_or_a_missing_file_is_a_diagnostic(workdir: Path) -> None:
+    code, _, err = invoke("fmt", "scenarios")
+    assert code == 2
+    assert "error[E210]: `scenarios` is a directory, not a scenario file" in err
+    assert "`scenarios/focus_group.tts`" in err
+    code, _, err = invoke("fmt", "scenarios/focus_grup.tts")
+    assert code == 2
+    assert "error[E203]" in err and "did you mean `scenarios/focus_group.tts`" in err
+
+
+def test_check_names_a_directory_and_the_near_file(workdir: Path) -> None:
+    code, _, err = invoke("check", "scenarios/")
+    assert code == 2
+    assert "`scenarios` is a directory, not a scenario file" in err and "UTF-8" not in err
+    code, _, err = invoke("check", "scenarios/focus_group.ts")
+    assert code == 2 and "did you mean `scenarios/focus_group.tts`?" in err
+
+
 def test_plan_saves_json_and_library_files_are_not_runnable(workdir: Path) -> None:
     code, _, _ = invoke("plan", "scenarios/focus_group.tts", "-o", "plan.json")
     assert code == 0

@@ -154,6 +154,78 @@ def test_syntax_error_is_located_and_explained(
     assert words in " ".join([first.message, *first.help]), (first.message, first.help)
 
 
+def _timeline_problem(step: str) -> tuple[str, str]:
+    """The message and the help lines of the one syntax error in a timeline of `step`."""
+    _, problems = parse_text(f'timeline {{\n  ask w "q"\n  {step}\n}}\n')
+    assert len(problems) == 1, problems
+    return problems[0].message, "\n".join(problems[0].help)
+
+
+@pytest.mark.parametrize(
+    ("step", "keyword"),
+    [
+        ('brodcast panel "hi"', "broadcast"),
+        ("delivr offer in panel", "deliver"),
+        ('ak panel "q"', "ask"),
+        ("rn panel 2 rounds", "run"),
+        ("wiat 1 day", "wait"),
+        ('intervew panel by lisa "q"', "interview"),
+        ('thnik lisa "x"', "think"),
+        ("chekpoint first", "checkpoint"),
+    ],
+)
+def test_a_misspelt_timeline_step_gets_did_you_mean(step: str, keyword: str) -> None:
+    message, helps = _timeline_problem(step)
+    assert "expected a timeline step or `}`" in message
+    assert helps == f"did you mean `{keyword}`?"
+
+
+def test_an_unknown_timeline_step_lists_every_step() -> None:
+    message, helps = _timeline_problem('send panel "hi"')
+    assert message == "unexpected `send`; expected a timeline step or `}`"
+    assert helps == (
+        "a timeline step begins with `broadcast`, `deliver`, `ask`, `run`, `wait`, "
+        "`interview`, `think` or `checkpoint`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "advice"),
+    [
+        ("wait 20 years", "for 20 years, write `wait 7300 days`"),
+        ("wait 2 months", "for 2 months, write `wait 60 days`"),
+        ("wait 90 seconds", "for 90 seconds, write `wait 1.5 minutes`"),
+        ("wait 2 dys", "did you mean `days`?"),
+        ("wait 1 wek", "did you mean `week`?"),
+        ("wait 2 fortnights", "for example: `wait 2 days`"),
+    ],
+)
+def test_a_wait_in_another_unit_names_the_units_wait_takes(step: str, advice: str) -> None:
+    message, helps = _timeline_problem(step)
+    unit = step.split()[-1]
+    assert message == f"unexpected `{unit}`: `wait` takes `minutes`, `hours`, `days` or `weeks`"
+    assert helps == advice
+
+
+@pytest.mark.parametrize(
+    ("step", "words", "advice"),
+    [
+        ('think panel.young "x"', "not a segment", 'write `think panel "..."`'),
+        ('think lisa, tom "x"', "not a list", "one `think` step for each"),
+    ],
+)
+def test_think_says_which_groups_it_takes(step: str, words: str, advice: str) -> None:
+    message, helps = _timeline_problem(step)
+    assert f"`think` takes a persona or a whole population, {words}" in message
+    assert advice in helps and "new line" not in helps
+
+
+def test_a_misspelt_word_gets_did_you_mean_and_no_advice_to_break_the_line() -> None:
+    message, helps = _timeline_problem("run panel 2 rouds")
+    assert message == "unexpected `rouds`; expected `rounds`"
+    assert helps == "did you mean `rounds`?"
+
+
 def test_one_pass_reports_every_broken_statement_and_declaration() -> None:
     text = (
         "scenario s {\n  seed = 1\n}\n\n"

@@ -107,24 +107,33 @@ def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> N
     is_flag=True,
     help="Write nothing; exit 1 if any file is not formatted.",
 )
-@click.option("--diff", "show_diff", is_flag=True, help="Show what would change as a diff.")
+@click.option(
+    "--diff", "show_diff", is_flag=True, help="Write nothing; show what would change as a diff."
+)
 def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
     """Rewrite FILES in the canonical layout (comments kept).
 
-    With --check, exit 1 if a file would change. A file with syntax errors is
-    left untouched and reported (exit 2).
+    With --check, exit 1 if a file would change; with --diff, print the
+    changes instead of writing them. A file with syntax errors is left
+    untouched and reported (exit 2).
     """
+    from tiny_dsl.checks.loader import read_problem
     from tiny_dsl.source import SourceTooLarge
     from tiny_dsl.syntax.formatter import format_source
     from tiny_dsl.syntax.parser import file_too_large
 
+    writes = not (check_only or show_diff)
     changed: list[Path] = []
     broken = False
     for path in files:
         try:
-            source = _read_source(path)
+            source = SourceFile.read(path, _display_path(path))
         except SourceTooLarge as exc:
             _emit_diagnostics([file_too_large(_display_path(path), exc.size)], {}, "text")
+            broken = True
+            continue
+        except (OSError, ValueError) as exc:  # missing, a directory, not UTF-8
+            _emit_diagnostics([read_problem(path, exc, None)], {}, "text")
             broken = True
             continue
         formatted, problems = format_source(source)
@@ -147,9 +156,9 @@ def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
                 ),
                 nl=False,
             )
-        if not check_only:
+        if writes:
             _write_atomic(path, formatted)
-    verb = "would reformat" if check_only else "reformatted"
+    verb = "reformatted" if writes else "would reformat"
     for path in changed:
         click.echo(f"{verb} {path}", err=True)
     if broken:
@@ -355,15 +364,6 @@ def diff(run_a: Path, run_b: Path, as_json: bool) -> None:
 
 
 # ------------------------------------------------------------------- helpers
-
-
-def _read_source(path: Path) -> SourceFile:
-    try:
-        return SourceFile.read(path, _display_path(path))
-    except FileNotFoundError:
-        raise click.BadParameter(f"no such file: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise click.BadParameter(f"{path} is not UTF-8 text ({exc.reason})") from None
 
 
 def _display_path(path: Path) -> str:

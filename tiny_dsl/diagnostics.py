@@ -141,8 +141,14 @@ def _make(
 MAX_SUGGESTION_POOL = 500
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """A `did you mean` help line, or "" when nothing is close enough."""
+def did_you_mean(name: str, candidates: Iterable[str], *, margin: float | None = None) -> str:
+    """A `did you mean` help line, or "" when nothing is close enough.
+
+    With `margin`, only the matches within `margin` of the closest one's
+    similarity (0 to 1) are offered: candidates that share a long prefix, such
+    as the paths of one directory, are all alike, and the one file a letter
+    off should not be listed among them.
+    """
     pool = sorted(set(candidates))
     if len(pool) > MAX_SUGGESTION_POOL:
         first = name[:1].lower()
@@ -155,6 +161,11 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
         matches = [lowered[m] for m in difflib.get_close_matches(name.lower(), lowered, 3, 0.6)]
     if not matches:
         return ""
+    if margin is not None:
+        scores = [difflib.SequenceMatcher(None, name.lower(), m.lower()).ratio() for m in matches]
+        matches = [
+            m for m, score in zip(matches, scores, strict=True) if score >= max(scores) - margin
+        ]
     return "did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"
 
 

@@ -87,10 +87,11 @@ register(
 register(
     FILE_NOT_FOUND,
     "file-not-found",
-    """An `import "..."` or a `from "..."` path names a file that does not
-    exist. Paths are relative to the file that contains them; an import that
-    starts with `stdlib/` is also looked up in the bundled standard library.
-    The help line lists close file names.""",
+    """An `import "..."` or a `from "..."` path, or the scenario file given to
+    `tts check`, `tts plan` or `tts run`, names a file that does not exist.
+    Paths are relative to the file that contains them; an import that starts
+    with `stdlib/` is also looked up in the bundled standard library. The help
+    line lists close file names.""",
 )
 register(
     IMPORT_CYCLE,

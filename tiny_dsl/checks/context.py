@@ -102,6 +102,9 @@ class Context:
     fragments: dict[str, LocatedSpec] = field(default_factory=dict)
     fragment_models: dict[str, m.Fragment] = field(default_factory=dict)
     personas: dict[str, m.Persona] = field(default_factory=dict)
+    # Personas built without a fragment they list (unknown, or with errors of its
+    # own): warnings about what their spec lacks would follow from that error.
+    missing_fragments: set[str] = field(default_factory=set)
     demographics: dict[str, m.Demographics] = field(default_factory=dict)
     populations: dict[str, m.Population] = field(default_factory=dict)
     worlds: dict[str, m.World] = field(default_factory=dict)

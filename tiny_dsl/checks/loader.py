@@ -120,18 +120,17 @@ class Loader:
         self.sources: dict[str, SourceFile] = {}
 
     def read_text(self, path: Path, span: Span | None) -> str | None:
-        """The text of `path`, or None after an E210 saying why it cannot be read."""
+        """The text of `path`, or None after reporting why it cannot be read.
+
+        `span` is where the path is written; None for the file being checked,
+        which the author named on the command line.
+        """
         try:
             return read_source_text(path)
         except SourceTooLarge as exc:
             self.ctx.report(file_too_large(display_path(path), exc.size, span))
-            return None
-        except UnicodeDecodeError as exc:
-            reason = f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"
         except (OSError, ValueError) as exc:
-            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
-            reason = reason[:1].lower() + reason[1:]
-        check_unreadable_file(self.ctx, display_path(path), reason, span)
+            self.ctx.report(read_problem(path, exc, span))
         return None
 
     # ---------------------------------------------------------------- modules
@@ -281,16 +280,49 @@ def _spec_problem(data: Any, expected_type: str) -> str:
 # ------------------------------------------------------------------ the checks
 
 
-def check_unreadable_file(ctx: Context, display: str, reason: str, span: Span | None) -> None:
-    """A file that exists but cannot be read as UTF-8 text."""
-    ctx.report(
-        diag.error(
-            codes.UNREADABLE_FILE,
-            f"cannot read `{display}`: {reason}",
-            span,
-            "cannot be read",
-            help=["save the file as UTF-8 text, or point to another file"],
-        )
+def read_problem(path: Path, exc: OSError | ValueError, span: Span | None) -> Diagnostic:
+    """Why `path` could not be read as a scenario: not there (E203, with close
+    names), a directory, not UTF-8 or refused by the system (E210)."""
+    display = display_path(path)
+    if isinstance(exc, FileNotFoundError):
+        return missing_file(path.as_posix(), [path], ".tts", span)
+    if is_dir(path):
+        return directory_given(path, span)
+    if isinstance(exc, UnicodeDecodeError):
+        reason = f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    else:
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        reason = reason[:1].lower() + reason[1:]
+    return diag.error(
+        codes.UNREADABLE_FILE,
+        f"cannot read `{display}`: {reason}",
+        span,
+        "cannot be read",
+        help=["save the file as UTF-8 text, or point to another file"],
+    )
+
+
+MAX_LISTED_FILES = 5
+
+
+def directory_given(path: Path, span: Span | None) -> Diagnostic:
+    """A directory where a scenario file is expected, with the scenarios in it."""
+    names = _files_in(path, ".tts")
+    shown = [f"`{display_path(path / name)}`" for name in names]
+    if not shown:
+        advice = "it holds no `.tts` file; name a scenario file"
+    elif len(shown) == 1:
+        advice = f"name the scenario file in it: {shown[0]}"
+    else:
+        more = f" ({len(shown)} in all)" if len(shown) > MAX_LISTED_FILES else ""
+        listed = ", ".join(shown[:MAX_LISTED_FILES])
+        advice = f"name a scenario file in it, such as {listed}{more}"
+    return diag.error(
+        codes.UNREADABLE_FILE,
+        f"`{display_path(path)}` is a directory, not a scenario file",
+        span,
+        "a directory",
+        help=[advice],
     )
 
 
@@ -327,14 +359,23 @@ def check_path_outside_root(ctx: Context, path_node: ast.Str, what: str) -> None
 
 
 def check_file_not_found(ctx: Context, path_node: ast.Str, tried: list[Path], suffix: str) -> None:
-    """A path to a file that does not exist, with close names from where it was looked for.
+    """A path to a file that does not exist, with close names from where it was looked for."""
+    ctx.report(missing_file(path_node.value, tried, suffix, path_node.span))
+
+
+# Paths in one directory share their prefix, so all of them look alike: only
+# the names about as close as the closest are suggested.
+FILE_SUGGESTION_MARGIN = 0.1
+
+
+def missing_file(written: str, tried: list[Path], suffix: str, span: Span | None) -> Diagnostic:
+    """E203 for the path `written`, looked for at `tried`, with the closest names.
 
     Candidates come from the directory each tried path is in, written the way
     the author wrote the path; when no such directory exists (a misspelt
     directory), from the files at the same depth under its closest existing
     ancestor.
     """
-    written = path_node.value
     written_dir = PurePosixPath(written).parent
     candidates: set[str] = set()
     for attempt in tried:
@@ -349,17 +390,22 @@ def check_file_not_found(ctx: Context, path_node: ast.Str, tried: list[Path], su
         candidates.update(
             (prefix / relative).as_posix() for relative in _files_under(base, suffix, depth)
         )
-    suggestion = diag.did_you_mean(written, candidates)
-    looked = " and ".join(f"`{display_path(p)}`" for p in tried)
-    ctx.report(
-        diag.error(
+    suggestion = diag.did_you_mean(written, candidates, margin=FILE_SUGGESTION_MARGIN)
+    if span is None:  # the file named on the command line: no file names it
+        return diag.error(
             codes.FILE_NOT_FOUND,
             f"cannot find `{written}`",
-            path_node.span,
-            "no such file",
-            help=[suggestion] if suggestion else ["paths are relative to the file that names them"],
-            notes=[f"looked for {looked}"],
+            None,
+            help=[suggestion] if suggestion else ["check the path of the scenario file"],
         )
+    looked = " and ".join(f"`{display_path(p)}`" for p in tried)
+    return diag.error(
+        codes.FILE_NOT_FOUND,
+        f"cannot find `{written}`",
+        span,
+        "no such file",
+        help=[suggestion] if suggestion else ["paths are relative to the file that names them"],
+        notes=[f"looked for {looked}"],
     )
 
 
@@ -460,13 +506,13 @@ def check_invalid_tinytroupe_spec(
         helps.insert(0, "this is a fragment file: declare it with `fragment NAME from ...`")
     elif "TinyPerson" in problem and expected_type == "Fragment":
         helps.insert(0, "this is an agent file: declare it with `persona NAME from ...`")
-    what = "an agent" if expected_type == "TinyPerson" else "a fragment"
+    what = "agent" if expected_type == "TinyPerson" else "fragment"
     ctx.report(
         diag.error(
             codes.INVALID_TINYTROUPE_SPEC,
             f"`{display}` is not a TinyTroupe {what} specification: {problem}",
             path_node.span,
-            f"not {what} file",
+            f"not {'an' if what == 'agent' else 'a'} {what} file",
             help=helps,
         )
     )

@@ -112,7 +112,10 @@ def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
     _build_spec(ctx, props, spec)
     fragments: list[str] = []
     listed = props.value("fragments")
-    for ref, fragment in resolve_fragments(ctx, listed):
+    resolved, complete = resolve_fragments(ctx, listed)
+    if not complete:
+        ctx.missing_fragments.add(name)
+    for ref, fragment in resolved:
         fragments.append(ref.parts[0])
         for problem in merge_fragment(spec, fragment, ref.parts[0], f"persona `{name}`", ref.span):
             ctx.report(problem)
@@ -155,22 +158,27 @@ def _json_kind(value: Any) -> str:
 
 def resolve_fragments(
     ctx: Context, listed: ast.Value | ast.Block | None
-) -> list[tuple[ast.Ref, LocatedSpec]]:
-    """The fragments a `fragments [...]` list names, in order, each once.
+) -> tuple[list[tuple[ast.Ref, LocatedSpec]], bool]:
+    """The fragments a `fragments [...]` list names, in order, each once, and
+    whether every fragment listed is among them.
 
     A fragment that is declared but has errors of its own resolves (no second
-    error) but is left out of the result, so nothing is merged from it.
+    error) but is left out of the result, so nothing is merged from it; nor is
+    anything from one that is unknown or misnamed. Either way an error was
+    reported, and what is built without the fragment is incomplete.
     """
     if listed is None:
-        return []
+        return [], True
     items = read_items(ctx, "fragments", listed, "[fragment_name, ...]")
     if items is None:
-        return []
+        return [], False
     result: list[tuple[ast.Ref, LocatedSpec]] = []
+    complete = True
     seen: dict[str, ast.Ref] = {}
     for item in items:
         if not isinstance(item, ast.Ref) or len(item.parts) != 1:
             check_wrong_type(ctx, "fragments", item, "a fragment name", "[health_conscious]")
+            complete = False
             continue
         name = item.parts[0]
         if name in seen:
@@ -187,11 +195,14 @@ def resolve_fragments(
             continue
         seen[name] = item
         if ctx.resolve(name, item.span, ("fragment",), "`fragments`") is None:
+            complete = False
             continue
         fragment = ctx.fragments.get(name)
-        if fragment is not None:
+        if fragment is None:
+            complete = False
+        else:
             result.append((item, fragment))
-    return result
+    return result, complete
 
 
 def check_nested_fragments(ctx: Context, entry: ast.Property | ast.SubBlock) -> None:

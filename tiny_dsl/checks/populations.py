@@ -317,7 +317,7 @@ def check_segment(
     props = Props(ctx, block.body, owner, block.name.span, SEGMENT_FIELDS)
     size = props.integer("size", 1, MAX_POPULATION, required="10")
     particularities = props.string("particularities")
-    fragments = resolve_fragments(ctx, props.value("fragments"))
+    fragments, _complete = resolve_fragments(ctx, props.value("fragments"))
     merged = LocatedSpec(Origin(block.name.span, None))
     for ref, fragment in fragments:
         for problem in merge_fragment(merged, fragment, ref.parts[0], owner, ref.span):

@@ -9,6 +9,8 @@ test from the type alone. Each statement that checks clean is lowered to its
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +25,7 @@ from tiny_dsl.checks.values import (
     check_out_of_range,
     check_reversed_range,
     check_wrong_type,
+    describe,
     show_number,
 )
 from tiny_dsl.diagnostics import Label
@@ -42,6 +45,9 @@ SIMPLE_KINDS: dict[type, m.FieldKind] = {
     ast.ListType: "list",
 }
 GROUPABLE = "an int, float, bool or enum field"
+# A member written without quotes in `share(field == member)` is a name.
+_BARE_MEMBER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_LISTED_MEMBERS = 10
 KIND_NAMES: dict[str, str] = {
     "int": "an `int` field",
     "float": "a `float` field",
@@ -399,7 +405,7 @@ class Analyses:
                 member = value.value
             else:
                 if value is not None:
-                    check_wrong_type(self.ctx, ident.name, value, "an enum member", "positive")
+                    check_not_a_member(self.ctx, aggregate, spec, value)
                 return
             if member not in spec.members:
                 check_unknown_label(
@@ -472,6 +478,31 @@ def check_field_type_mismatch(
             KIND_NAMES[spec.kind],
             secondary=[Label(spec.span, "declared here")] if spec.span is not None else [],
             help=[f"use {use} with {needs}"],
+        )
+    )
+
+
+def check_not_a_member(
+    ctx: Context, aggregate: ast.Aggregate, spec: m.FieldSpec, value: ast.Value
+) -> None:
+    """`share(F == 1)` on an enum: the comparison needs one of F's members."""
+    written = value.raw if isinstance(value, ast.Number | ast.Percent) else ""
+    # A number written for a member spelt with digits (`enum ["1", "2"]`) needs quotes.
+    member = written if written in spec.members else spec.members[0]
+    shown = member if _BARE_MEMBER.fullmatch(member) else json.dumps(member, ensure_ascii=False)
+    example = f"{aggregate.function.name}({spec.name} {aggregate.comparator} {shown})"
+    listed = ", ".join(f"`{item}`" for item in spec.members[:MAX_LISTED_MEMBERS])
+    if len(spec.members) > MAX_LISTED_MEMBERS:
+        listed += f" ({len(spec.members):,} in all)"
+    ctx.report(
+        diag.error(
+            codes.WRONG_TYPE,
+            f"`{spec.name}` expects an enum member, found {describe(value)}",
+            value.span,
+            "expected an enum member",
+            secondary=[Label(spec.span, "declared here")] if spec.span is not None else [],
+            help=[f"compare with a member of `{spec.name}`: `{example}`"],
+            notes=[f"the members of `{spec.name}` are {listed}"],
         )
     )
 

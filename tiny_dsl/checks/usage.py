@@ -19,11 +19,15 @@ from tiny_dsl.diagnostics import Label
 
 
 def check_incomplete_persona(ctx: Context) -> None:
-    """Agents without `age` or `occupation`: TinyTroupe introduces people by both."""
+    """Agents without `age` or `occupation`: TinyTroupe introduces people by both.
+
+    A persona whose fragment could not be merged is skipped: the fragment may
+    give both, and its error is already reported.
+    """
     for kind, name in sorted(ctx.world_members):
         persona = ctx.personas.get(name) if kind == "persona" else None
         declared = ctx.lookup("persona", name)
-        if persona is None or declared is None:
+        if persona is None or declared is None or name in ctx.missing_fragments:
             continue
         missing = [key for key in ("age", "occupation") if key not in persona.spec]
         if not missing:

@@ -45,6 +45,23 @@ DECLARATION_KEYWORDS = (
     "analyze",
     "output",
 )
+# The words that begin a statement in each kind of block, as the docs list them.
+# A statement that begins with another word is named against the whole list.
+TIMELINE_STEPS = ("broadcast", "deliver", "ask", "run", "wait", "interview", "think", "checkpoint")
+ANALYSES = ("compare", "summarize", "funnel", "expect")
+STATEMENT_KINDS = (
+    ("a timeline step", TIMELINE_STEPS),
+    ("an analysis", ANALYSES),
+    ("a declaration", DECLARATION_KEYWORDS),
+)
+# What `wait` counts in (the grammar's TIME_UNIT), and the units authors write
+# instead, with how many of the nearest accepted unit make one of them.
+WAIT_UNITS = ("minutes", "hours", "days", "weeks")
+_FOREIGN_UNITS = {
+    "second": ("minutes", 1 / 60),
+    "month": ("days", 30),
+    "year": ("days", 365),
+}
 # Error recovery resumes at a line that starts, at column 1, with a declaration
 # keyword or with what looks like a misspelt one (`wrld x {`).
 _RECOVERY_POINT = re.compile(
@@ -64,6 +81,7 @@ MAX_NESTING_DEPTH = 32
 
 _OPENERS = {"LBRACE": "RBRACE", "LBRACKET": "RBRACKET", "LPAR": "RPAR"}
 _CLOSERS = {"RBRACE", "RBRACKET", "RPAR"}
+_BRACKETS = {*_OPENERS, *_CLOSERS}
 
 # How terminals are named to authors. Keywords are shown as written.
 _DISPLAY = {
@@ -115,6 +133,7 @@ class _NewlineFilter:
             if kind == "_NL":
                 if state.depth_without_braces() > 0 or state.last_kind == "COMMA":
                     continue
+                state.at_statement_start = True
             elif kind in _OPENERS:
                 state.open.append((token, state.last_word))
                 if len(state.open) > MAX_NESTING_DEPTH:
@@ -122,6 +141,9 @@ class _NewlineFilter:
             elif kind in _CLOSERS and state.open:
                 state.open.pop()
             if kind != "_NL":
+                if state.at_statement_start:
+                    state.statement = token
+                state.at_statement_start = kind in ("SEMICOLON", "LBRACE")
                 state.last_kind = kind
                 state.last = token
                 if kind == "NAME" or (kind.isupper() and kind.isalpha()):
@@ -142,6 +164,8 @@ class _LexState:
     last_kind: str = ""
     last: Token | None = None
     last_word: Token | None = None
+    statement: Token | None = None  # the first token of the current statement
+    at_statement_start: bool = True
 
     def depth_without_braces(self) -> int:
         return sum(1 for token, _ in self.open if token.type != "LBRACE")
@@ -359,14 +383,36 @@ def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, state: _LexStat
             help=["remove it, or open the block it was meant to close"],
         )
     previous = state.last if state.last is not token else None
-    names = [_display(t) for t in expected if t not in ("_NL", "SEMICOLON")]
+    statement = state.statement if state.statement is not token else None
+    specific = _statement_problem(source, token, expected, statement)
+    if specific is not None:
+        return specific
+    shown = [t for t in expected if t not in ("_NL", "SEMICOLON")]
+    kind, starts = next(
+        (
+            (kind, words)
+            for kind, words in STATEMENT_KINDS
+            if {word.upper() for word in words} <= set(shown)
+        ),
+        ("", ()),
+    )
+    if kind:
+        # Name the statement, not its first words, so that no keyword is cut off the list.
+        shown = [t for t in shown if t.lower() not in starts]
+    names = ([kind] if kind else []) + [_display(t) for t in shown]
     statement_may_end = "_NL" in expected or "SEMICOLON" in expected
     helps: list[str] = []
     if token.type == "NAME":
-        keywords = [t.lower() for t in expected if t.isalpha() and t.isupper() and t != "NAME"]
+        keywords = [
+            t.lower()
+            for t in expected
+            if t.isalpha() and t.isupper() and t != "NAME" and t not in _BRACKETS
+        ]
         suggestion = diag.did_you_mean(str(token), keywords)
         if suggestion:
             helps.append(suggestion)
+        elif kind:
+            helps.append(f"{kind} begins with " + _join([f"`{w}`" for w in starts], limit=None))
         elif keywords and "NAME" not in expected and not statement_may_end:
             code = "E105" if set(keywords) & set(DECLARATION_KEYWORDS) else "E102"
             return diag.error(
@@ -385,7 +431,7 @@ def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, state: _LexStat
             "the statement ends here",
             help=helps or [f"add {_join(names)} here"],
         )
-    if statement_may_end and previous is not None:
+    if statement_may_end and previous is not None and not helps:
         helps.append(
             "each statement goes on its own line (or ends with `;`); "
             f"put {_token_text(token)} on a new line or remove it"
@@ -400,10 +446,60 @@ def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, state: _LexStat
     )
 
 
-def _join(names: list[str]) -> str:
+def _statement_problem(
+    source: SourceFile, token: Token, expected: list[str], statement: Token | None
+) -> Diagnostic | None:
+    """What the statement begun by `statement` takes, where the general message
+    would misread the mistake (say, as two statements on one line)."""
+    if statement is None:
+        return None
+    # What the author wrote between the keyword and the unexpected token.
+    written = source.text[statement.end_pos : token.start_pos].strip()
+    span = _token_span(source, token)
+    if statement.type == "THINK" and token.type in ("DOT", "COMMA"):
+        what = "a segment" if token.type == "DOT" else "a list"
+        return diag.error(
+            "E102",
+            f"unexpected {_token_text(token)}: `think` takes a persona or a whole population, "
+            f"not {what}",
+            span,
+            "expected the thought (a string) here",
+            help=[
+                f'write `think {written} "..."` for the persona or every member of the '
+                f"population `{written}`"
+                if token.type == "DOT"
+                else "write one `think` step for each persona or population"
+            ],
+        )
+    if statement.type == "WAIT" and token.type == "NAME" and "TIME_UNIT" in expected:
+        units = _join([f"`{u}`" for u in WAIT_UNITS], limit=None)
+        return diag.error(
+            "E102",
+            f"unexpected {_token_text(token)}: `wait` takes {units}",
+            span,
+            "not a time unit",
+            help=[_wait_unit_help(written, str(token))],
+        )
+    return None
+
+
+def _wait_unit_help(amount: str, unit: str) -> str:
+    """A `wait` in an accepted unit for `wait AMOUNT UNIT`: seconds, months and
+    years converted, or a misspelt unit corrected."""
+    singular = unit.lower().removesuffix("s")
+    if singular in _FOREIGN_UNITS and re.fullmatch(r"\d+(\.\d+)?", amount):
+        target, factor = _FOREIGN_UNITS[singular]
+        converted = float(amount) * factor
+        shown = f"{converted:.0f}" if converted >= 10 else f"{converted:.3g}"
+        return f"for {amount} {unit}, write `wait {shown} {target}`"
+    forms = [u.removesuffix("s") for u in WAIT_UNITS] if amount == "1" else list(WAIT_UNITS)
+    return diag.did_you_mean(unit, forms) or f"for example: `wait {amount or '3'} days`"
+
+
+def _join(names: list[str], limit: int | None = 6) -> str:
     unique = list(dict.fromkeys(names))
-    if len(unique) > 6:
-        unique = [*unique[:6], "..."]
+    if limit is not None and len(unique) > limit:
+        unique = [*unique[:limit], "..."]
     if len(unique) == 1:
         return unique[0]
     return ", ".join(unique[:-1]) + " or " + unique[-1]
