@@ -30,6 +30,7 @@ from tiny_dsl.plan.model import (
     Estimate,
     ExtractStep,
     FieldPlan,
+    Origin,
     OutputPlan,
     Plan,
     PlanSettings,
@@ -56,6 +57,19 @@ TURN = {
 EXTRACTION = {"intent": 6, "opened": True}
 
 
+def _origin(line: int, column: int) -> Origin:
+    """Where a step of the benchmark's hand-built plan says it comes from."""
+    return Origin(
+        file="bench.tts",
+        start=0,
+        end=1,
+        line=line,
+        column=column,
+        end_line=line,
+        end_column=column + 1,
+    )
+
+
 def survey_plan(agents: int, concurrency: int) -> Plan:
     """A compiled-looking survey plan: `agents` personas, one question, one extraction."""
     ids = [f"p{index:04d}" for index in range(agents)]
@@ -75,7 +89,7 @@ def survey_plan(agents: int, concurrency: int) -> Plan:
     steps: list[Step] = [
         AskStep(
             id="01-ask-inbox",
-            origin="bench.tts:10:3",
+            origin=_origin(10, 3),
             world="inbox",
             question="Would you buy VitaBoost next month? Say why.",
             agents=ids,
@@ -83,7 +97,7 @@ def survey_plan(agents: int, concurrency: int) -> Plan:
         ),
         ExtractStep(
             id="02-extract-inbox",
-            origin="bench.tts:14:1",
+            origin=_origin(14, 1),
             world="inbox",
             agents=ids,
             fields=FIELDS,
