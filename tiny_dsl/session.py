@@ -445,12 +445,8 @@ class Session:
             return make_provider(name, settings.model, settings.base_url)
         except ProviderConfigError as exc:
             named = f"the scenario asks for {settings.model}, but " if settings.model else ""
-            raise _refusal(
-                codes.PROVIDER_UNAVAILABLE,
-                f"{named}{exc}",
-                "set the variable named above, or run on the embedded model with "
-                "`--provider embedded`",
-            ) from exc
+            # The provider's message already says what to set or pass.
+            raise _refusal(codes.PROVIDER_UNAVAILABLE, f"{named}{exc}") from exc
 
     @staticmethod
     def _profile(plan: Plan, provider_name: str | None, options: RunOptions) -> EngineProfile:
