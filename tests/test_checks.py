@@ -302,6 +302,29 @@ def test_a_missing_scenario_file_suggests_the_near_file(
         assert result.diagnostics[0].help == ("did you mean `study/panel.tts`?",)
 
 
+def test_a_failed_import_is_one_error_that_lists_the_names_it_may_declare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write(
+        tmp_path,
+        {
+            "main.tts": 'import "stdlib/fragmnets.tts"\n'
+            'persona a { name "A"; fragments [health_conscious, time_constrained] }\n'
+            'persona b { name "B"; fragments [health_conscious, price_sensitive] }\n'
+        },
+    )
+    result = check_file(Path("main.tts"))
+    assert _codes(result) == [codes.FILE_NOT_FOUND]
+    problem = result.diagnostics[0]
+    assert problem.help == ("did you mean `stdlib/fragments.tts`?",)
+    assert problem.notes[-1] == (
+        "`health_conscious`, `time_constrained` and `price_sensitive` are used but declared "
+        "nowhere (first used at main.tts:2:34); they may be declared in `stdlib/fragmnets.tts`"
+    )
+    assert result.program is None
+
+
 def test_import_cycle_shows_the_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     _write(

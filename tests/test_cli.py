@@ -64,6 +64,25 @@ def test_check_reports_every_problem_with_location_and_help(workdir: Path) -> No
     assert all(p["code"] and p["help"] for p in problems if p["severity"] == "error")
 
 
+def test_files_checked_together_report_a_shared_module_once(workdir: Path) -> None:
+    (workdir / "lib.tts").write_text(
+        'persona ann { name "Ann"; age 40; occupation "Nurse"; hobby "chess" }\n',
+        encoding="utf-8",
+    )
+    for name in ("a.tts", "b.tts"):
+        (workdir / name).write_text(
+            'import "lib.tts"\nscenario s { title "s" }\nworld w { mode survey; agents ann }\n'
+            'timeline {\n  ask w "Hi?"\n}\n',
+            encoding="utf-8",
+        )
+    code, _, err = invoke("check", "a.tts", "b.tts")
+    assert code == 0
+    assert err.count("warning[W101]") == 1
+    assert err.rstrip().endswith("ok: 2 files checked (1 warning)")
+    code, out, _ = invoke("check", "--format", "json", "a.tts", "b.tts")
+    assert [problem["code"] for problem in json.loads(out)] == ["W101"]
+
+
 def test_fmt_check_and_rewrite(workdir: Path) -> None:
     messy = workdir / "messy.tts"
     messy.write_text('scenario s {\nseed 1\n    title "t"}\n', encoding="utf-8")

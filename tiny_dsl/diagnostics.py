@@ -170,6 +170,8 @@ def did_you_mean(name: str, candidates: Iterable[str], *, margin: float | None =
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """In source order, each once: files checked together report the problems of a
+    module they both import twice, and both renderers show them once."""
     unique: dict[tuple[Any, ...], Diagnostic] = {}
     for diagnostic in diagnostics:
         unique.setdefault((diagnostic.sort_key(), diagnostic.message), diagnostic)
@@ -260,6 +262,8 @@ def render_json(diagnostics: Iterable[Diagnostic]) -> str:
 
 
 def summary_line(diagnostics: Sequence[Diagnostic]) -> str:
+    """ "2 errors, 1 warning": each problem counted once, as the renderers show it."""
+    diagnostics = sort_diagnostics(diagnostics)
     errors = sum(1 for d in diagnostics if d.is_error)
     warnings = len(diagnostics) - errors
     parts = []

@@ -95,4 +95,5 @@ def check_source(
 def _check(ctx: Context, loader: Loader, display: str, text: str, path: Path) -> CheckResult:
     loader.load(display, text, path)
     program = check_program(ctx, loader)
+    ctx.report_unresolved()
     return CheckResult(program, sort_diagnostics(ctx.diagnostics), dict(loader.sources))

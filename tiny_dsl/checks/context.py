@@ -8,6 +8,7 @@ a population's segments) skip quietly when it is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Iterable
@@ -86,6 +87,14 @@ class Declared:
 
 
 @dataclass
+class FailedImport:
+    """An import whose file could not be read, and the error that says why."""
+
+    path: str  # as written in the import
+    diagnostic: Diagnostic
+
+
+@dataclass
 class Context:
     """Everything one pass accumulates, in the order the checks run."""
 
@@ -93,6 +102,11 @@ class Context:
     # Names a file with syntax errors probably declares; never reported unknown.
     salvaged: set[str] = field(default_factory=set)
     salvaged_scenario: bool = False
+    failed_imports: list[FailedImport] = field(default_factory=list)
+    # Names that resolved to nothing, and to no close name, while an import had
+    # failed: the file may declare them, so they are listed on the import's error
+    # rather than reported one by one. Each with where it is first used.
+    unresolved: dict[str, Span] = field(default_factory=dict)
     incomplete: bool = False  # some file has syntax errors: skip whole-program warnings
     declared: dict[Kind, dict[str, Declared]] = field(
         default_factory=lambda: {kind: {} for kind in KINDS}
@@ -169,15 +183,43 @@ class Context:
             return None
         if name in self.salvaged:
             return None
-        check_unknown_name(
-            self,
-            name,
-            span,
-            " or ".join(kinds),
-            where,
-            itertools.chain((n for kind in kinds for n in self.declared[kind]), extra),
-        )
+        candidates = itertools.chain((n for kind in kinds for n in self.declared[kind]), extra)
+        if not self.failed_imports:
+            check_unknown_name(self, name, span, " or ".join(kinds), where, candidates)
+            return None
+        suggestion = self.suggest(name, candidates)
+        if not suggestion:
+            self.unresolved.setdefault(name, span)
+            self.error_count += 1  # reported on the failed import, by `report_unresolved`
+            return None
+        imports = _failed_imports_note(self.failed_imports)
+        report_unknown_name(self, name, span, " or ".join(kinds), where, [suggestion], [imports])
         return None
+
+    def import_failed(self, path: str, diagnostic: Diagnostic) -> None:
+        """Remember that the file `path` names could not be imported, as `diagnostic` says."""
+        self.failed_imports.append(FailedImport(path, diagnostic))
+
+    def report_unresolved(self) -> None:
+        """List the names nothing declares on the errors of the imports that failed."""
+        if not self.unresolved:
+            return
+        names = list(self.unresolved)
+        shown = _join_names(names[:MAX_UNRESOLVED_LISTED])
+        if len(names) > MAX_UNRESOLVED_LISTED:
+            shown += f" and {len(names) - MAX_UNRESOLVED_LISTED} more"
+        verb, pronoun = ("is", "it") if len(names) == 1 else ("are", "they")
+        first = self.unresolved[names[0]]
+        for failed in self.failed_imports:
+            note = (
+                f"{shown} {verb} used but declared nowhere (first used at {first.origin()}); "
+                f"{pronoun} may be declared in `{failed.path}`"
+            )
+            for index, diagnostic in enumerate(self.diagnostics):
+                if diagnostic is failed.diagnostic:
+                    self.diagnostics[index] = dataclasses.replace(
+                        diagnostic, notes=(*diagnostic.notes, note)
+                    )
 
 
 def check_unknown_name(
@@ -196,9 +238,20 @@ def check_unknown_name(
     the place it is used ("`agents` of world `panel`").
     """
     suggestion = ctx.suggest(name, candidates)
-    helps = [suggestion] if suggestion else []
-    if not suggestion:
-        helps.append(declare_hint or "declare it, or import the file that declares it")
+    helps = [suggestion or declare_hint or "declare it, or import the file that declares it"]
+    report_unknown_name(ctx, name, span, what, where, helps)
+
+
+def report_unknown_name(
+    ctx: Context,
+    name: str,
+    span: Span,
+    what: str,
+    where: str,
+    helps: list[str],
+    notes: Iterable[str] = (),
+) -> None:
+    """E201 for `name`, with the help lines (and notes) already worked out."""
     ctx.report(
         diag.error(
             codes.UNKNOWN_NAME,
@@ -206,8 +259,28 @@ def check_unknown_name(
             span,
             "not declared",
             help=helps,
+            notes=notes,
         )
     )
+
+
+MAX_UNRESOLVED_LISTED = 10
+
+
+def _failed_imports_note(failed: list[FailedImport]) -> str:
+    """Which imports failed, and where their errors are, for an unknown name's error."""
+    errors = ", ".join(
+        item.diagnostic.primary.span.origin() for item in failed if item.diagnostic.primary
+    )
+    if len(failed) == 1:
+        return f"`{failed[0].path}` could not be imported (see {errors}); it may declare this name"
+    files = _join_names([item.path for item in failed])
+    return f"{files} could not be imported (see {errors}); one of them may declare this name"
+
+
+def _join_names(names: list[str]) -> str:
+    quoted = [f"`{name}`" for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def check_wrong_kind(

@@ -149,8 +149,10 @@ class Loader:
             if node is None:
                 stack.pop()
                 continue
+            reported = len(self.ctx.diagnostics)
             target = self.resolve_import(current, node)
             if target is None:
+                self._import_failed(node, reported)
                 continue
             cycle = [index for index, entry in enumerate(stack) if entry[0].path == target]
             if cycle:
@@ -166,10 +168,17 @@ class Loader:
                 continue
             imported = self.read_text(target, node.path.span)
             if imported is None:
+                self._import_failed(node, reported)
                 continue
             module = self._add(display_path(target), imported, target, is_root=False)
             loaded[target] = module
             stack.append((module, self._imports(module), node))
+
+    def _import_failed(self, node: ast.Import, reported: int) -> None:
+        """Tell the context that `node` imports nothing, with the error reported since
+        `reported` diagnostics were, which says why."""
+        if len(self.ctx.diagnostics) > reported:
+            self.ctx.import_failed(node.path.value, self.ctx.diagnostics[reported])
 
     def _add(self, display: str, text: str, path: Path, *, is_root: bool) -> LoadedModule:
         source, module, problems = _parse_cached(display, text)
