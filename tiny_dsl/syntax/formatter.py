@@ -176,11 +176,13 @@ def _step(step: ast.Step) -> str:
         case ast.BroadcastStep():
             return f"broadcast {step.world.name} {_value(step.text)}"
         case ast.DeliverStep():
-            return f"deliver {step.intervention.name} in {step.world.name}"
+            touch = f".{step.touch.name}" if step.touch is not None else ""
+            return f"deliver {step.intervention.name}{touch} in {step.world.name}"
         case ast.AskStep():
             return f"ask {step.world.name} {_value(step.text)}"
         case ast.RunStep():
-            return f"run {step.world.name} {_number(step.rounds)} {step.unit}"
+            every = f" every {_value(step.every)}" if step.every is not None else ""
+            return f"run {step.world.name} {_number(step.rounds)} {step.unit}{every}"
         case ast.WaitStep():
             return f"wait {_value(step.duration)}"
         case ast.InterviewStep():
