@@ -334,8 +334,8 @@ def check_intervention(ctx: Context, declared: Declared) -> None:
     checked = [v for v in variants if v is not None]
     if checked and len(checked) == len(variants):
         check_same_touches(ctx, checked)
-        if channel is None:
-            check_channel_everywhere(ctx, node, checked)
+    if props.value("channel") is None:
+        check_channel_everywhere(ctx, node, props.named["variant"])
     if ctx.error_count == errors and listed is not None:
         ctx.interventions[name] = m.Intervention(
             name,
@@ -525,14 +525,21 @@ def check_same_touches(ctx: Context, variants: Sequence[m.Variant]) -> None:
 
 
 def check_channel_everywhere(
-    ctx: Context, node: ast.Intervention, variants: Sequence[m.Variant]
+    ctx: Context, node: ast.Intervention, variants: Sequence[ast.NamedBlock]
 ) -> None:
-    """Without a channel on the intervention, every single-content variant needs one
-    (a touch without one was reported already)."""
-    for variant in variants:
-        if not variant.touches and variant.channel is None:
-            check_no_channel(ctx, node.name.span, f"intervention `{node.name.name}`")
-            return
+    """Without a channel on the intervention, every variant without touches needs one
+    (a touch without one is reported at the touch)."""
+
+    def has(block: ast.NamedBlock, kind: str) -> bool:
+        entries = block.body.entries
+        return any(
+            isinstance(entry, ast.Property | ast.NamedBlock)
+            and ast.key_text(entry.key if isinstance(entry, ast.Property) else entry.kind) == kind
+            for entry in entries
+        )
+
+    if not variants or any(not has(v, "touch") and not has(v, "channel") for v in variants):
+        check_no_channel(ctx, node.name.span, f"intervention `{node.name.name}`")
 
 
 def check_no_channel(ctx: Context, span: Span, owner: str) -> None:
