@@ -345,24 +345,26 @@ class _Printer:
         self._emit(depth, "}", _Role.CLOSE, span_end - 1, span_end)
 
     def _block(self, header: str, depth: int, start: int, block: ast.Block) -> None:
-        one_line = [entry for entry in block.entries if self._one_line_touch(entry)]
+        one_line = [
+            entry
+            for entry in block.entries
+            if isinstance(entry, ast.NamedBlock) and self._one_line_touch(entry)
+        ]
         name_width = max((len(entry.name.name) for entry in one_line), default=0)
 
         def body(inner: int) -> None:
             for entry in block.entries:
-                if entry in one_line:
-                    assert isinstance(entry, ast.NamedBlock)
+                if isinstance(entry, ast.NamedBlock) and entry in one_line:
                     self._touch_line(entry, inner, name_width)
                 else:
                     self._entry(entry, inner)
 
         self._braced(header, depth, start, block.span.end, body, not block.entries)
 
-    def _one_line_touch(self, entry: ast.Entry) -> bool:
+    def _one_line_touch(self, entry: ast.NamedBlock) -> bool:
         """A `touch` block of properties alone and no comment, printed on one line."""
         return (
-            isinstance(entry, ast.NamedBlock)
-            and _key(entry.kind) == "touch"
+            _key(entry.kind) == "touch"
             and bool(entry.body.entries)
             and all(isinstance(item, ast.Property) for item in entry.body.entries)
             and not self.comments.any_between(entry.span.start, entry.span.end)
