@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_tinytroupe_engine import HashProvider, needs_tinytroupe
 from tiny_dsl.checks import check_file
-from tiny_dsl.plan import compile_plan
+from tiny_dsl.plan import compile_plan, render_plan
 from tiny_dsl.plan.model import DeliverStep, Plan
 from tiny_dsl.runtime.client import LLMClient
 from tiny_dsl.runtime.engines.tinytroupe import COMPACT_MEMORY, TinyTroupeEngine
@@ -262,3 +262,50 @@ def test_each_touch_is_seen_and_remembered_in_the_arm(tmp_path: Path, engine: st
     agent = treated[0]
     (prompt,) = heard_in_turn(provider, agent)
     assert seen[agent][0].split(": ", 1)[1].strip('"') in prompt
+
+
+# ----------------------------------------------------------------------------- plan
+
+V1_PANEL_HASHES_SOURCE = PANEL.replace("TURNS", "").replace("RUN", "run panel 2 rounds")
+
+
+def test_defaults_leave_the_step_hashes_of_v1_scenarios_alone(tmp_path: Path) -> None:
+    """`turns simultaneous` written out, like the defaults left out, hashes as v1 did;
+    `turns sequential` and `every` change what the rounds do, so their hashes."""
+    v1 = plan_of(tmp_path, V1_PANEL_HASHES_SOURCE)
+    explicit = panel(tmp_path, turns="turns simultaneous", run="run panel 2 rounds")
+    sequential = panel(tmp_path, turns="turns sequential", run="run panel 2 rounds")
+    every = panel(tmp_path, run="run panel 2 rounds every 1 day")
+    assert [s.hash for s in explicit.steps] == [s.hash for s in v1.steps]
+    # `every` belongs to the run steps; `turns` to the world, which every step of it uses.
+    assert v1.steps[0].hash == every.steps[0].hash != sequential.steps[0].hash
+    for changed in (sequential, every):
+        assert all(a.hash != b.hash for a, b in zip(changed.steps[1:], v1.steps[1:], strict=True))
+    # The JSON form of the hashes leaves the new fields out at their defaults.
+    assert "turns" not in v1.worlds[0].hash_form()
+    assert "every" not in v1.steps[1].hash_form()
+    assert sequential.worlds[0].hash_form()["turns"] == "sequential"
+
+
+def test_plan_counts_and_shows_rounds(tmp_path: Path) -> None:
+    plan = panel(tmp_path, turns="turns sequential", run="run panel 3 rounds every 90 minutes")
+    runs = [step for step in plan.steps if step.kind == "run"]
+    assert [step.calls for step in runs] == [2, 2, 2]  # one turn per agent and round
+    text = render_plan(plan)
+    assert "sequential" in text
+    assert "run panel round 1 of 3 in turn, then +90 minutes: 2 agen" in text
+
+
+def test_deliveries_after_rounds_every_happen_at_the_moved_clock(tmp_path: Path) -> None:
+    source = CAMPAIGN.replace(
+        "  wait 2 days\n", "  wait 2 days\n  run inbox 2 rounds every 3 hours\n"
+    ).replace('"stdlib/', f'"{Path(__file__).resolve().parents[1]}/stdlib/')
+    plan = plan_of(tmp_path, source)
+    second = next(s for s in plan.steps if isinstance(s, DeliverStep) and s.touch == "second")
+    # 2 days and 2 x 3 hours after the start (08:00): the rational arm's untimed touch
+    # comes at 14:00; the emotional arm's at its timing that day.
+    times = {d.variant: d.time for d in second.deliveries}
+    assert times == {"rational": "2025-03-05T14:00:00", "emotional": "2025-03-05T19:00:00"}
+    text = render_plan(plan)
+    assert "deliver campaign.second in inbox" in text
+    assert "channel per message" in text

@@ -310,11 +310,11 @@ class _View:
                 return f"ask {n(len(step.agents), 'agent')} in {step.world}: {step.question}"
             case RunStep():
                 agents = f"{n(len(step.agents), 'agent')} {_verb(len(step.agents), 'act')}"
-                if self.worlds_by_name[step.world].turns == "sequential":
-                    agents += " in turn"
+                # Before the agents, so that the column's truncation keeps them.
+                how = " in turn" if self.worlds_by_name[step.world].turns == "sequential" else ""
                 if step.every is not None:
-                    agents += f", then the clock moves {_duration(step.every)}"
-                return f"run {step.world} round {step.round} of {step.of}: {agents}"
+                    how += f", then +{_duration(step.every)}"
+                return f"run {step.world} round {step.round} of {step.of}{how}: {agents}"
             case WaitStep():
                 return f"wait {step.text}"
             case InterviewStep():
