@@ -291,6 +291,11 @@ def test_plan_counts_and_shows_rounds(tmp_path: Path) -> None:
     plan = panel(tmp_path, turns="turns sequential", run="run panel 3 rounds every 90 minutes")
     runs = [step for step in plan.steps if step.kind == "run"]
     assert [step.calls for step in runs] == [2, 2, 2]  # one turn per agent and round
+    # A later turn hears the earlier ones of its round: more tokens, the same calls.
+    simultaneous = panel(tmp_path, run="run panel 3 rounds every 90 minutes")
+    plain_runs = [step for step in simultaneous.steps if step.kind == "run"]
+    assert [s.calls for s in plain_runs] == [s.calls for s in runs]
+    assert all(a.input_tokens > b.input_tokens for a, b in zip(runs, plain_runs, strict=True))
     text = render_plan(plan)
     assert "sequential" in text
     assert "run panel round 1 of 3 in turn, then +90 minutes: 2 agen" in text
@@ -309,3 +314,18 @@ def test_deliveries_after_rounds_every_happen_at_the_moved_clock(tmp_path: Path)
     text = render_plan(plan)
     assert "deliver campaign.second in inbox" in text
     assert "channel per message" in text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_resumed_run_keeps_the_clock_the_rounds_moved(tmp_path: Path, engine: str) -> None:
+    """The moved clocks are part of the checkpoint: a run resumed after the rounds asks
+    its question at the time an uninterrupted run does."""
+    rounds = "run panel 2 rounds every 1 hour\n  ask panel "
+    first = panel(tmp_path, run=rounds + '"Would you take it?"')
+    edited = panel(tmp_path, run=rounds + '"Would you take it to work?"')
+    execute(first, tmp_path, engine)
+    resumed, provider = execute(edited, tmp_path, engine)
+    assert {r.purpose for r in provider.requests} == {"act ana", "act ben"}
+    assert len(provider.requests) == 2  # only the edited ask ran
+    asked = events(resumed, "ask-panel")
+    assert asked and {e["time"] for e in asked} == {"2025-03-03T10:00:00"}
