@@ -50,6 +50,11 @@ NO_VARIANTS = "E317"
 FIELD_TYPE_MISMATCH = "E318"
 FUNNEL_TOO_SHORT = "E319"
 PERCENT_NOT_ALLOWED = "E320"
+# Multi-touch interventions (language v2).
+MISSING_TOUCH = "E330"
+TOUCH_NOT_NAMED = "E331"
+NOT_MULTI_TOUCH = "E332"
+CONTENT_AND_TOUCHES = "E333"
 
 # --------------------------------------------------------------------- warnings
 
@@ -63,6 +68,7 @@ UNDELIVERED_INTERVENTION = "W107"
 MANY_ROUNDS = "W108"
 DUPLICATE_PERSONA_NAME = "W109"
 AGENT_FILE_FIELD_TYPE = "W110"
+TURNS_IN_SURVEY = "W120"
 
 register(
     UNKNOWN_NAME,
@@ -432,4 +438,46 @@ register(
     not a list, and so on. The file is used as is (TinyTroupe personas are
     free-form JSON), but the model, TinyTroupe's `minibio` and the result
     columns read these fields as TinyTroupe's forms.""",
+)
+register(
+    MISSING_TOUCH,
+    "missing-touch",
+    """The variants of a multi-touch intervention do not declare the same
+    touches: one variant has a `touch NAME { ... }` block that another lacks
+    (or has plain `content` instead). `deliver INTERVENTION.TOUCH` delivers
+    that touch to every treated target, each in their own arm, so every arm
+    needs it. Add the touch to the variant named, or remove it from the
+    others.""",
+)
+register(
+    TOUCH_NOT_NAMED,
+    "touch-not-named",
+    """`deliver INTERVENTION in WORLD` names an intervention whose variants
+    hold several `touch` blocks, so it does not say which message to send.
+    Name the touch: `deliver campaign.first in inbox`. The assignment of
+    targets to arms is made once per intervention and kept across its
+    touches.""",
+)
+register(
+    NOT_MULTI_TOUCH,
+    "not-multi-touch",
+    """`deliver INTERVENTION.TOUCH in WORLD` names a touch of an intervention
+    whose variants have a single `content` and no `touch` blocks. Deliver
+    it as `deliver INTERVENTION in WORLD`, or give its variants `touch NAME
+    { content "..." }` blocks.""",
+)
+register(
+    CONTENT_AND_TOUCHES,
+    "content-and-touches",
+    """A variant has both `content` and `touch` blocks. A variant is either
+    one message (`content`, with an optional `timing` and `channel`) or a
+    sequence of touches, each with its own `content`; keep one form.""",
+)
+register(
+    TURNS_IN_SURVEY,
+    "turns-in-survey",
+    """A `survey` world sets `turns`. In a survey every agent is alone and
+    nobody hears anybody, so the order of turns within a round changes
+    nothing. Remove `turns`, or use `mode focus_group` if the agents should
+    hear each other.""",
 )

@@ -142,6 +142,9 @@ class GroupRef:
         return f"{self.name}.{self.segment}" if self.segment else self.name
 
 
+Turns = Literal["simultaneous", "sequential"]
+
+
 @dataclass(frozen=True)
 class World:
     name: str
@@ -151,20 +154,40 @@ class World:
     context: str
     start: datetime
     span: Span
+    # sequential: within a round agents act one after another in `agents` order
+    turns: Turns = "simultaneous"
+
+
+@dataclass(frozen=True)
+class Touch:
+    """`touch NAME { channel; timing; content }`: one message of a multi-touch variant.
+
+    `channel` is resolved: the touch's own, else its variant's, else the intervention's.
+    """
+
+    name: str
+    content: str
+    timing: str | None
+    channel: str
+    span: Span
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    content: str
+    content: str  # "" when the variant has touches
     timing: str | None  # "morning" / "afternoon" / "evening" / "HH:MM"
     span: Span
+    # the variant's own channel (None: the intervention's, which only a variant whose
+    # touches all set their own may lack)
+    channel: str | None = None
+    touches: tuple[Touch, ...] = ()  # in the order written; every variant has the same names
 
 
 @dataclass(frozen=True)
 class Intervention:
     name: str
-    channel: str
+    channel: str | None  # None: every variant or touch sets its own
     targets: tuple[GroupRef, ...]
     control: float  # fraction 0..1 of targets that receive nothing
     assign: Literal["random", "stratified"]
@@ -225,6 +248,7 @@ class DeliverStep:
     world: str
     elapsed: timedelta
     span: Span
+    touch: str | None = None  # `deliver I.TOUCH`: the touch of a multi-touch intervention
 
 
 @dataclass(frozen=True)
@@ -238,11 +262,15 @@ class AskStep:
 
 @dataclass(frozen=True)
 class RunStep:
-    """`run WORLD N rounds`: the world's agents talk for `rounds` rounds."""
+    """`run WORLD N rounds [every DURATION]`: the world's agents talk for `rounds` rounds.
+
+    `every`: after each round the clock of the world (each of its agents) moves on by it.
+    """
 
     world: str
     rounds: int
     span: Span
+    every: timedelta | None = None
 
 
 @dataclass(frozen=True)

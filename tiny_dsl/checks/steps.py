@@ -33,6 +33,8 @@ def check_timeline(ctx: Context, timeline: ast.Timeline) -> tuple[m.Step, ...]:
     unique within the timeline."""
     checkpoints: dict[str, ast.Ident] = {}
     elapsed = timedelta()
+    # How far `run ... every` moved each world's clock, on top of the waits in `elapsed`.
+    advanced: dict[str, timedelta] = {}
     lowered: list[m.Step] = []
     for step in timeline.steps:
         errors = ctx.error_count
@@ -44,12 +46,23 @@ def check_timeline(ctx: Context, timeline: ast.Timeline) -> tuple[m.Step, ...]:
             low = m.AskStep(step.world.name, step.text.value, step.span)
             _step_world(ctx, step.world, "ask")
         elif isinstance(step, ast.DeliverStep):
-            low = m.DeliverStep(step.intervention.name, step.world.name, elapsed, step.span)
+            touch = step.touch.name if step.touch is not None else None
+            now = elapsed + advanced.get(step.world.name, timedelta())
+            low = m.DeliverStep(step.intervention.name, step.world.name, now, step.span, touch)
             check_deliver(ctx, step)
         elif isinstance(step, ast.RunStep):
             _step_world(ctx, step.world, "run")
             rounds = check_run_rounds(ctx, step)
-            low = m.RunStep(step.world.name, rounds, step.span) if rounds is not None else None
+            every = check_run_every(
+                ctx, step, rounds, elapsed + advanced.get(step.world.name, timedelta())
+            )
+            low = None
+            if rounds is not None and (step.every is None or every is not None):
+                low = m.RunStep(step.world.name, rounds, step.span, every)
+                if every is not None:
+                    advanced[step.world.name] = advanced.get(step.world.name, timedelta()) + (
+                        every * rounds
+                    )
         elif isinstance(step, ast.WaitStep):
             low = check_wait(ctx, step, elapsed)
             if low is not None:
@@ -82,12 +95,53 @@ def check_deliver(ctx: Context, step: ast.DeliverStep) -> None:
         return
     ctx.delivered.setdefault(found.name, set()).add(step.world.name)
     intervention = ctx.interventions.get(found.name)
+    if intervention is not None:
+        check_deliver_touch(ctx, step, intervention)
     world = ctx.worlds.get(step.world.name)
     if intervention is None or world is None:
         return
     missing = [t for t in intervention.targets if not covers(world.agents, t, ctx)]
     if missing:
         check_target_not_in_world(ctx, step, missing)
+
+
+def check_deliver_touch(ctx: Context, step: ast.DeliverStep, intervention: m.Intervention) -> None:
+    """`deliver I.TOUCH` names one of I's touches; `deliver I` names a single-content I."""
+    touches = [touch.name for touch in intervention.variants[0].touches]
+    name = intervention.name
+    if step.touch is None:
+        if touches:
+            ctx.report(
+                diag.error(
+                    codes.TOUCH_NOT_NAMED,
+                    f"intervention `{name}` has several touches: say which one to deliver",
+                    step.intervention.span,
+                    f"touches: {', '.join(f'`{t}`' for t in touches)}",
+                    help=[f"did you mean `deliver {name}.{touches[0]} in {step.world.name}`?"],
+                )
+            )
+        return
+    if not touches:
+        ctx.report(
+            diag.error(
+                codes.NOT_MULTI_TOUCH,
+                f"intervention `{name}` has no touches: its variants have one `content` each",
+                step.touch.span,
+                "not a touch",
+                help=[f"deliver it whole: `deliver {name} in {step.world.name}`"],
+            )
+        )
+    elif step.touch.name not in touches:
+        suggestion = diag.did_you_mean(step.touch.name, touches)
+        ctx.report(
+            diag.error(
+                codes.UNKNOWN_NAME,
+                f"intervention `{name}` has no touch `{step.touch.name}`",
+                step.touch.span,
+                "no such touch",
+                help=[suggestion or f"its touches are {', '.join(f'`{t}`' for t in touches)}"],
+            )
+        )
 
 
 def check_target_not_in_world(
@@ -126,6 +180,36 @@ def check_run_rounds(ctx: Context, step: ast.RunStep) -> int | None:
             )
         )
     return rounds
+
+
+def check_run_every(
+    ctx: Context, step: ast.RunStep, rounds: int | None, elapsed: timedelta
+) -> timedelta | None:
+    """`every DURATION`: longer than 0, at most a `wait`'s longest jump, and all the
+    rounds together within the timeline's century; None when absent or invalid."""
+    duration = step.every
+    if duration is None or as_float(ctx, "every", duration.amount) is None:
+        return None
+    seconds = duration.seconds
+    total = seconds * (rounds or 1)
+    if seconds <= 0:
+        problem = "longer than 0"
+    elif seconds > MAX_WAIT_DAYS * SECONDS_PER_DAY:
+        problem = f"at most {MAX_WAIT_DAYS} days"
+    elif elapsed.total_seconds() + total > MAX_TOTAL_WAIT_DAYS * SECONDS_PER_DAY:
+        problem = f"at most {MAX_TOTAL_WAIT_DAYS} days in all the steps together"
+    else:
+        return timedelta(seconds=seconds)
+    ctx.report(
+        diag.error(
+            codes.OUT_OF_RANGE,
+            f"`every` must be {problem}, found {show_number(duration.amount)} {duration.unit}",
+            duration.span,
+            "out of range",
+            help=["for example: `run panel 3 rounds every 1 day`"],
+        )
+    )
+    return None
 
 
 def check_wait(ctx: Context, step: ast.WaitStep, elapsed: timedelta) -> m.WaitStep | None:

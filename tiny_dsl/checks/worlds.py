@@ -29,7 +29,8 @@ from tiny_dsl.diagnostics import Label
 from tiny_dsl.source import Span
 from tiny_dsl.syntax import ast
 
-WORLD_FIELDS = ("mode", "agents", "moderator", "context", "start")
+WORLD_FIELDS = ("mode", "agents", "moderator", "context", "start", "turns")
+TURNS = ("simultaneous", "sequential")
 MODES: dict[str, m.WorldMode] = {
     "survey": "survey",
     "focus_group": "focus_group",
@@ -52,7 +53,8 @@ CHANNELS = (
     "phone",
 )
 ASSIGNMENTS = ("random", "stratified by segment")
-VARIANT_FIELDS = ("content", "timing")
+VARIANT_FIELDS = ("content", "timing", "channel")
+TOUCH_FIELDS = ("content", "timing", "channel")
 TIMINGS = tuple(m.TIMING_HOURS)
 CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 
@@ -206,10 +208,35 @@ def check_world(ctx: Context, declared: Declared) -> None:
     start_node = props.value("start")
     if start_node is not None:
         start = read_start(ctx, start_node) or DEFAULT_START
+    turns = _turns(ctx, props, mode)
     if ctx.error_count == errors and mode is not None and listed is not None:
         ctx.worlds[name] = m.World(
-            name, mode, tuple(agents), moderator, context or "", start, node.span
+            name, mode, tuple(agents), moderator, context or "", start, node.span, turns
         )
+
+
+def _turns(ctx: Context, props: Props, mode: m.WorldMode | None) -> m.Turns:
+    """`turns simultaneous|sequential`; a warning in a survey, where nobody hears anybody."""
+    turns = props.choice("turns", TURNS)
+    if turns is None:
+        return "simultaneous"
+    node = props.value("turns")
+    if mode == "survey" and node is not None:
+        check_turns_in_survey(ctx, node.span)
+    return "sequential" if turns == "sequential" else "simultaneous"
+
+
+def check_turns_in_survey(ctx: Context, span: Span) -> None:
+    """`turns` on a survey world changes nothing."""
+    ctx.report(
+        diag.warning(
+            codes.TURNS_IN_SURVEY,
+            "`turns` has no effect in a survey world: nobody hears anybody",
+            span,
+            "no effect in `mode survey`",
+            help=["remove `turns`, or use `mode focus_group` so the agents hear each other"],
+        )
+    )
 
 
 def _moderator(ctx: Context, node: Node, agents: list[m.GroupRef], owner: str) -> str | None:
@@ -288,7 +315,7 @@ def check_intervention(ctx: Context, declared: Declared) -> None:
     owner = f"intervention `{name}`"
     props = Props(ctx, node.body, owner, node.name.span, INTERVENTION_FIELDS, named=("variant",))
     props.report_unknown()
-    channel = props.choice("channel", CHANNELS, required=True)
+    channel = props.choice("channel", CHANNELS)
     targets: list[m.GroupRef] = []
     listed = props.value("targets", required="consumers")
     if listed is not None:
@@ -301,10 +328,15 @@ def check_intervention(ctx: Context, declared: Declared) -> None:
     assign_node = props.value("assign")
     if assign_node is not None:
         assign, stratify_by = read_assign(ctx, assign_node)
-    variants = [check_variant(ctx, block) for block in _unique_variants(ctx, props, name)]
+    variants = [check_variant(ctx, block, channel) for block in _unique_variants(ctx, props, name)]
     if not props.named["variant"]:
         check_no_variants(ctx, node)
-    if ctx.error_count == errors and channel is not None and listed is not None:
+    checked = [v for v in variants if v is not None]
+    if checked and len(checked) == len(variants):
+        check_same_touches(ctx, checked)
+    if props.value("channel") is None:
+        check_channel_everywhere(ctx, node, props.named["variant"])
+    if ctx.error_count == errors and listed is not None:
         ctx.interventions[name] = m.Intervention(
             name,
             channel,
@@ -312,7 +344,7 @@ def check_intervention(ctx: Context, declared: Declared) -> None:
             control,
             "stratified" if assign == "stratified" else "random",
             stratify_by,
-            tuple(v for v in variants if v is not None),
+            tuple(checked),
             node.span,
         )
 
@@ -367,20 +399,160 @@ def _unique_variants(ctx: Context, props: Props, intervention: str) -> list[ast.
     return list(seen.values())
 
 
-def check_variant(ctx: Context, block: ast.NamedBlock) -> m.Variant | None:
-    """One arm: the content delivered, and when in the day."""
-    props = Props(ctx, block.body, f"variant `{block.name.name}`", block.name.span, VARIANT_FIELDS)
+def check_variant(
+    ctx: Context, block: ast.NamedBlock, default_channel: str | None
+) -> m.Variant | None:
+    """One arm: the content delivered, when in the day and on which channel; or its
+    touches, each with its own content (the variant's timing and channel are theirs
+    unless a touch sets its own)."""
+    owner = f"variant `{block.name.name}`"
+    props = Props(ctx, block.body, owner, block.name.span, VARIANT_FIELDS, named=("touch",))
+    props.report_unknown()
+    touch_blocks = _unique_touches(ctx, props, block.name.name)
+    content_node = props.value("content")
+    if touch_blocks and content_node is not None:
+        check_content_and_touches(ctx, block.name.name, content_node.span, touch_blocks[0])
+        return None
+    content = None if touch_blocks else props.string("content", required='"..."')
+    errors = ctx.error_count
+    timing = None
+    timing_node = props.value("timing")
+    if timing_node is not None:
+        timing = read_timing(ctx, timing_node)
+    channel = props.choice("channel", CHANNELS)
+    touches = [
+        _touch(ctx, touch, block.name.name, timing, channel or default_channel)
+        for touch in touch_blocks
+    ]
+    if ctx.error_count != errors or None in touches:
+        return None
+    if touch_blocks:
+        kept = tuple(t for t in touches if t is not None)
+        return m.Variant(block.name.name, "", timing, block.span, channel, kept)
+    if content is None:
+        return None
+    return m.Variant(block.name.name, content, timing, block.span, channel)
+
+
+def _unique_touches(ctx: Context, props: Props, variant: str) -> list[ast.NamedBlock]:
+    seen: dict[str, ast.NamedBlock] = {}
+    for block in props.named["touch"]:
+        first = seen.get(block.name.name)
+        if first is not None:
+            ctx.report(
+                diag.error(
+                    codes.DUPLICATE_NAME,
+                    f"variant `{variant}` already has a touch `{block.name.name}`",
+                    block.name.span,
+                    "declared again here",
+                    secondary=[Label(first.name.span, "first declared here")],
+                    help=["rename one of the touches"],
+                )
+            )
+            continue
+        seen[block.name.name] = block
+    return list(seen.values())
+
+
+def _touch(
+    ctx: Context,
+    block: ast.NamedBlock,
+    variant: str,
+    variant_timing: str | None,
+    variant_channel: str | None,
+) -> m.Touch | None:
+    """`touch NAME { channel; timing; content }`; the nearest `channel` and `timing` win."""
+    owner = f"touch `{block.name.name}` of variant `{variant}`"
+    props = Props(ctx, block.body, owner, block.name.span, TOUCH_FIELDS)
     props.report_unknown()
     content = props.string("content", required='"..."')
-    timing = None
+    timing = variant_timing
     timing_node = props.value("timing")
     if timing_node is not None:
         timing = read_timing(ctx, timing_node)
         if timing is None:
             return None
-    if content is None:
+    channel = props.choice("channel", CHANNELS) or variant_channel
+    if content is None or channel is None:
+        if channel is None and props.value("channel") is None:
+            check_no_channel(ctx, block.name.span, owner)
         return None
-    return m.Variant(block.name.name, content, timing, block.span)
+    return m.Touch(block.name.name, content, timing, channel, block.span)
+
+
+def check_content_and_touches(
+    ctx: Context, variant: str, content: Span, touch: ast.NamedBlock
+) -> None:
+    """A variant is one message or a sequence of touches, not both."""
+    ctx.report(
+        diag.error(
+            codes.CONTENT_AND_TOUCHES,
+            f"variant `{variant}` has both `content` and `touch` blocks",
+            content,
+            "the variant's own content",
+            secondary=[Label(touch.name.span, "a touch with its own content")],
+            help=['move the content into a `touch NAME { content "..." }`, or remove the touches'],
+        )
+    )
+
+
+def check_same_touches(ctx: Context, variants: Sequence[m.Variant]) -> None:
+    """Every variant of a multi-touch intervention declares the same touch names."""
+    if not any(variant.touches for variant in variants):
+        return
+    names: dict[str, m.Touch] = {}
+    for variant in variants:
+        for touch in variant.touches:
+            names.setdefault(touch.name, touch)
+    for variant in variants:
+        own = {touch.name for touch in variant.touches}
+        for name, example in names.items():
+            if name in own:
+                continue
+            ctx.report(
+                diag.error(
+                    codes.MISSING_TOUCH,
+                    f"variant `{variant.name}` has no touch `{name}`",
+                    variant.span,
+                    f"no `touch {name}`",
+                    secondary=[Label(example.span, f"`{name}` is declared here")],
+                    help=[
+                        f"every variant needs the same touches: add "
+                        f'`touch {name} {{ content "..." }}` to `{variant.name}`'
+                    ],
+                )
+            )
+
+
+def check_channel_everywhere(
+    ctx: Context, node: ast.Intervention, variants: Sequence[ast.NamedBlock]
+) -> None:
+    """Without a channel on the intervention, every variant without touches needs one
+    (a touch without one is reported at the touch)."""
+
+    def has(block: ast.NamedBlock, kind: str) -> bool:
+        entries = block.body.entries
+        return any(
+            isinstance(entry, ast.Property | ast.NamedBlock)
+            and ast.key_text(entry.key if isinstance(entry, ast.Property) else entry.kind) == kind
+            for entry in entries
+        )
+
+    if not variants or any(not has(v, "touch") and not has(v, "channel") for v in variants):
+        check_no_channel(ctx, node.name.span, f"intervention `{node.name.name}`")
+
+
+def check_no_channel(ctx: Context, span: Span, owner: str) -> None:
+    """No channel for a message: none on it, its variant or the intervention."""
+    ctx.report(
+        diag.error(
+            codes.MISSING_PROPERTY,
+            f"{owner} has no `channel`",
+            span,
+            "`channel` is required",
+            help=["add `channel email` to the intervention, the variant or the touch"],
+        )
+    )
 
 
 def read_timing(ctx: Context, node: Node) -> str | None:

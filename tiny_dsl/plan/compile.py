@@ -63,6 +63,7 @@ from tiny_dsl.plan.model import (
     RunStep,
     Step,
     ThinkStep,
+    TouchPlan,
     VariantPlan,
     WaitStep,
     WorldPlan,
@@ -201,6 +202,7 @@ class _Compiler:
             moderator=world.moderator,
             context=world.context,
             start=_iso(world.start),
+            turns=world.turns,
         )
 
     def _intervention(
@@ -225,7 +227,20 @@ class _Compiler:
             control=intervention.control,
             assign=intervention.assign,
             variants=[
-                VariantPlan(name=variant.name, content=variant.content, timing=variant.timing)
+                VariantPlan(
+                    name=variant.name,
+                    content=variant.content,
+                    timing=variant.timing,
+                    touches=[
+                        TouchPlan(
+                            name=touch.name,
+                            content=touch.content,
+                            timing=touch.timing,
+                            channel=touch.channel,
+                        )
+                        for touch in variant.touches
+                    ],
+                )
                 for variant in intervention.variants
             ],
             targets=targets,
@@ -252,7 +267,10 @@ class _Compiler:
             case checked.DeliverStep():
                 now = self.program.worlds[step.world].start + step.elapsed
                 intervention = interventions[step.intervention]
-                return [(step.intervention, self._deliver(origin, intervention, step.world, now))]
+                channels = _variant_channels(self.program.interventions[step.intervention])
+                deliver = self._deliver(origin, intervention, step.world, now, channels, step.touch)
+                subject = step.intervention + (f"-{step.touch}" if step.touch else "")
+                return [(subject, deliver)]
             case checked.AskStep():
                 agents = worlds[step.world].agents
                 ask = AskStep(
@@ -271,6 +289,7 @@ class _Compiler:
                             round=number,
                             of=step.rounds,
                             agents=agents,
+                            every=step.every.total_seconds() if step.every else None,
                         ),
                     )
                     for number in range(1, step.rounds + 1)
@@ -296,9 +315,16 @@ class _Compiler:
 
     @staticmethod
     def _deliver(
-        origin: Origin, intervention: InterventionPlan, world: str, now: datetime
+        origin: Origin,
+        intervention: InterventionPlan,
+        world: str,
+        now: datetime,
+        channels: Mapping[str, str],
+        touch: str | None,
     ) -> DeliverStep:
-        """Each treated target's variant at the variant's time on the current simulated day."""
+        """Each treated target's variant (or that variant's `touch`) at its time on the
+        current simulated day. The arms are the intervention's one assignment, so every
+        touch reaches each target in the arm it got for the first."""
         variants = {variant.name: variant for variant in intervention.variants}
         deliveries: list[Delivery] = []
         control: list[str] = []
@@ -308,13 +334,18 @@ class _Compiler:
                 control.append(agent)
                 continue
             variant = variants[arm]
+            if touch is None:
+                content, timing, channel = variant.content, variant.timing, channels[arm]
+            else:
+                chosen = next(t for t in variant.touches if t.name == touch)
+                content, timing, channel = chosen.content, chosen.timing, chosen.channel
             deliveries.append(
                 Delivery(
                     agent=agent,
                     variant=arm,
-                    content=variant.content,
-                    channel=intervention.channel,
-                    time=_iso(_at(now, variant.timing)),
+                    content=content,
+                    channel=channel,
+                    time=_iso(_at(now, timing)),
                 )
             )
         return DeliverStep(
@@ -324,6 +355,7 @@ class _Compiler:
             world=world,
             deliveries=deliveries,
             control=control,
+            touch=touch,
         )
 
     @staticmethod
@@ -466,6 +498,15 @@ def _total(steps: Sequence[Step], settings: PlanSettings) -> Estimate:
         model=model,
         priced=prices is not None,
     )
+
+
+def _variant_channels(intervention: Intervention) -> dict[str, str]:
+    """Each single-content variant's channel: its own, else the intervention's."""
+    return {
+        variant.name: channel
+        for variant in intervention.variants
+        if (channel := variant.channel or intervention.channel) is not None
+    }
 
 
 def _stratum(agent: AgentPlan) -> str:

@@ -253,6 +253,10 @@ class _Estimator:
             world = self.worlds[step.world]
             stimulus = tokens(step.question) if isinstance(step, AskStep) else 0
             total = self._act(step.agents, tokens(world.context), stimulus)
+            if world.turns == "sequential" and world.mode == "focus_group":
+                # The k-th agent's prompt also holds the k-1 turns before its own.
+                count = len(step.agents)
+                total += ACT_OUTPUT_TOKENS * count * (count - 1) // 2
             self._hear_each_other(world)
             calls = len(step.agents)
             return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)

@@ -87,17 +87,34 @@ class WorldPlan(_Model):
     moderator: str | None
     context: str
     start: str  # ISO 8601 simulated start time
+    # sequential: within a round agents act one after another in `agents` order, each
+    # hearing the turns before its own; simultaneous: all act on the round's start state
+    turns: Literal["simultaneous", "sequential"] = "simultaneous"
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"turns"})
+
+
+class TouchPlan(_Model):
+    """One message of a multi-touch variant, its channel and timing resolved."""
+
+    name: str
+    content: str
+    timing: str | None
+    channel: str
 
 
 class VariantPlan(_Model):
     name: str
-    content: str
+    content: str  # "" for a variant of touches
     timing: str | None
+    touches: list[TouchPlan] = Field(default_factory=list)
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"touches"})
 
 
 class InterventionPlan(_Model):
     name: str
-    channel: str
+    channel: str | None  # None: every variant or touch sets its own
     control: float
     assign: Literal["random", "stratified"]
     variants: list[VariantPlan]
@@ -194,6 +211,9 @@ class DeliverStep(_Step):
     world: str
     deliveries: list[Delivery]
     control: list[str]  # agents in the control group: they hear nothing
+    touch: str | None = None  # the touch delivered, for a multi-touch intervention
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"touch"})
 
 
 class AskStep(_Step):
@@ -209,6 +229,9 @@ class RunStep(_Step):
     round: int  # 1-based
     of: int
     agents: list[str]
+    every: float | None = None  # seconds the world's clock moves on after this round
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"every"})
 
 
 class WaitStep(_Step):

@@ -123,6 +123,7 @@ class _View:
         self.color = color
         self.agents_by_id = {agent.id: agent for agent in plan.agents}
         self.interventions_by_name = {item.name: item for item in plan.interventions}
+        self.worlds_by_name = {world.name: world for world in plan.worlds}
 
     def _style(self, text: str, style: str) -> str:
         return f"\x1b[{_STYLES[style]}m{text}\x1b[0m" if self.color else text
@@ -217,6 +218,8 @@ class _View:
             details = f"from {_moment(world.start)}"
             if world.moderator is not None:
                 details += f", moderated by {world.moderator}"
+            if world.turns == "sequential":
+                details += ", turns sequential"
             rows.append([world.name, world.mode, _plural(len(world.agents), "agent"), details])
         return "\n".join([self._title("worlds"), *_table(rows, right=[2])])
 
@@ -228,7 +231,8 @@ class _View:
             how = "stratified by segment" if intervention.assign == "stratified" else "random"
             targets = _plural(len(intervention.targets), "target")
             lines.append(
-                f"  {intervention.name}: {intervention.channel}, {targets}, {how}, "
+                f"  {intervention.name}: {intervention.channel or 'channel per message'}, "
+                f"{targets}, {how}, "
                 f"control {intervention.control:.0%}"
             )
             lines.extend("  " + line for line in self._arms(intervention))
@@ -300,12 +304,17 @@ class _View:
                 sent = ", ".join(f"{v.name} {arms[v.name]}" for v in variants if arms[v.name])
                 hear = _verb(len(step.control), "hear")
                 control = f"; control {len(step.control)} {hear} nothing" if step.control else ""
-                return f"deliver {step.intervention} in {step.world}: {sent}{control}"
+                touch = f".{step.touch}" if step.touch is not None else ""
+                return f"deliver {step.intervention}{touch} in {step.world}: {sent}{control}"
             case AskStep():
                 return f"ask {n(len(step.agents), 'agent')} in {step.world}: {step.question}"
             case RunStep():
                 agents = f"{n(len(step.agents), 'agent')} {_verb(len(step.agents), 'act')}"
-                return f"run {step.world} round {step.round} of {step.of}: {agents}"
+                # Before the agents, so that the column's truncation keeps them.
+                how = " in turn" if self.worlds_by_name[step.world].turns == "sequential" else ""
+                if step.every is not None:
+                    how += f", then +{_duration(step.every)}"
+                return f"run {step.world} round {step.round} of {step.of}{how}: {agents}"
             case WaitStep():
                 return f"wait {step.text}"
             case InterviewStep():
@@ -374,3 +383,11 @@ class _View:
             )
         used = estimate.cost_usd / budget if budget else 0.0
         return f"{usd(budget)}, headroom {_money(budget - estimate.cost_usd)} ({used:.1%} used)"
+
+
+def _duration(seconds: float) -> str:
+    """Seconds in the largest unit that divides them (`2 hours`, `90 minutes`)."""
+    for unit, size in (("week", 604_800), ("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return _plural(int(seconds // size), unit)
+    return _plural(round(seconds), "second")

@@ -84,7 +84,8 @@ def step_label(step: Step) -> str:
         case "broadcast" | "ask":
             return f"{step.kind} {step.world}"
         case "deliver":
-            return f"deliver {step.intervention} in {step.world}"
+            touch = f".{step.touch}" if step.touch is not None else ""
+            return f"deliver {step.intervention}{touch} in {step.world}"
         case "run":
             return f"run {step.world} (round {step.round}/{step.of})"
         case "wait":

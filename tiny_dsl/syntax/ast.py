@@ -267,6 +267,7 @@ class DeliverStep:
     intervention: Ident
     world: Ident
     span: Span = _span()
+    touch: Ident | None = None  # `deliver I.TOUCH in W`: one touch of a multi-touch intervention
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ class RunStep:
     rounds: Number
     unit: str = field(default="rounds", compare=False, repr=False)  # as written
     span: Span = _span()
+    every: Duration | None = None  # `every DURATION`: the clock moves after each round
 
 
 @dataclass(frozen=True)

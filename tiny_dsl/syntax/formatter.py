@@ -27,6 +27,11 @@ Layout rules (the normative examples in `scenarios/` are fixed points):
   description gets no trailing padding. Nothing else is aligned: distribution
   entries such as `18..24 11.8%` keep one space, so that adding an entry never
   re-indents its neighbours.
+- A `touch NAME { ... }` block of an intervention's variant that holds only
+  properties and no comment is printed on one line, its properties joined
+  with `; ` (`touch first { channel email; content "..." }`); the names of
+  the one-line touches of one variant are padded to the longest, so the
+  touches of a campaign read as a table.
 - Comments are kept, each on the line it belongs to. A comment alone on its
   line is printed above the next statement, at that statement's indentation;
   one before a `}` stays inside the block, indented as its entries; one after
@@ -176,11 +181,13 @@ def _step(step: ast.Step) -> str:
         case ast.BroadcastStep():
             return f"broadcast {step.world.name} {_value(step.text)}"
         case ast.DeliverStep():
-            return f"deliver {step.intervention.name} in {step.world.name}"
+            touch = f".{step.touch.name}" if step.touch is not None else ""
+            return f"deliver {step.intervention.name}{touch} in {step.world.name}"
         case ast.AskStep():
             return f"ask {step.world.name} {_value(step.text)}"
         case ast.RunStep():
-            return f"run {step.world.name} {_number(step.rounds)} {step.unit}"
+            every = f" every {_value(step.every)}" if step.every is not None else ""
+            return f"run {step.world.name} {_number(step.rounds)} {step.unit}{every}"
         case ast.WaitStep():
             return f"wait {_value(step.duration)}"
         case ast.InterviewStep():
@@ -338,11 +345,39 @@ class _Printer:
         self._emit(depth, "}", _Role.CLOSE, span_end - 1, span_end)
 
     def _block(self, header: str, depth: int, start: int, block: ast.Block) -> None:
+        one_line = [
+            entry
+            for entry in block.entries
+            if isinstance(entry, ast.NamedBlock) and self._one_line_touch(entry)
+        ]
+        name_width = max((len(entry.name.name) for entry in one_line), default=0)
+
         def body(inner: int) -> None:
             for entry in block.entries:
-                self._entry(entry, inner)
+                if isinstance(entry, ast.NamedBlock) and entry in one_line:
+                    self._touch_line(entry, inner, name_width)
+                else:
+                    self._entry(entry, inner)
 
         self._braced(header, depth, start, block.span.end, body, not block.entries)
+
+    def _one_line_touch(self, entry: ast.NamedBlock) -> bool:
+        """A `touch` block of properties alone and no comment, printed on one line."""
+        return (
+            _key(entry.kind) == "touch"
+            and bool(entry.body.entries)
+            and all(isinstance(item, ast.Property) for item in entry.body.entries)
+            and not self.comments.any_between(entry.span.start, entry.span.end)
+        )
+
+    def _touch_line(self, entry: ast.NamedBlock, depth: int, name_width: int) -> None:
+        properties = "; ".join(
+            f"{_key(item.key)} {_value(item.value)}"
+            for item in entry.body.entries
+            if isinstance(item, ast.Property)
+        )
+        text = f"{_key(entry.kind)} {entry.name.name.ljust(name_width)} {{ {properties} }}"
+        self._emit(depth, text, _Role.ITEM, entry.span.start, entry.span.end)
 
     def _entry(self, entry: ast.Entry, depth: int) -> None:
         match entry:

@@ -794,12 +794,45 @@ class _ToAst(Transformer[Token, Any]):
             self._ident(intervention), self._ident(world), self._span_of(keyword, world)
         )
 
+    def deliver_touch_step(
+        self,
+        keyword: Token,
+        intervention: Token,
+        _dot: Token,
+        touch: Token,
+        _in: Token,
+        world: Token,
+    ) -> ast.DeliverStep:
+        return ast.DeliverStep(
+            self._ident(intervention),
+            self._ident(world),
+            self._span_of(keyword, world),
+            touch=self._ident(touch),
+        )
+
     def ask_step(self, keyword: Token, world: Token, text: Token) -> ast.AskStep:
         return ast.AskStep(self._ident(world), self._str(text), self._span_of(keyword, text))
 
     def run_step(self, keyword: Token, world: Token, rounds: Token, unit: Token) -> ast.RunStep:
         return ast.RunStep(
             self._ident(world), self.number(rounds), str(unit), self._span_of(keyword, unit)
+        )
+
+    def run_every_step(
+        self,
+        keyword: Token,
+        world: Token,
+        rounds: Token,
+        unit: Token,
+        _every: Token,
+        every: ast.Duration,
+    ) -> ast.RunStep:
+        return ast.RunStep(
+            self._ident(world),
+            self.number(rounds),
+            str(unit),
+            self._span_of(keyword, every),
+            every=every,
         )
 
     def wait_step(self, keyword: Token, duration: ast.Duration) -> ast.WaitStep:

@@ -40,13 +40,16 @@ Rounds
     concurrently; then all actions are recorded and every TALK delivered, in
     the round's agent order. This is TinyTroupe's parallel `world.run()` with a
     fixed order instead of a shuffle, so results never depend on which call
-    finished first.
+    finished first. In a `turns sequential` world agents act one after another
+    in the world's agent order, each one's TALK delivered before the next acts
+    (TinyTroupe's `world.run(parallelize=False, randomize_agents_order=False)`).
 
 Clocks
     Every agent has its own clock, starting at the start of the first world it
     belongs to. `deliver` sets a recipient's clock to the delivery time; `wait`
-    advances every agent's and world's clock. Nothing else moves time (as in
-    TinyTroupe without `timedelta_per_step`). Events of steps that name no
+    advances every agent's and world's clock; `run W N rounds every D` moves
+    W's clock and the clock of each agent of W by D after each round (the
+    first round happens at the current time). Nothing else moves time. Events of steps that name no
     world (`think`, `interview`) are recorded under the agent's first world, so
     extraction from that world sees them.
 
@@ -230,12 +233,40 @@ class BuiltinEngine(BuiltinSimulation):
         return events
 
     async def run_round(self, step: RunStep) -> list[TranscriptEvent]:
-        return await self._round(self._world(step.world), step.id, step.agents)
+        world = self._world(step.world)
+        events = await self._round(world, step.id, step.agents)
+        if step.every is not None:
+            # The round happens at the current time; the clock moves after it.
+            self._advance(world, timedelta(seconds=step.every))
+        return events
+
+    def _advance(self, world: WorldPlan, delta: timedelta) -> None:
+        """`run ... every`: the world's clock and the clock of each agent in it move on."""
+        self._world_clocks[world.name] += delta
+        present = [*world.agents, *([world.moderator] if world.moderator else [])]
+        for agent_id in present:
+            self._agents[agent_id].clock += delta
 
     async def _round(
         self, world: WorldPlan, step_id: str, agent_ids: list[str]
     ) -> list[TranscriptEvent]:
-        """Everyone acts on the same state; then actions are recorded and speech delivered."""
+        """Everyone acts on the same state; then actions are recorded and speech delivered.
+
+        With `turns sequential`, agents act one after another instead, each one's
+        actions recorded and speech delivered before the next acts.
+        """
+        if world.turns == "sequential":
+            events: list[TranscriptEvent] = []
+            for agent_id in agent_ids:
+                events.extend(await self._turns(world, step_id, [agent_id]))
+            return events
+        return await self._turns(world, step_id, agent_ids)
+
+    async def _turns(
+        self, world: WorldPlan, step_id: str, agent_ids: list[str]
+    ) -> list[TranscriptEvent]:
+        """`agent_ids` act concurrently on the same state; then their actions are
+        recorded and their speech delivered, in `agent_ids` order."""
         actors = [self._agents[agent_id] for agent_id in agent_ids]
         turns = await gather_in_order(
             self._act(agent, world, addressable(self._agents, world, agent), step_id)

@@ -32,7 +32,13 @@ Steps
         nothing.
     ask: the moderator's TALK, each asked agent `listen`s (with the moderator as
         source, which `listen_and_act` cannot express), then one round.
-    run (a round): `world.run(1, randomize_agents_order=False, parallelize=True)`.
+    run (a round): `world.run(1, randomize_agents_order=False, parallelize=True)`;
+        with `turns sequential`, `parallelize=False`: agents act one after another
+        in the world's agent order, each hearing the turns before its own. With
+        `every D`, the world's `TinyWorld`s then `skip(1, D)` (TinyTroupe's
+        `timedelta_per_step` moves the clock before a step; the built-in engine
+        and the language move it after each round, the first one at the current
+        time).
         The focus-group world's parallel step is TinyTroupe's, except that the
         moderator does not act (its lines are the scenario's script), agents act
         on tiny_dsl's threads, and a failing agent fails the step instead of

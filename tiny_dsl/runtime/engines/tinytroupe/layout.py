@@ -72,12 +72,14 @@ def plan_layout(plan: Plan) -> Layout:
 
 @functools.cache
 def world_class_for(base: type) -> type:
-    """`TinyWorld` whose parallel step is the engine's while it runs a round.
+    """`TinyWorld` whose parallel and sequential steps are the engine's while it runs a round.
 
     TinyTroupe's `_step_in_parallel` makes every agent act, logs and swallows an
     agent's exception, and uses a default-sized thread pool; the engine's step
     (`tiny_dsl_step`, set only while `run` is on) leaves out the moderator,
-    raises failures and acts on its own threads. Everything else in `run`
+    raises failures and acts on its own threads. `_step_sequentially` (a world
+    with `turns sequential`) would also make the moderator act; the engine's
+    step leaves it out and keeps the agents' order. Everything else in `run`
     (clock, interventions, action handling) is TinyTroupe's.
     """
 
@@ -86,6 +88,17 @@ def world_class_for(base: type) -> type:
             step = self.__dict__.get("tiny_dsl_step")
             if step is None:
                 return super()._step_in_parallel(timedelta_per_step=timedelta_per_step)
+            return step()
+
+        def _step_sequentially(
+            self, timedelta_per_step: Any = None, randomize_agents_order: bool = True
+        ) -> Any:
+            step = self.__dict__.get("tiny_dsl_step")
+            if step is None:
+                return super()._step_sequentially(
+                    timedelta_per_step=timedelta_per_step,
+                    randomize_agents_order=randomize_agents_order,
+                )
             return step()
 
     return TinyDslWorld

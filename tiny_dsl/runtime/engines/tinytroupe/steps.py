@@ -94,9 +94,23 @@ class TinyTroupeSteps(TinyTroupeMemory):
         return await self._run(functools.partial(self._ask, step))
 
     async def run_round(self, step: RunStep) -> list[TranscriptEvent]:
-        return await self._run(
-            functools.partial(self._round, self._world(step.world), step.id, step.agents)
-        )
+        return await self._run(functools.partial(self._run_round, step))
+
+    def _run_round(self, step: RunStep) -> list[TranscriptEvent]:
+        """One round at the world's current time; with `every`, the clock moves after it.
+
+        TinyTroupe's `run(1, timedelta_per_step=D)` advances before the step, so the
+        first round would happen at start + D; the round runs without a timedelta
+        and `skip(1, D)` then moves the clock, as on the built-in engine.
+        """
+        world = self._world(step.world)
+        events = self._round(world, step.id, step.agents)
+        if step.every is not None:
+            delta = timedelta(seconds=step.every)
+            present = [*world.agents, *([world.moderator] if world.moderator else [])]
+            for name in dict.fromkeys(self._layout.stage[(world.name, a)] for a in present):
+                self._worlds[name].skip(1, timedelta_per_step=delta)
+        return events
 
     async def wait(self, step: WaitStep) -> list[TranscriptEvent]:
         return await self._run(functools.partial(self._wait, step.seconds))
@@ -155,10 +169,18 @@ class TinyTroupeSteps(TinyTroupeMemory):
         return events
 
     def _round(self, world: WorldPlan, step_id: str, agent_ids: list[str]) -> list[TranscriptEvent]:
-        """One round: everyone acts on the same state, then speech is handled."""
+        """One round: everyone acts on the same state, then speech is handled; with
+        `turns sequential`, one agent after another, in the world's agent order."""
         self._ensure_worlds()
         if world.mode == "focus_group":
             return self._room_round(world, step_id, agent_ids)
+        if world.turns == "sequential":
+            # Isolated participants hear nobody: only the order of events changes.
+            return [
+                event
+                for agent_id in agent_ids
+                for event in self._isolated_round(world, step_id, [agent_id])
+            ]
         return self._isolated_round(world, step_id, agent_ids)
 
     def _room_round(
@@ -169,19 +191,20 @@ class TinyTroupeSteps(TinyTroupeMemory):
         present = set(members)
         events: list[TranscriptEvent] = []
 
-        def parallel_step() -> dict[str, Any]:
-            targets = {
-                agent_id: tuple(self._names[other] for other in members if other != agent_id)
-                for agent_id in agent_ids
-            }
+        targets = {
+            agent_id: tuple(self._names[other] for other in members if other != agent_id)
+            for agent_id in agent_ids
+        }
+
+        def act_together(actors: list[str]) -> dict[str, Any]:
             turns = self._parallel(
-                agent_ids,
+                actors,
                 lambda agent_id: self._people[agent_id].act(return_actions=True),
                 functools.partial(_act_context, step_id, targets),
             )
-            events.extend(self._collect(agent_ids, world.name, step_id, present=present))
+            events.extend(self._collect(actors, world.name, step_id, present=present))
             actions: dict[str, Any] = {}
-            for agent_id, turn in zip(agent_ids, turns, strict=True):
+            for agent_id, turn in zip(actors, turns, strict=True):
                 person = self._people[agent_id]
                 actions[person.name] = turn
                 latest = person.pop_latest_actions()
@@ -190,9 +213,20 @@ class TinyTroupeSteps(TinyTroupeMemory):
                 events.extend(self._collect(members, world.name, step_id, addressed=addressed))
             return actions
 
-        room.tiny_dsl_step = parallel_step
+        sequential = world.turns == "sequential"
+
+        def room_step() -> dict[str, Any]:
+            if not sequential:
+                return act_together(agent_ids)
+            # Each agent acts after hearing the turns before its own in this round.
+            actions: dict[str, Any] = {}
+            for agent_id in agent_ids:
+                actions.update(act_together([agent_id]))
+            return actions
+
+        room.tiny_dsl_step = room_step
         try:
-            room.run(1, randomize_agents_order=False, parallelize=True)
+            room.run(1, randomize_agents_order=False, parallelize=not sequential)
         finally:
             del room.tiny_dsl_step
         return events
