@@ -97,6 +97,12 @@ def step_label(step: Step) -> str:
             return f"checkpoint {step.name}"
         case "extract":
             return f"extract from {step.world}"
+        case "tell" | "goal":
+            return f"{step.kind} {', '.join(step.agents)}"
+        case "converse":
+            return f"converse {', '.join(step.agents)} with {step.partner}"
+        case "context":
+            return f"context {step.world}"
         case _:
             return step.kind
 
