@@ -3,6 +3,8 @@ syntax, checks, plan estimates, and what each agent hears and remembers on both 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tiny_dsl.checks import model as m
 from tiny_dsl.plan import compile_plan
 from tiny_dsl.plan.model import Plan
 from tiny_dsl.plan.render import render_plan
+from tiny_dsl.runtime.engines.builtin import BuiltinEngine
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax import ast, parse
 from tiny_dsl.syntax.formatter import format_source
@@ -274,6 +277,11 @@ def test_builtin_agents_hear_and_remember_what_the_design_says(tmp_path: Path) -
     assert [e.type for e in events if e.step == "02-context-poll"] == ["CONTEXT", "CONTEXT"]
     # think for a group: each member's own thought.
     assert "You think: I am tired." in ann[-1] and "You think: I am tired." in bob[-1]
+    markdown = (result.run_dir / "transcript.md").read_text()
+    assert "## 1. goal ann" in markdown and "## 4. converse ann, bob with rep" in markdown
+    assert "Ann Lee sets a goal: Find a cheap phone plan." in markdown
+    assert "The situation changes for Ann Lee, Bob Stone: The shop is closing soon." in markdown
+    assert f'**Ann Lee** to Rita Rep: "{ann_to_rep[0]}" _(heard by Rita Rep)_' in markdown
 
 
 # ------------------------------------------------------------------ TinyTroupe engine
@@ -336,3 +344,23 @@ def test_tinytroupe_agents_hear_and_remember_what_the_design_says(tmp_path: Path
     # think for a group.
     thoughts = [(e.agent, e.type) for e in events if e.step == "05-think-ann+bob"]
     assert thoughts == [("ann", "THOUGHT"), ("bob", "THOUGHT")]
+
+
+def test_builtin_goals_and_contexts_survive_a_checkpoint() -> None:
+    plan = _plan()
+    goal, context = plan.steps[0], plan.steps[1]
+
+    async def resumed() -> BuiltinEngine:
+        engine = BuiltinEngine(scripted_client())
+        await engine.setup(plan)
+        transcript = await engine.execute(goal) + await engine.execute(context)
+        state = json.loads(json.dumps(engine.dump_state()))
+        again = BuiltinEngine(scripted_client())
+        await again.setup(plan)
+        again.load_state(state, transcript)
+        return again
+
+    engine = asyncio.run(resumed())
+    assert engine.dump_state()["contexts"] == {"poll": "The shop is closing soon."}
+    assert engine.dump_state()["agents"]["ann"]["goals"] == ["Find a cheap phone plan."]
+    assert engine.dump_state()["agents"]["bob"]["goals"] == []

@@ -178,6 +178,10 @@ def _stimulus_line(event: TranscriptEvent, recipients: list[str]) -> str:
     if event.type == "CONVERSATION":
         speaker = f"{event.source_name} to " if event.source_name else "To "
         return f'{speaker}{names}: "{event.content}"'
+    if event.type == "GOAL":
+        return f"{names} {'sets' if len(recipients) == 1 else 'each set'} a goal: {event.content}"
+    if event.type == "CONTEXT":
+        return f"The situation changes for {names}: {event.content}"
     return f"{names}: {event.content}"
 
 
