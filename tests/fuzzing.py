@@ -84,6 +84,7 @@ TOKEN_POOL = [
     "intervention", "timeline", "extract", "analyze", "output", "from", "segment", "variant",
     "broadcast", "deliver", "in", "ask", "run", "rounds", "round", "wait", "interview", "by",
     "think", "checkpoint", "int", "float", "bool", "text", "enum", "list", "of", "compare",
+    "tell", "converse", "with", "turns", "turn", "goal",
     "summarize", "funnel", "expect", "between", "and", "mean", "median", "share", "count",
     "size", "age", "mode", "agents", "targets", "control", "assign", "stratified", "random",
     "survey", "focus_group", "interview", "moderator", "context", "start", "channel", "timing",

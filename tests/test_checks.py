@@ -601,8 +601,8 @@ def test_every_step_kind_and_analysis_is_lowered() -> None:
         m.GroupRef("persona", "ann"),
     )
     assert (interview.interviewer, interview.questions) == ("bo", ("One?", "Two?"))
-    assert (folk.thinker, folk.text) == (m.GroupRef("population", "folk"), "Hm.")
-    assert (ann.thinker, ann.text) == (m.GroupRef("persona", "ann"), "Ah.")
+    assert (folk.group, folk.text) == ((m.GroupRef("population", "folk"),), "Hm.")
+    assert (ann.group, ann.text) == ((m.GroupRef("persona", "ann"),), "Ah.")
     assert end.name == "end"
 
     compare, summarize, funnel, share_of, share, between = program.analyses

@@ -244,8 +244,8 @@ def _lowered_timeline(timeline: ast.Timeline) -> tuple[checked.Step, ...]:
                     checked.InterviewStep(group, step.interviewer.name, questions, step.span)
                 )
             case ast.ThinkStep():
-                thinker = _group_ref(ast.Ref((step.persona.name,)))
-                steps.append(checked.ThinkStep(thinker, step.text.value, step.span))
+                thinkers = tuple(_group_ref(ref) for ref in step.group)
+                steps.append(checked.ThinkStep(thinkers, step.text.value, step.span))
             case ast.CheckpointStep():
                 steps.append(checked.CheckpointStep(step.name.name, step.span))
     return tuple(steps)

@@ -206,8 +206,19 @@ steps: st.SearchStrategy[ast.Step] = st.one_of(
         idents,
         st.lists(strings, min_size=1, max_size=3).map(tuple),
     ),
-    st.builds(ast.ThinkStep, idents, strings),
+    st.builds(ast.ThinkStep, st.lists(refs, min_size=1, max_size=3).map(tuple), strings),
     st.builds(ast.CheckpointStep, idents),
+    st.builds(ast.TellStep, st.lists(refs, min_size=1, max_size=3).map(tuple), strings),
+    st.builds(
+        ast.ConverseStep,
+        st.lists(refs, min_size=1, max_size=3).map(tuple),
+        idents,
+        numbers,
+        strings,
+        st.sampled_from(["turn", "turns"]),
+    ),
+    st.builds(ast.GoalStep, st.lists(refs, min_size=1, max_size=3).map(tuple), strings),
+    st.builds(ast.ContextStep, idents, strings),
 )
 
 # ------------------------------------------------------------------- extract

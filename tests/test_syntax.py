@@ -172,6 +172,10 @@ def _timeline_problem(step: str) -> tuple[str, str]:
         ('intervew panel by lisa "q"', "interview"),
         ('thnik lisa "x"', "think"),
         ("chekpoint first", "checkpoint"),
+        ('tel lisa "x"', "tell"),
+        ('convrse lisa with mia 2 turns "x"', "converse"),
+        ('gaol lisa "x"', "goal"),
+        ('contxt panel "x"', "context"),
     ],
 )
 def test_a_misspelt_timeline_step_gets_did_you_mean(step: str, keyword: str) -> None:
@@ -185,7 +189,7 @@ def test_an_unknown_timeline_step_lists_every_step() -> None:
     assert message == "unexpected `send`; expected a timeline step or `}`"
     assert helps == (
         "a timeline step begins with `broadcast`, `deliver`, `ask`, `run`, `wait`, "
-        "`interview`, `think` or `checkpoint`"
+        "`interview`, `think`, `checkpoint`, `tell`, `converse`, `goal` or `context`"
     )
 
 
@@ -205,19 +209,6 @@ def test_a_wait_in_another_unit_names_the_units_wait_takes(step: str, advice: st
     unit = step.split()[-1]
     assert message == f"unexpected `{unit}`: `wait` takes `minutes`, `hours`, `days` or `weeks`"
     assert helps == advice
-
-
-@pytest.mark.parametrize(
-    ("step", "words", "advice"),
-    [
-        ('think panel.young "x"', "not a segment", 'write `think panel "..."`'),
-        ('think lisa, tom "x"', "not a list", "one `think` step for each"),
-    ],
-)
-def test_think_says_which_groups_it_takes(step: str, words: str, advice: str) -> None:
-    message, helps = _timeline_problem(step)
-    assert f"`think` takes a persona or a whole population, {words}" in message
-    assert advice in helps and "new line" not in helps
 
 
 def test_a_misspelt_word_gets_did_you_mean_and_no_advice_to_break_the_line() -> None:

@@ -186,10 +186,12 @@ register(
 register(
     CONDUCTOR_IN_GROUP,
     "conductor-in-group",
-    """A world's moderator is also one of its agents, or an interviewer is
-    among the people they interview. The moderator speaks for the
-    researcher and is not a participant: remove it from `agents` (or from
-    the interviewed group).""",
+    """A world's moderator is also one of its agents, an interviewer is
+    among the people they interview, or a `converse` partner is one of the
+    group it converses with. The moderator speaks for the researcher and is
+    not a participant: remove it from `agents` (or from the interviewed
+    group). A `converse` partner talks with each member in turn, so it
+    cannot be one of them: remove it from the group.""",
 )
 register(
     WRONG_KIND,

@@ -294,9 +294,52 @@ class InterviewStep:
 
 @dataclass(frozen=True)
 class ThinkStep:
-    """`think NAME "text"`: a persona, or every member of a population, thinks the text."""
+    """`think GROUP "text"`: every member of the group thinks the text."""
 
-    thinker: GroupRef  # a persona or a whole population
+    group: tuple[GroupRef, ...]
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class TellStep:
+    """`tell GROUP "text"`: the experimenter says the text to each member, who answers
+    (one turn each, outside any world; members do not hear each other)."""
+
+    group: tuple[GroupRef, ...]
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ConverseStep:
+    """`converse GROUP with PARTNER N turns "goal"`: a separate 1:1 conversation per member.
+
+    `partner` is who answers the member: a persona (not in the group), which
+    starts every conversation from its state before the step and keeps none.
+    """
+
+    group: tuple[GroupRef, ...]
+    partner: str
+    turns: int  # turns on each side
+    goal: str  # the member's goal for the length of the conversation
+    span: Span
+
+
+@dataclass(frozen=True)
+class GoalStep:
+    """`goal GROUP "text"`: each member internalises the goal, kept for later turns."""
+
+    group: tuple[GroupRef, ...]
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ContextStep:
+    """`context WORLD "text"`: the situation of the world changes, for everyone in it."""
+
+    world: str
     text: str
     span: Span
 
@@ -318,6 +361,10 @@ Step = (
     | InterviewStep
     | ThinkStep
     | CheckpointStep
+    | TellStep
+    | ConverseStep
+    | GoalStep
+    | ContextStep
 )
 
 

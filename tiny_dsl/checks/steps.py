@@ -21,6 +21,7 @@ from tiny_dsl.diagnostics import Label
 from tiny_dsl.syntax import ast
 
 MAX_ROUNDS = 100
+MAX_CONVERSE_TURNS = 50
 MANY_ROUNDS = 20
 # Longer jumps are typos; the limits also keep the simulated clock within the calendar.
 MAX_WAIT_DAYS = 3650  # ten years in one step
@@ -71,6 +72,15 @@ def check_timeline(ctx: Context, timeline: ast.Timeline) -> tuple[m.Step, ...]:
             low = check_interview(ctx, step)
         elif isinstance(step, ast.ThinkStep):
             low = check_think(ctx, step)
+        elif isinstance(step, ast.TellStep):
+            low = check_tell(ctx, step)
+        elif isinstance(step, ast.ConverseStep):
+            low = check_converse(ctx, step)
+        elif isinstance(step, ast.GoalStep):
+            low = check_goal(ctx, step)
+        elif isinstance(step, ast.ContextStep):
+            low = m.ContextStep(step.world.name, step.text.value, step.span)
+            _step_world(ctx, step.world, "context")
         else:
             check_checkpoint(ctx, step, checkpoints)
             low = m.CheckpointStep(step.name.name, step.span)
@@ -257,13 +267,38 @@ def check_interview(ctx: Context, step: ast.InterviewStep) -> m.InterviewStep | 
 
 
 def check_think(ctx: Context, step: ast.ThinkStep) -> m.ThinkStep | None:
-    """`think NAME "text"`: NAME is a persona or a population (all its members think)."""
-    ident = step.persona
-    found = ctx.resolve(ident.name, ident.span, ("persona", "population"), "`think`")
-    if found is None:
+    """`think GROUP "text"`: the group resolves (personas, populations, segments)."""
+    members = resolve_group(ctx, step.group, "think", "`think`")
+    return m.ThinkStep(tuple(members), step.text.value, step.span) if members else None
+
+
+def check_tell(ctx: Context, step: ast.TellStep) -> m.TellStep | None:
+    """`tell GROUP "text"`: the group resolves."""
+    members = resolve_group(ctx, step.group, "tell", "`tell`")
+    return m.TellStep(tuple(members), step.text.value, step.span) if members else None
+
+
+def check_goal(ctx: Context, step: ast.GoalStep) -> m.GoalStep | None:
+    """`goal GROUP "text"`: the group resolves."""
+    members = resolve_group(ctx, step.group, "goal", "`goal`")
+    return m.GoalStep(tuple(members), step.text.value, step.span) if members else None
+
+
+def check_converse(ctx: Context, step: ast.ConverseStep) -> m.ConverseStep | None:
+    """`converse GROUP with P N turns "goal"`: the group resolves, P is a persona not in
+    the group, N is 1 to 50 turns on each side."""
+    members = resolve_group(ctx, step.group, "converse", "`converse`")
+    name = step.partner.name
+    partner = ctx.resolve(name, step.partner.span, ("persona",), "`converse ... with`")
+    for member in members:
+        if member.kind == "persona" and member.name == name and member.span is not None:
+            check_conductor_in_group(
+                ctx, name, step.partner.span, member.span, "conversation partner", "group"
+            )
+    turns = read_int(ctx, "converse", step.turns, 1, MAX_CONVERSE_TURNS, "3")
+    if partner is None or turns is None or not members:
         return None
-    thinker = m.GroupRef("persona" if found.kind == "persona" else "population", found.name)
-    return m.ThinkStep(thinker, step.text.value, step.span)
+    return m.ConverseStep(tuple(members), name, turns, step.goal.value, step.span)
 
 
 def check_checkpoint(ctx: Context, step: ast.CheckpointStep, seen: dict[str, ast.Ident]) -> None:

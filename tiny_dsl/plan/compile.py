@@ -47,12 +47,15 @@ from tiny_dsl.plan.model import (
     AskStep,
     BroadcastStep,
     CheckpointStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     Delivery,
     Estimate,
     ExtractStep,
     FieldPlan,
     GenerateStep,
+    GoalStep,
     InterventionPlan,
     InterviewStep,
     Origin,
@@ -62,6 +65,7 @@ from tiny_dsl.plan.model import (
     PopulationPlan,
     RunStep,
     Step,
+    TellStep,
     ThinkStep,
     TouchPlan,
     VariantPlan,
@@ -124,8 +128,11 @@ class _Compiler:
             if isinstance(step, checked.InterviewStep):
                 refs.extend(step.group)
                 persona_names.add(step.interviewer)
-            elif isinstance(step, checked.ThinkStep):
-                refs.append(step.thinker)
+            elif isinstance(step, checked.ThinkStep | checked.TellStep | checked.GoalStep):
+                refs.extend(step.group)
+            elif isinstance(step, checked.ConverseStep):
+                refs.extend(step.group)
+                persona_names.add(step.partner)
         persona_names.update(ref.name for ref in refs if ref.kind == "persona")
         population_names = {ref.name for ref in refs if ref.kind != "persona"}
         personas = [program.personas[name] for name in persona_names]
@@ -307,11 +314,38 @@ class _Compiler:
                 )
                 return [("+".join(ref.text() for ref in step.group), interview)]
             case checked.ThinkStep():
-                agents = self._expand([step.thinker])
+                agents = self._expand(step.group)
                 think = ThinkStep(id="", origin=origin, agents=agents, text=step.text)
-                return [(step.thinker.name, think)]
+                return [(_subject(step.group), think)]
             case checked.CheckpointStep():
                 return [(step.name, CheckpointStep(id="", origin=origin, name=step.name))]
+            case checked.TellStep():
+                agents = self._expand(step.group)
+                tell = TellStep(id="", origin=origin, agents=agents, text=step.text)
+                return [(_subject(step.group), tell)]
+            case checked.ConverseStep():
+                converse = ConverseStep(
+                    id="",
+                    origin=origin,
+                    agents=self._expand(step.group),
+                    partner=step.partner,
+                    turns=step.turns,
+                    goal=step.goal,
+                )
+                return [(_subject(step.group), converse)]
+            case checked.GoalStep():
+                agents = self._expand(step.group)
+                goal = GoalStep(id="", origin=origin, agents=agents, text=step.text)
+                return [(_subject(step.group), goal)]
+            case checked.ContextStep():
+                context = ContextStep(
+                    id="",
+                    origin=origin,
+                    world=step.world,
+                    agents=worlds[step.world].agents,
+                    text=step.text,
+                )
+                return [(step.world, context)]
 
     @staticmethod
     def _deliver(
@@ -465,6 +499,11 @@ class _Compiler:
             estimate=_total(steps, settings),
             plan_hash=previous,
         )
+
+
+def _subject(group: Sequence[GroupRef]) -> str:
+    """A group in a step id: `think-lisa`, `tell-folk.young+tom`."""
+    return "+".join(ref.text() for ref in group)
 
 
 def _settings(program: Program) -> PlanSettings:

@@ -38,14 +38,18 @@ from tiny_dsl.plan.model import (
     AskStep,
     BroadcastStep,
     CheckpointStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     ExtractStep,
     GenerateStep,
+    GoalStep,
     InterviewStep,
     Plan,
     PopulationPlan,
     RunStep,
     Step,
+    TellStep,
     ThinkStep,
     WaitStep,
     WorldPlan,
@@ -217,6 +221,26 @@ class _Estimator:
             for agent in world.agents:
                 self._remember(agent).store(ACT_OUTPUT_TOKENS, len(world.agents) - 1)
 
+    def _converse(self, step: ConverseStep) -> StepEstimate:
+        """Per agent, `turns` turns of the agent and as many of the partner, each
+        hearing the other's last line; the partner forgets every conversation."""
+        goal = tokens(step.goal)
+        partner = self._persona(step.partner) + self._remember(step.partner).tokens
+        total = 0
+        for agent in step.agents:
+            memory = self._remember(agent)
+            memory.store(goal)
+            heard = 0  # what the partner has heard of this conversation so far
+            for _ in range(step.turns):
+                total += ACT_PROMPT_TOKENS + self._persona(agent) + memory.tokens + goal
+                memory.store(ACT_OUTPUT_TOKENS)
+                heard += ACT_OUTPUT_TOKENS
+                total += ACT_PROMPT_TOKENS + partner + heard
+                heard += ACT_OUTPUT_TOKENS
+                memory.store(ACT_OUTPUT_TOKENS)
+        calls = 2 * step.turns * len(step.agents)
+        return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
+
     def step(self, step: Step) -> StepEstimate:
         if isinstance(step, GenerateStep):
             population = self.populations[step.population]
@@ -244,11 +268,17 @@ class _Estimator:
             for delivery in step.deliveries:
                 self._remember(delivery.agent).store(tokens(delivery.content))
             return StepEstimate(0, 0, 0)
-        if isinstance(step, ThinkStep):
+        if isinstance(step, ThinkStep | GoalStep | ContextStep):
             size = tokens(step.text)
             for agent in step.agents:
                 self._remember(agent).store(size)
             return StepEstimate(0, 0, 0)
+        if isinstance(step, TellStep):
+            total = self._act(step.agents, 0, tokens(step.text))
+            calls = len(step.agents)
+            return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
+        if isinstance(step, ConverseStep):
+            return self._converse(step)
         if isinstance(step, AskStep | RunStep):
             world = self.worlds[step.world]
             stimulus = tokens(step.question) if isinstance(step, AskStep) else 0

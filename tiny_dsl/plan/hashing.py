@@ -29,15 +29,19 @@ from tiny_dsl.plan.model import (
     AnalyzeStep,
     AskStep,
     BroadcastStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     ExtractStep,
     GenerateStep,
+    GoalStep,
     InterventionPlan,
     InterviewStep,
     PlanSettings,
     PopulationPlan,
     RunStep,
     Step,
+    TellStep,
     ThinkStep,
     WorldPlan,
 )
@@ -155,8 +159,12 @@ class Digests:
                 return {"world": self._world(step.world), "agents": self._agents(step.agents)}
             case InterviewStep():
                 return {"agents": self._agents([step.interviewer, *step.agents])}
-            case ThinkStep():
+            case ThinkStep() | TellStep() | GoalStep():
                 return {"agents": self._agents(step.agents)}
+            case ConverseStep():
+                return {"agents": self._agents([step.partner, *step.agents])}
+            case ContextStep():
+                return {"world": self._world(step.world), "agents": self._agents(step.agents)}
             case AnalyzeStep():
                 used = sorted({a.by for a in step.analyses if a.kind == "compare" and a.by})
                 return {name: self._intervention(name) for name in used}

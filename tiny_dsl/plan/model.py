@@ -258,6 +258,43 @@ class CheckpointStep(_Step):
     name: str
 
 
+class TellStep(_Step):
+    """The experimenter says `text` to each agent, outside any world; each answers once."""
+
+    kind: Literal["tell"] = "tell"
+    agents: list[str]
+    text: str
+
+
+class ConverseStep(_Step):
+    """A separate 1:1 conversation of each agent with `partner`, the agent speaking first.
+
+    `partner` is who answers the agent (a persona's agent id); it starts every
+    conversation from its state before the step and keeps none of them.
+    """
+
+    kind: Literal["converse"] = "converse"
+    agents: list[str]
+    partner: str
+    turns: int  # on each side
+    goal: str
+
+
+class GoalStep(_Step):
+    kind: Literal["goal"] = "goal"
+    agents: list[str]
+    text: str
+
+
+class ContextStep(_Step):
+    """The situation of `world` changes to `text` for everyone in it."""
+
+    kind: Literal["context"] = "context"
+    world: str
+    agents: list[str]
+    text: str
+
+
 class ExtractStep(_Step):
     kind: Literal["extract"] = "extract"
     world: str
@@ -300,7 +337,11 @@ Step = Annotated[
     | ThinkStep
     | CheckpointStep
     | ExtractStep
-    | AnalyzeStep,
+    | AnalyzeStep
+    | TellStep
+    | ConverseStep
+    | GoalStep
+    | ContextStep,
     Field(discriminator="kind"),
 ]
 

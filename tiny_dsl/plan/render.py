@@ -18,15 +18,19 @@ from tiny_dsl.plan.model import (
     AskStep,
     BroadcastStep,
     CheckpointStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     ExtractStep,
     GenerateStep,
+    GoalStep,
     InterventionPlan,
     InterviewStep,
     Origin,
     Plan,
     RunStep,
     Step,
+    TellStep,
     ThinkStep,
     WaitStep,
 )
@@ -326,6 +330,19 @@ class _View:
                 return f"{n(len(step.agents), 'agent')} think: {step.text}"
             case CheckpointStep():
                 return f"checkpoint {step.name}"
+            case TellStep():
+                return f"tell {n(len(step.agents), 'agent')}, each answers: {step.text}"
+            case ConverseStep():
+                turns = n(step.turns, "turn")
+                return (
+                    f"{n(len(step.agents), 'agent')} each talk 1:1 with {step.partner}, "
+                    f"{turns} each: {step.goal}"
+                )
+            case GoalStep():
+                return f"goal for {n(len(step.agents), 'agent')}: {step.text}"
+            case ContextStep():
+                agents = n(len(step.agents), "agent")
+                return f"context of {step.world} changes for {agents}: {step.text}"
             case ExtractStep():
                 fields = ", ".join(field.name for field in step.fields)
                 return f"extract from {n(len(step.agents), 'agent')} in {step.world}: {fields}"

@@ -98,6 +98,12 @@ def step_label(step: Step) -> str:
             return f"checkpoint {step.name}"
         case "extract":
             return f"extract from {step.world}"
+        case "tell" | "goal":
+            return f"{step.kind} {', '.join(step.agents)}"
+        case "converse":
+            return f"converse {', '.join(step.agents)} with {step.partner}"
+        case "context":
+            return f"context {step.world}"
         case _:
             return step.kind
 
@@ -173,6 +179,10 @@ def _stimulus_line(event: TranscriptEvent, recipients: list[str]) -> str:
     if event.type == "CONVERSATION":
         speaker = f"{event.source_name} to " if event.source_name else "To "
         return f'{speaker}{names}: "{event.content}"'
+    if event.type == "GOAL":
+        return f"{names} {'sets' if len(recipients) == 1 else 'each set'} a goal: {event.content}"
+    if event.type == "CONTEXT":
+        return f"The situation changes for {names}: {event.content}"
     return f"{names}: {event.content}"
 
 

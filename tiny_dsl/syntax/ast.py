@@ -302,7 +302,38 @@ class InterviewStep:
 
 @dataclass(frozen=True)
 class ThinkStep:
-    persona: Ident
+    group: tuple[Ref, ...]
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class TellStep:
+    group: tuple[Ref, ...]
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ConverseStep:
+    group: tuple[Ref, ...]
+    partner: Ident
+    turns: Number
+    goal: Str
+    unit: str = field(default="turns", compare=False, repr=False)  # as written
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class GoalStep:
+    group: tuple[Ref, ...]
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ContextStep:
+    world: Ident
     text: Str
     span: Span = _span()
 
@@ -322,6 +353,10 @@ Step = (
     | InterviewStep
     | ThinkStep
     | CheckpointStep
+    | TellStep
+    | ConverseStep
+    | GoalStep
+    | ContextStep
 )
 
 

@@ -195,11 +195,26 @@ def _step(step: ast.Step) -> str:
             questions = ", ".join(_value(q) for q in step.questions)
             return f"interview {group} by {step.interviewer.name} {questions}"
         case ast.ThinkStep():
-            return f"think {step.persona.name} {_value(step.text)}"
+            return f"think {_group(step.group)} {_value(step.text)}"
         case ast.CheckpointStep():
             return f"checkpoint {step.name.name}"
+        case ast.TellStep():
+            return f"tell {_group(step.group)} {_value(step.text)}"
+        case ast.ConverseStep():
+            return (
+                f"converse {_group(step.group)} with {step.partner.name} "
+                f"{_number(step.turns)} {step.unit} {_value(step.goal)}"
+            )
+        case ast.GoalStep():
+            return f"goal {_group(step.group)} {_value(step.text)}"
+        case ast.ContextStep():
+            return f"context {step.world.name} {_value(step.text)}"
         case _:
             assert_never(step)
+
+
+def _group(group: tuple[ast.Ref, ...]) -> str:
+    return ", ".join(ref.dotted for ref in group)
 
 
 def _field_type(field_type: ast.FieldType) -> str:

@@ -47,7 +47,20 @@ DECLARATION_KEYWORDS = (
 )
 # The words that begin a statement in each kind of block, as the docs list them.
 # A statement that begins with another word is named against the whole list.
-TIMELINE_STEPS = ("broadcast", "deliver", "ask", "run", "wait", "interview", "think", "checkpoint")
+TIMELINE_STEPS = (
+    "broadcast",
+    "deliver",
+    "ask",
+    "run",
+    "wait",
+    "interview",
+    "think",
+    "checkpoint",
+    "tell",
+    "converse",
+    "goal",
+    "context",
+)
 ANALYSES = ("compare", "summarize", "funnel", "expect")
 STATEMENT_KINDS = (
     ("a timeline step", TIMELINE_STEPS),
@@ -108,6 +121,10 @@ _DISPLAY = {
     "ROUNDS": "`rounds`",
 }
 
+# Step keywords that are property names elsewhere (a world's `context`): such a name
+# becomes the keyword (the grammar's declared terminal) only where a timeline step begins.
+_TIMELINE_ONLY_KEYWORDS = {"goal": "GOAL", "context": "CONTEXT"}
+
 _comments: contextvars.ContextVar[list[Token]] = contextvars.ContextVar("tts_comments")
 # The file being parsed, for the spans the tree builder attaches while parsing.
 _current_source: contextvars.ContextVar[SourceFile] = contextvars.ContextVar("tts_source")
@@ -140,6 +157,14 @@ class _NewlineFilter:
                     raise _ValueProblem(_too_deep(_current_source.get(), state))
             elif kind in _CLOSERS and state.open:
                 state.open.pop()
+            if (
+                kind == "NAME"
+                and state.at_statement_start
+                and token.value in _TIMELINE_ONLY_KEYWORDS
+                and state.in_timeline()
+            ):
+                kind = _TIMELINE_ONLY_KEYWORDS[token.value]
+                token = Token.new_borrow_pos(kind, token.value, token)
             if kind != "_NL":
                 if state.at_statement_start:
                     state.statement = token
@@ -169,6 +194,13 @@ class _LexState:
 
     def depth_without_braces(self) -> int:
         return sum(1 for token, _ in self.open if token.type != "LBRACE")
+
+    def in_timeline(self) -> bool:
+        """Directly inside the braces of `timeline { ... }`."""
+        if not self.open:
+            return False
+        opener, word = self.open[-1]
+        return opener.type == "LBRACE" and word is not None and word.type == "TIMELINE"
 
 
 def _collect_comment(token: Token) -> Token:
@@ -456,21 +488,6 @@ def _statement_problem(
     # What the author wrote between the keyword and the unexpected token.
     written = source.text[statement.end_pos : token.start_pos].strip()
     span = _token_span(source, token)
-    if statement.type == "THINK" and token.type in ("DOT", "COMMA"):
-        what = "a segment" if token.type == "DOT" else "a list"
-        return diag.error(
-            "E102",
-            f"unexpected {_token_text(token)}: `think` takes a persona or a whole population, "
-            f"not {what}",
-            span,
-            "expected the thought (a string) here",
-            help=[
-                f'write `think {written} "..."` for the persona or every member of the '
-                f"population `{written}`"
-                if token.type == "DOT"
-                else "write one `think` step for each persona or population"
-            ],
-        )
     if statement.type == "WAIT" and token.type == "NAME" and "TIME_UNIT" in expected:
         units = _join([f"`{u}`" for u in WAIT_UNITS], limit=None)
         return diag.error(
@@ -850,8 +867,36 @@ class _ToAst(Transformer[Token, Any]):
     def group(self, items: list[Any]) -> tuple[ast.Ref, ...]:
         return tuple(i for i in items if isinstance(i, ast.Ref))
 
-    def think_step(self, keyword: Token, persona: Token, text: Token) -> ast.ThinkStep:
-        return ast.ThinkStep(self._ident(persona), self._str(text), self._span_of(keyword, text))
+    def think_step(self, keyword: Token, group: tuple[ast.Ref, ...], text: Token) -> ast.ThinkStep:
+        return ast.ThinkStep(group, self._str(text), self._span_of(keyword, text))
+
+    def tell_step(self, keyword: Token, group: tuple[ast.Ref, ...], text: Token) -> ast.TellStep:
+        return ast.TellStep(group, self._str(text), self._span_of(keyword, text))
+
+    def converse_step(
+        self,
+        keyword: Token,
+        group: tuple[ast.Ref, ...],
+        _with: Token,
+        partner: Token,
+        turns: Token,
+        unit: Token,
+        goal: Token,
+    ) -> ast.ConverseStep:
+        return ast.ConverseStep(
+            group,
+            self._ident(partner),
+            self.number(turns),
+            self._str(goal),
+            str(unit),
+            self._span_of(keyword, goal),
+        )
+
+    def goal_step(self, keyword: Token, group: tuple[ast.Ref, ...], text: Token) -> ast.GoalStep:
+        return ast.GoalStep(group, self._str(text), self._span_of(keyword, text))
+
+    def context_step(self, keyword: Token, world: Token, text: Token) -> ast.ContextStep:
+        return ast.ContextStep(self._ident(world), self._str(text), self._span_of(keyword, text))
 
     def checkpoint_step(self, keyword: Token, name: Token) -> ast.CheckpointStep:
         return ast.CheckpointStep(self._ident(name), self._span_of(keyword, name))

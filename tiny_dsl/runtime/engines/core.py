@@ -38,13 +38,17 @@ from tiny_dsl.plan.model import (
     AskStep,
     BroadcastStep,
     CheckpointStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     ExtractStep,
     GenerateStep,
+    GoalStep,
     InterviewStep,
     Plan,
     RunStep,
     Step,
+    TellStep,
     ThinkStep,
     WaitStep,
 )
@@ -192,6 +196,14 @@ class EngineCore(abc.ABC):
                 events = await self.interview(step)
             case CheckpointStep():
                 events = []
+            case TellStep():
+                events = await self.tell(step)
+            case ConverseStep():
+                events = await self.converse(step)
+            case GoalStep():
+                events = await self.goal(step)
+            case ContextStep():
+                events = await self.context(step)
             case _:
                 raise TypeError(f"the {self.name} engine does not execute {step.kind} steps")
         for event in events:
@@ -225,6 +237,22 @@ class EngineCore(abc.ABC):
 
     @abc.abstractmethod
     async def interview(self, step: InterviewStep) -> list[TranscriptEvent]: ...
+
+    @abc.abstractmethod
+    async def tell(self, step: TellStep) -> list[TranscriptEvent]:
+        """The experimenter's line to each agent (no world), then one turn of each."""
+
+    @abc.abstractmethod
+    async def converse(self, step: ConverseStep) -> list[TranscriptEvent]:
+        """One 1:1 conversation per agent with the partner, who keeps none of them."""
+
+    @abc.abstractmethod
+    async def goal(self, step: GoalStep) -> list[TranscriptEvent]:
+        """Each agent internalises the goal; no model call."""
+
+    @abc.abstractmethod
+    async def context(self, step: ContextStep) -> list[TranscriptEvent]:
+        """The world's situation changes for everyone in it; no model call."""
 
     # -- saved state --------------------------------------------------------------
 

@@ -46,6 +46,9 @@ class Agent:
     cognitive_state: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. fragment conflicts at generation
     generated: bool = False
+    # The scenario's `goal`s (and a `converse` goal while it lasts), in every turn
+    # prompt. Apart from `cognitive_state`, which each turn's answer replaces.
+    goals: list[str] = field(default_factory=list)
 
 
 def make_event(
@@ -84,18 +87,23 @@ def turn_request(
     others: list[Agent],
     step_id: str,
     call: int,
+    context: str | None = None,
 ) -> ChatRequest:
-    """The prompt of one turn: who the agent is, where and when, and what it remembers."""
+    """The prompt of one turn: who the agent is, where and when, and what it remembers.
+
+    `context` is the world's current situation when a `context` step changed it.
+    """
     moderator = world.moderator if world else None
     state = "; ".join(f"{key}: {value}" for key, value in agent.cognitive_state.items() if value)
     system = render_prompt(
         "agent_system.j2",
         name=agent.name,
         persona=persona_json(agent.persona),
-        context=world.context if world else "",
+        context=context if context is not None else (world.context if world else ""),
         others=[o.name + (" (moderator)" if o.id == moderator else "") for o in others],
         now=agent.clock.strftime("%A %Y-%m-%d %H:%M"),
         state=state,
+        goals=agent.goals,
     )
     view, omitted = memory_view(
         agent.memory, me=agent.id, max_chars=MEMORY_CHARS, item_chars=MEMORY_ITEM_CHARS

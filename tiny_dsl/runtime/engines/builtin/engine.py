@@ -34,6 +34,16 @@ Steps
     `interview GROUP by P`: P asks each agent every question in turn and hears
     the answers; agents are interviewed concurrently. `wait` and `checkpoint`
     make no call.
+    `tell`: the experimenter's line (a CONVERSATION stimulus with no source and
+    no world) reaches each agent, who then takes one turn alone; nobody else
+    hears the answer. `converse GROUP with P`: for each agent a separate 1:1
+    conversation with a copy of P as it was before the step; the agent holds
+    the goal (a GOAL stimulus, and in its goals while the conversation lasts),
+    speaks first, and the two alternate; P's copy is dropped afterwards.
+    `goal`: a GOAL stimulus, and the goal added to the agent's goals, which
+    every later turn prompt shows. `context WORLD`: a CONTEXT stimulus for each
+    agent of the world, and the world's setting in later turn prompts replaced.
+    Events of `tell`, `converse` and `goal` carry no world.
 
 Rounds
     In a round every agent acts once on the state at the start of the round,
@@ -61,21 +71,27 @@ Checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
 from tiny_dsl.plan.model import (
     AskStep,
     BroadcastStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     ExtractStep,
     GenerateStep,
+    GoalStep,
     InterviewStep,
     RunStep,
+    TellStep,
     ThinkStep,
     WaitStep,
     WorldPlan,
 )
+from tiny_dsl.runtime.engines.builtin.actions import Action
 from tiny_dsl.runtime.engines.builtin.agents import (
     Agent,
     addressable,
@@ -401,3 +417,136 @@ class BuiltinEngine(BuiltinSimulation):
                         )
                     )
         return events
+
+    async def tell(self, step: TellStep) -> list[TranscriptEvent]:
+        """Each agent hears the experimenter and answers alone, concurrently."""
+        agents = [self._agents[agent_id] for agent_id in step.agents]
+        heard = [
+            self._remember(
+                make_event(
+                    agent, step.id, None, "stimulus", "CONVERSATION", step.text, target=agent
+                )
+            )
+            for agent in agents
+        ]
+        turns = await gather_in_order(self._act(agent, None, [], step.id) for agent in agents)
+        events: list[TranscriptEvent] = []
+        for agent, stimulus, actions in zip(agents, heard, turns, strict=True):
+            events.append(stimulus)
+            events.extend(self._record_turn(agent, step.id, actions, None))
+        return events
+
+    async def converse(self, step: ConverseStep) -> list[TranscriptEvent]:
+        """One conversation per agent, concurrently; events session by session in agent order."""
+        partner = self._agents[step.partner]
+        sessions = await gather_in_order(
+            self._converse_one(step, partner, self._agents[agent_id]) for agent_id in step.agents
+        )
+        return [event for session in sessions for event in session]
+
+    async def _converse_one(
+        self, step: ConverseStep, partner: Agent, agent: Agent
+    ) -> list[TranscriptEvent]:
+        # The partner talks with many people: each conversation starts from its state
+        # before the step, and what it hears in one is never remembered afterwards.
+        answerer = dataclasses.replace(
+            partner,
+            memory=list(partner.memory),
+            cognitive_state=dict(partner.cognitive_state),
+            goals=list(partner.goals),
+        )
+        events = [self._remember(make_event(agent, step.id, None, "stimulus", "GOAL", step.goal))]
+        agent.goals.append(step.goal)
+        try:
+            for turn in range(step.turns):
+                said = await self._act(agent, None, [answerer], step.id, 2 * turn)
+                events += self._record_turn(agent, step.id, said, answerer)
+                events += self._hear(answerer, agent, said, step.id, remember=False)
+                answered = await self._act(answerer, None, [agent], step.id, 2 * turn + 1)
+                for action in answered:
+                    event = make_event(
+                        answerer,
+                        step.id,
+                        None,
+                        "action",
+                        action.type,
+                        action.content,
+                        target=agent if action.type == "TALK" else None,
+                    )
+                    answerer.memory.append(event)
+                    events.append(event)
+                events += self._hear(agent, answerer, answered, step.id, remember=True)
+        finally:
+            agent.goals.remove(step.goal)
+        return events
+
+    def _record_turn(
+        self, agent: Agent, step_id: str, actions: list[Action], partner: Agent | None
+    ) -> list[TranscriptEvent]:
+        """An agent's actions outside any world, remembered; a TALK addresses `partner`."""
+        return [
+            self._remember(
+                make_event(
+                    agent,
+                    step_id,
+                    None,
+                    "action",
+                    action.type,
+                    action.content,
+                    target=partner if action.type == "TALK" else None,
+                )
+            )
+            for action in actions
+        ]
+
+    def _hear(
+        self,
+        listener: Agent,
+        speaker: Agent,
+        actions: list[Action],
+        step_id: str,
+        *,
+        remember: bool,
+    ) -> list[TranscriptEvent]:
+        """What `listener` hears of `speaker`'s turn in a 1:1 conversation: its TALKs."""
+        events = []
+        for action in actions:
+            if action.type != "TALK":
+                continue
+            event = make_event(
+                listener,
+                step_id,
+                None,
+                "stimulus",
+                "CONVERSATION",
+                action.content,
+                source=speaker,
+                target=listener,
+            )
+            if remember:
+                self._remember(event)
+            else:
+                listener.memory.append(event)
+            events.append(event)
+        return events
+
+    async def goal(self, step: GoalStep) -> list[TranscriptEvent]:
+        events = []
+        for agent_id in step.agents:
+            agent = self._agents[agent_id]
+            agent.goals.append(step.text)
+            events.append(
+                self._remember(make_event(agent, step.id, None, "stimulus", "GOAL", step.text))
+            )
+        return events
+
+    async def context(self, step: ContextStep) -> list[TranscriptEvent]:
+        self._contexts[step.world] = step.text
+        return [
+            self._remember(
+                make_event(
+                    self._agents[agent_id], step.id, step.world, "stimulus", "CONTEXT", step.text
+                )
+            )
+            for agent_id in step.agents
+        ]

@@ -48,11 +48,14 @@ class BuiltinSimulation(EngineCore):
         self._agents: dict[str, Agent] = {}
         self._agent_plans: dict[str, AgentPlan] = {}
         self._world_clocks: dict[str, datetime] = {}
+        # World -> its situation as the last `context` step set it (else as declared).
+        self._contexts: dict[str, str] = {}
 
     async def setup(self, plan: Plan) -> None:
         self._plan = plan
         self._agent_plans = {agent.id: agent for agent in plan.agents}
         self._seq = 0
+        self._contexts = {}
         self._world_clocks = {w.name: datetime.fromisoformat(w.start) for w in plan.worlds}
         default_clock = min(
             self._world_clocks.values(), default=datetime.fromisoformat(DEFAULT_START)
@@ -100,9 +103,11 @@ class BuiltinSimulation(EngineCore):
                     "notes": agent.notes,
                     "generated": agent.generated,
                     "memory": [event.seq for event in agent.memory],
+                    "goals": agent.goals,
                 }
                 for agent in self._agents.values()
             },
+            "contexts": self._contexts,
         }
 
     def load_state(self, state: dict[str, Any], transcript: list[TranscriptEvent]) -> None:
@@ -120,6 +125,8 @@ class BuiltinSimulation(EngineCore):
                 )
         self._seq = seq
         self._world_clocks = clocks or {}
+        # States saved before `goal` and `context` existed hold neither.
+        self._contexts = dict(state.get("contexts", {}))
         for agent_id, saved in state["agents"].items():
             self._agents[agent_id] = Agent(
                 id=agent_id,
@@ -131,6 +138,7 @@ class BuiltinSimulation(EngineCore):
                 cognitive_state=saved["cognitive_state"],
                 notes=saved["notes"],
                 generated=saved["generated"],
+                goals=list(saved.get("goals", [])),
             )
 
     # -- helpers ----------------------------------------------------------------
@@ -143,8 +151,9 @@ class BuiltinSimulation(EngineCore):
         step_id: str,
         call: int = 0,
     ) -> list[Action]:
+        context = self._contexts.get(world.name) if world else None
         response = await self._client.complete(
-            turn_request(self._require_plan(), agent, world, others, step_id, call)
+            turn_request(self._require_plan(), agent, world, others, step_id, call, context)
         )
         actions, state = parse_turn(answer_data(response))
         if any(state.values()):

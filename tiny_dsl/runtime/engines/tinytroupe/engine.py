@@ -51,6 +51,16 @@ Steps
     interview: for each question, `listen` then `act`; interviewees are
         interviewed concurrently; the interviewer's memory is written afterwards,
         session by session, so it never depends on timing.
+    tell: `listen_and_act` for each agent, concurrently, outside any world
+        (events with no world); the answers are heard by nobody.
+    converse: for each agent in turn, agent and partner made accessible to each
+        other; the agent `internalize_goal`s the goal, then they alternate `act`,
+        each `listen`ing to the other's TALK; the partner's
+        `encode_complete_state()` from before the step is restored after each
+        conversation, so it keeps none of them.
+    goal: `internalize_goal`. context: `broadcast_context_change([text])` on the
+        world (each participant's own world in isolated modes); TinyTroupe keeps
+        it in the mental state only, so the engine records the CONTEXT events.
     generate: see `steps.TinyTroupeSteps.generate`.
     extract: TinyTroupe's `ResultsExtractor` per agent, schema-constrained
         through the bridge, then re-validated field by field as the built-in

@@ -17,6 +17,9 @@ from tiny_dsl.runtime.engines.tinytroupe.worlds import TinyTroupeWorlds
 
 __all__ = ["TinyTroupeMemory"]
 
+# TinyTroupe's stimulus types as transcripts name them, where the built-in engine's differ.
+_STIMULUS_TYPES = {"INTERNAL_GOAL_FORMULATION": "GOAL"}
+
 
 class TinyTroupeMemory(TinyTroupeWorlds):
     """Records scripted lines and collects what agents remembered into `TranscriptEvent`s."""
@@ -95,7 +98,9 @@ class TinyTroupeMemory(TinyTroupeWorlds):
                 events.append(
                     event(
                         kind="stimulus",
-                        type=str(stimulus.get("type")),
+                        type=_STIMULUS_TYPES.get(
+                            str(stimulus.get("type")), str(stimulus.get("type"))
+                        ),
                         content=str(stimulus.get("content") or ""),
                         time=time,
                         source=source,

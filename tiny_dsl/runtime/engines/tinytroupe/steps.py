@@ -7,6 +7,7 @@ synchronous body drives TinyTroupe's own methods, then collects the events.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,10 +17,14 @@ from typing import Any
 from tiny_dsl.plan.model import (
     AskStep,
     BroadcastStep,
+    ContextStep,
+    ConverseStep,
     DeliverStep,
     GenerateStep,
+    GoalStep,
     InterviewStep,
     RunStep,
+    TellStep,
     ThinkStep,
     WaitStep,
     WorldPlan,
@@ -27,7 +32,7 @@ from tiny_dsl.plan.model import (
 from tiny_dsl.runtime.engines.core import TranscriptEvent
 from tiny_dsl.runtime.engines.personas import persona_request
 from tiny_dsl.runtime.engines.prompts import delivery_text
-from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext
+from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext, call_context
 from tiny_dsl.runtime.engines.tinytroupe.memory import TinyTroupeMemory
 
 __all__ = ["TinyTroupeSteps"]
@@ -120,6 +125,18 @@ class TinyTroupeSteps(TinyTroupeMemory):
 
     async def interview(self, step: InterviewStep) -> list[TranscriptEvent]:
         return await self._run(functools.partial(self._interview, step))
+
+    async def tell(self, step: TellStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._tell, step))
+
+    async def converse(self, step: ConverseStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._converse, step))
+
+    async def goal(self, step: GoalStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._goal, step))
+
+    async def context(self, step: ContextStep) -> list[TranscriptEvent]:
+        return await self._run(functools.partial(self._context, step))
 
     def _broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
         self._ensure_worlds()
@@ -323,6 +340,98 @@ class TinyTroupeSteps(TinyTroupeMemory):
                     [interviewer_id], world, step.id, addressed={interviewer_id}
                 )
         return events
+
+    def _tell(self, step: TellStep) -> list[TranscriptEvent]:
+        """`listen_and_act` for each agent, concurrently; nobody else hears the answers."""
+        self._ensure_worlds()
+
+        def answer(agent_id: str) -> None:
+            person = self._people[agent_id]
+            person.listen_and_act(step.text, return_actions=True)
+            # Heard by nobody: left buffered, a later round would deliver them.
+            person.pop_latest_actions()
+
+        nobody: dict[str, tuple[str, ...]] = {agent_id: () for agent_id in step.agents}
+        self._parallel(step.agents, answer, functools.partial(_act_context, step.id, nobody))
+        return self._collect(step.agents, None, step.id, addressed=set(step.agents))
+
+    def _converse(self, step: ConverseStep) -> list[TranscriptEvent]:
+        """One conversation per agent, one after another: there is one partner, restored
+        to its state before the step after each conversation."""
+        self._ensure_worlds()
+        partner_id = step.partner
+        partner = self._people[partner_id]
+        before = partner.encode_complete_state()
+        events: list[TranscriptEvent] = []
+        for agent_id in step.agents:
+            events += self._converse_one(step, agent_id)
+            partner.decode_complete_state(copy.deepcopy(before))
+            partner.reset_prompt()
+            self._seen[partner_id] = len(partner.episodic_memory.retrieve_all())
+        return events
+
+    def _converse_one(self, step: ConverseStep, agent_id: str) -> list[TranscriptEvent]:
+        partner_id = step.partner
+        person, partner = self._people[agent_id], self._people[partner_id]
+        self._make_accessible(person, partner)
+        self._make_accessible(partner, person)
+        person.internalize_goal(step.goal)
+        speaker = CallContext(
+            purpose=f"converse {agent_id}",
+            seed_parts=(step.id, agent_id),
+            targets=(partner.name,),
+        )
+        answerer = CallContext(
+            purpose=f"converse {agent_id} ({partner_id})",
+            seed_parts=(step.id, agent_id, partner_id),
+            targets=(person.name,),
+        )
+        events: list[TranscriptEvent] = []
+        for _ in range(step.turns):
+            for actor, listener, context in (
+                (person, partner, speaker),
+                (partner, person, answerer),
+            ):
+                actor_id, listener_id = self._ids[actor.name], self._ids[listener.name]
+                with call_context(context):
+                    actor.act(return_actions=True)
+                events += self._collect(
+                    [actor_id], None, step.id, addressed={actor_id}, present={listener_id}
+                )
+                for action in actor.pop_latest_actions():
+                    if action.get("type") == "TALK":
+                        listener.listen(action.get("content", ""), source=actor)
+        events += self._collect([agent_id], None, step.id, addressed={agent_id})
+        return events
+
+    def _goal(self, step: GoalStep) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        for agent_id in step.agents:
+            self._people[agent_id].internalize_goal(step.text)
+        return self._collect(step.agents, None, step.id)
+
+    def _context(self, step: ContextStep) -> list[TranscriptEvent]:
+        """`broadcast_context_change` on the world (each participant's own world, in
+        isolated modes). TinyTroupe keeps the context in the agents' cognitive state,
+        not in episodic memory; the events say who was told, as the built-in engine's do."""
+        self._ensure_worlds()
+        stages = {self._layout.stage[(step.world, agent_id)] for agent_id in step.agents}
+        for name in sorted(stages):
+            self._worlds[name].broadcast_context_change([step.text])
+        return [
+            TranscriptEvent(
+                seq=0,
+                step=step.id,
+                world=step.world,
+                agent=agent_id,
+                agent_name=self._names[agent_id],
+                kind="stimulus",
+                type="CONTEXT",
+                content=step.text,
+                time=self._clock(agent_id),
+            )
+            for agent_id in step.agents
+        ]
 
 
 def _act_context(
