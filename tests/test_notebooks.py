@@ -1,0 +1,88 @@
+"""TinyTroupe's example notebooks written as scenarios (`scenarios/tinytroupe/`).
+
+Each file checks, formats and plans like every example; on the real embedded model
+each runs end to end through the `tts` command, and the run is judged by structure:
+the statements' effects in the transcript, one result row per agent, the plan's
+call count against the calls made. Never by what the 135M-parameter model says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import ROOT
+from tiny_dsl.cli import main
+
+NOTEBOOKS = sorted((ROOT / "scenarios" / "tinytroupe").glob("*.tts"))
+SECRET_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_every_notebook_names_the_notebook_it_follows() -> None:
+    assert NOTEBOOKS
+    for path in NOTEBOOKS:
+        assert path.read_text(encoding="utf-8").startswith("# After TinyTroupe's notebook ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_checks_formats_and_plans(path: Path, workdir: Path) -> None:
+    name = f"scenarios/tinytroupe/{path.name}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["check", name]).exit_code == 0
+    assert runner.invoke(main, ["fmt", "--check", name]).exit_code == 0
+    planned = runner.invoke(main, ["plan", name, "--json"])
+    assert planned.exit_code == 0
+    assert json.loads(planned.stdout)["estimate"]["calls"] > 0
+
+
+def _run(workdir: Path, name: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    return subprocess.run(
+        [sys.executable, "-m", "tiny_dsl", "run", f"scenarios/tinytroupe/{name}.tts", "-q"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
+def _events(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.model
+def test_simple_chat_runs_on_the_embedded_model(workdir: Path) -> None:
+    finished = _run(workdir, "simple_chat")
+    assert finished.returncode == 0, finished.stderr
+    run_dir = (workdir / "outputs" / "simple_chat" / "latest").resolve()
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    assert manifest["model_calls"] == plan["estimate"]["calls"] == 8
+    events = _events(run_dir)
+    goals = [e for e in events if e["type"] == "GOAL"]
+    # Both hold the room's purpose; only Lisa the goal of getting to know Oscar.
+    assert sorted(e["agent"] for e in goals) == ["lisa", "lisa", "oscar"]
+    assert all(e["world"] is None for e in goals)
+    # In turns: within a round Lisa acts first, and Oscar's turn follows hers.
+    acting = [e["agent"] for e in events if e["kind"] == "action" and e["world"] == "chat_room"]
+    firsts = list(dict.fromkeys(acting))
+    assert firsts == ["lisa", "oscar"]
+    rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    assert sorted(row["agent"] for row in rows) == ["lisa", "oscar"]
