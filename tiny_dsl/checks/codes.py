@@ -50,6 +50,8 @@ NO_VARIANTS = "E317"
 FIELD_TYPE_MISMATCH = "E318"
 FUNNEL_TOO_SHORT = "E319"
 PERCENT_NOT_ALLOWED = "E320"
+# Numbered apart from the codes the other parts of language v2 add at the same time.
+FIELD_TYPE_CONFLICT = "E330"
 
 # --------------------------------------------------------------------- warnings
 
@@ -339,6 +341,16 @@ register(
     `median` need an `int` or `float` field; `share` needs a `bool` field or
     `field == member` on an `enum`; `funnel` stages must be `bool` fields;
     `compare` and `summarize` cannot use `text` or `list of text` fields.""",
+)
+register(
+    FIELD_TYPE_CONFLICT,
+    "field-type-conflict",
+    """One field name is declared with two different types. A field may be
+    extracted in several blocks (from different worlds, or from one world at
+    different checkpoints, each filling its own field), and the analyses then
+    pool its values; that needs one type everywhere: the same kind, the same
+    range, the same members. Give the declarations the same type, or rename
+    one of the fields.""",
 )
 register(
     FUNNEL_TOO_SHORT,

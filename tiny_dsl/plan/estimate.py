@@ -39,6 +39,7 @@ from tiny_dsl.plan.model import (
     BroadcastStep,
     CheckpointStep,
     DeliverStep,
+    ExtractOverallStep,
     ExtractStep,
     GenerateStep,
     InterviewStep,
@@ -273,6 +274,11 @@ class _Estimator:
             )
             calls = len(step.agents)
             return StepEstimate(calls, total, calls * EXTRACT_OUTPUT_TOKENS)
+        if isinstance(step, ExtractOverallStep):
+            # One call reading every agent's record in the world.
+            schema = json_tokens([field.model_dump(mode="json") for field in step.fields])
+            record = sum(self._remember(agent).tokens for agent in step.agents)
+            return StepEstimate(1, EXTRACT_PROMPT_TOKENS + record + schema, EXTRACT_OUTPUT_TOKENS)
         assert isinstance(step, WaitStep | CheckpointStep | AnalyzeStep)
         return StepEstimate(0, 0, 0)
 

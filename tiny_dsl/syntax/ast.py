@@ -367,7 +367,15 @@ class ListType:
     span: Span = _span()
 
 
-FieldType = IntType | FloatType | BoolType | TextType | EnumType | ListType
+@dataclass(frozen=True)
+class RankType:
+    """`rank [a, b, c]`: a full ranking of the members, best first."""
+
+    members: ListValue
+    span: Span = _span()
+
+
+FieldType = IntType | FloatType | BoolType | TextType | EnumType | ListType | RankType
 
 
 @dataclass(frozen=True)
@@ -380,9 +388,19 @@ class Field:
 
 @dataclass(frozen=True)
 class Extract:
+    """`extract [overall] from SOURCE [at CHECKPOINT] { ... }`.
+
+    `world` is the first name of the source: the world, for a world source.
+    `source` is the source as written: one name (a world, a persona or a
+    population) or a group (`lisa, consumers.young`), told apart by the checks.
+    """
+
     world: Ident
     fields: tuple[Field, ...]
     span: Span = _span()
+    source: tuple[Ref, ...] = ()
+    at: Ident | None = None
+    overall: bool = False
 
 
 # --------------------------------------------------------------------- analyze
