@@ -158,7 +158,7 @@ def check_extract_source(
     if block.overall:
         if not single:
             check_wrong_type(
-                ctx, "extract overall from", source[0], "a world", "extract overall from panel"
+                ctx, "extract overall from", source[0], "a world", "panel"
             )
             return None, ()
         ctx.resolve(block.world.name, block.world.span, ("world",), "`extract overall from`")
