@@ -333,6 +333,7 @@ class Session:
                 plan=plan.model_dump(mode="json"),
                 rows=result.rows,
                 transcript=[event.to_json() for event in result.transcript],
+                summaries=result.summaries,
                 analysis=analysis,
             ),
             plan.output.formats,

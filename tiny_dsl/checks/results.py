@@ -157,9 +157,7 @@ def check_extract_source(
     single = len(source) == 1 and len(source[0].parts) == 1
     if block.overall:
         if not single:
-            check_wrong_type(
-                ctx, "extract overall from", source[0], "a world", "panel"
-            )
+            check_wrong_type(ctx, "extract overall from", source[0], "a world", "panel")
             return None, ()
         ctx.resolve(block.world.name, block.world.span, ("world",), "`extract overall from`")
         return block.world.name, ()
