@@ -148,6 +148,9 @@ def test_builtin_extractions_see_what_their_source_and_checkpoint_allow(tmp_path
     (overall,) = extraction_prompts(requests, "extract overall panel")
     assert "## Ann" in overall and "## Bo" in overall and "LOBBY QUESTION" not in overall
     assert "bo says" in overall and "ann says" in overall  # both participants' words
+    # Extraction only reads: nobody hears or remembers it.
+    extract_steps = {s.id for s in plan.steps if s.kind.startswith("extract")}
+    assert not [event for event in result.transcript if event.step in extract_steps]
 
     # One row per agent and world; the two panel blocks fill the same row.
     rows = {(row["agent"], row["world"]): row for row in result.rows}
@@ -254,6 +257,8 @@ def test_tinytroupe_extractions_see_what_their_checkpoint_allows(tmp_path: Path)
     assert "Interactions from the point of view of Ann agent" in overall
     assert "Interactions from the point of view of Bo agent" in overall
     assert "environment called panel" in overall
+    extract_steps = {s.id for s in plan.steps if s.kind.startswith("extract")}
+    assert not [event for event in result.transcript if event.step in extract_steps]
     rows = {(row["agent"], row["world"]): row for row in result.rows}
     assert set(rows) == {(a, w) for a in ("ann", "bo") for w in ("panel", "lobby", None)}
     assert rows[("bo", "panel")]["ranking"] == ["translate", "rewrite", "summarise"]

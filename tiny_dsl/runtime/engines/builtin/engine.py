@@ -33,7 +33,9 @@ Steps
     email: ..."); the control group gets nothing. `think`: a THOUGHT stimulus.
     `interview GROUP by P`: P asks each agent every question in turn and hears
     the answers; agents are interviewed concurrently. `wait` and `checkpoint`
-    make no call.
+    make no call. `extract`: one call per agent over its events in the world,
+    or its whole memory for a group source; `extract overall`: one call over
+    every agent's events in the world.
 
 Rounds
     In a round every agent acts once on the state at the start of the round,
