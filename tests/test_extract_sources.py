@@ -22,6 +22,7 @@ from tests.test_tinytroupe_engine import run as run_tinytroupe
 from tiny_dsl.analysis import analyze_plan
 from tiny_dsl.extraction import field_schema, validate_value
 from tiny_dsl.plan.model import ExtractOverallStep, ExtractStep, FieldPlan
+from tiny_dsl.plan.render import render_plan
 from tiny_dsl.runtime.providers.base import ChatRequest, validate_json
 
 SCENARIO = """
@@ -139,6 +140,8 @@ def test_builtin_extractions_see_what_their_source_and_checkpoint_allow(tmp_path
     result = run(plan, client, tmp_path)
     assert result.exit_code == 0, result
     requests = sent(client)
+    # The plan's estimate is exact in calls: 3 asks of 2 agents, 4 x 2 rows, 1 summary.
+    assert client.stats.model_calls == plan.estimate.calls == 6 + 8 + 1
     # Four row extractions per agent, in step order, and one for the world.
     first, panel_rank, lobby_rank, group = extraction_prompts(requests, "extract ann")
     assert "EARLY QUESTION" in first and "LATE QUESTION" not in first
@@ -267,6 +270,14 @@ def test_tinytroupe_extractions_see_what_their_checkpoint_allows(tmp_path: Path)
     (record,) = json.loads((result.run_dir / "summary.json").read_text())
     assert record["world"] == "panel" and record["consensus"] and record["_missing"] == {}
     assert "World `panel` as a whole" in (result.run_dir / "report.md").read_text()
+
+
+def test_the_text_plan_says_what_each_extraction_reads(tmp_path: Path) -> None:
+    plan = compile_text(SCENARIO, tmp_path / "panel.tts")
+    text = render_plan(plan)
+    assert "extract from 2 agents in panel at ideas_in" in text
+    assert "extract from 2 agents of ann, bo (whole memory)" in text
+    assert "extract overall from panel (1 record)" in text
 
 
 @pytest.mark.parametrize(
