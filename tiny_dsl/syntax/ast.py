@@ -391,8 +391,9 @@ class Extract:
     """`extract [overall] from SOURCE [at CHECKPOINT] { ... }`.
 
     `world` is the first name of the source: the world, for a world source.
-    `source` is the source as written: one name (a world, a persona or a
-    population) or a group (`lisa, consumers.young`), told apart by the checks.
+    `source` is empty when the source is that one plain name (a world, a
+    persona or a population: the checks tell them apart), else the group as
+    written (`lisa, consumers.young`).
     """
 
     world: Ident

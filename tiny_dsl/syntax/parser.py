@@ -831,11 +831,13 @@ class _ToAst(Transformer[Token, Any]):
         fields = tuple(i for i in rest if isinstance(i, ast.Field))
         first = source[0]
         world = ast.Ident(first.parts[0], first.span)
+        # One plain name is all `world` says (the tree of a v1 block); a group is kept whole.
+        single = len(source) == 1 and len(first.parts) == 1
         return ast.Extract(
             world,
             fields,
             self._span_of(keyword, rest[-1]),
-            source=source,
+            source=() if single else source,
             at=self._ident(at) if at is not None else None,
             overall=overall is not None,
         )
