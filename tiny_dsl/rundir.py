@@ -7,6 +7,8 @@
                          results.json       always; results.csv / results.jsonl as the
                                             plan's `output.formats` asks
                          analysis.json      when the plan has an `analyze` step
+                         summary.json       when the plan has `extract overall` steps:
+                                            one record per step, {world, step, fields...}
                          personas/<agent id>.agent.json   every agent's persona
                          report.html / report.md          as `output.formats` asks
     <output_dir>/latest -> <run-id>
@@ -40,6 +42,7 @@ RESULTS_JSON = "results.json"
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 ANALYSIS = "analysis.json"
+SUMMARY = "summary.json"
 PERSONAS_DIR = "personas"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -206,6 +209,7 @@ class RunFolder:
     manifest: Manifest | None = None
     plan: dict[str, Any] = field(default_factory=dict)  # raw JSON: readable even if stale
     rows: list[dict[str, Any]] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)  # summary.json, if any
     transcript: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -218,6 +222,7 @@ def read_run_folder(run_dir: Path) -> RunFolder:
     folder.manifest = _manifest(run_dir, folder.problems)
     folder.plan = _object(_read_json(run_dir / PLAN, folder.problems), PLAN, folder.problems)
     folder.rows = _rows(run_dir, folder.problems)
+    folder.summaries = _summaries(run_dir, folder.problems)
     if (run_dir / TRANSCRIPT_JSONL).is_file():
         folder.transcript = _read_lines(run_dir / TRANSCRIPT_JSONL, folder.problems)
     else:
@@ -296,3 +301,14 @@ def _rows(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
         problems.append(f"{RESULTS_JSON} is not a list of rows")
         return []
     return [row for row in value if isinstance(row, dict)]
+
+
+def _summaries(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """`summary.json`'s records; a run without `extract overall` has none (no file)."""
+    if not (run_dir / SUMMARY).is_file():
+        return []
+    value = _read_json(run_dir / SUMMARY, problems)
+    if not isinstance(value, list):
+        problems.append(f"{SUMMARY} is not a list of records")
+        return []
+    return [record for record in value if isinstance(record, dict)]

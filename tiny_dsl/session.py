@@ -81,6 +81,7 @@ from tiny_dsl.runtime.outputs import (
     result_fields,
     write_personas,
     write_results,
+    write_summaries,
     write_transcript,
 )
 from tiny_dsl.runtime.progress import RunEvent, make_progress
@@ -332,6 +333,7 @@ class Session:
                 plan=plan.model_dump(mode="json"),
                 rows=result.rows,
                 transcript=[event.to_json() for event in result.transcript],
+                summaries=result.summaries,
                 analysis=analysis,
             ),
             plan.output.formats,
@@ -471,6 +473,7 @@ class Session:
         if write_personas(run_dir, result.personas):
             files.append(f"{PERSONAS_DIR}/")
         files += write_results(run_dir, result.rows, result_fields(plan), plan.output.formats)
+        files += write_summaries(run_dir, result.summaries)
         return files
 
     @staticmethod

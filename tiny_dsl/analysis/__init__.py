@@ -17,6 +17,7 @@ from tiny_dsl.analysis.model import (
     Interval,
     LevelShare,
     PairComparison,
+    RankStats,
     StatTest,
     SummaryResult,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Interval",
     "LevelShare",
     "PairComparison",
+    "RankStats",
     "StatTest",
     "SummaryResult",
     "analyze",

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from tiny_dsl.analysis.model import FieldCoverage
-from tiny_dsl.analysis.stats import finite
+from tiny_dsl.analysis.stats import finite, rank_stats
 from tiny_dsl.plan.model import FieldPlan, InterventionPlan
 
 NUMERIC_KINDS = frozenset({"int", "float"})
@@ -76,6 +76,7 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
     "enum": _text,
     "text": _text,
     "list": _items,
+    "rank": _items,
 }
 
 
@@ -116,6 +117,7 @@ def coverage(frame: pd.DataFrame, field: FieldPlan) -> FieldCoverage:
         n=int((~missing).sum()),
         missing=int(missing.sum()),
         missing_reasons=dict(sorted(reasons.items())),
+        ranks=rank_stats(values.dropna().tolist(), field.members) if field.kind == "rank" else [],
     )
 
 

@@ -24,7 +24,7 @@ from tiny_dsl.analysis.model import (
     LevelShare,
     SummaryResult,
 )
-from tiny_dsl.analysis.stats import MIN_ARM_N, finite, mean_ci, wilson_ci
+from tiny_dsl.analysis.stats import MIN_ARM_N, finite, mean_ci, rank_stats, wilson_ci
 from tiny_dsl.plan.model import AnalysisPlan, FieldPlan, InterventionPlan
 
 TOP_ITEMS = 8
@@ -57,6 +57,8 @@ def group_stats(
                     ci=wilson_ci(count, stats.n),
                 )
             )
+    elif field.kind == "rank":
+        stats.ranks = rank_stats(present.tolist(), field.members)
     else:
         stats.top_items = _top_items(present, field)
     return stats

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
-FieldKind = Literal["int", "float", "bool", "text", "enum", "list"]
+FieldKind = Literal["int", "float", "bool", "text", "enum", "list", "rank"]
 
 
 class _Result(BaseModel):
@@ -46,6 +46,20 @@ class ItemCount(_Result):
     share: float  # of the group's non-missing answers that contain it
 
 
+class RankStats(_Result):
+    """How one member of a `rank` field fared in one group's rankings.
+
+    Borda: n-1 points for a first place ... 0 for the last (n members), summed
+    over the group's rankings.
+    """
+
+    member: str
+    first: int  # rankings that put it first
+    first_share: float | None  # of the group's rankings
+    mean_rank: float | None  # 1 = best
+    borda: int
+
+
 class GroupStats(_Result):
     """Descriptive statistics of one field in one group (an arm, a segment, everyone)."""
 
@@ -60,6 +74,7 @@ class GroupStats(_Result):
     ci: Interval | None = None  # t-based interval of the mean
     levels: list[LevelShare] = Field(default_factory=list)
     top_items: list[ItemCount] = Field(default_factory=list)
+    ranks: list[RankStats] = Field(default_factory=list)  # a `rank` field's members, best first
 
 
 class StatTest(_Result):
@@ -182,6 +197,7 @@ class FieldCoverage(_Result):
     n: int
     missing: int
     missing_reasons: dict[str, int] = Field(default_factory=dict)
+    ranks: list[RankStats] = Field(default_factory=list)  # a `rank` field, over everyone
 
 
 class Adjustment(_Result):

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from scipy import stats
 from scipy.stats.contingency import association, expected_freq
 
-from tiny_dsl.analysis.model import Effect, Interval, StatTest
+from tiny_dsl.analysis.model import Effect, Interval, RankStats, StatTest
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -234,3 +234,25 @@ def independence_test(table: npt.NDArray[np.int64]) -> tuple[StatTest, Effect, b
         note=note,
     )
     return test, v, small
+
+
+def rank_stats(rankings: Sequence[Sequence[str]], members: Sequence[str]) -> list[RankStats]:
+    """First-choice shares, mean ranks and Borda scores of `members` over full
+    `rankings` (each a permutation of the members, best first; others are skipped),
+    best Borda score first, ties in declared order."""
+    full = [list(r) for r in rankings if sorted(r) == sorted(members)]
+    n = len(members)
+    results = []
+    for member in members:
+        places = [ranking.index(member) + 1 for ranking in full]
+        first = places.count(1)
+        results.append(
+            RankStats(
+                member=member,
+                first=first,
+                first_share=first / len(full) if full else None,
+                mean_rank=sum(places) / len(places) if places else None,
+                borda=sum(n - place for place in places),
+            )
+        )
+    return sorted(results, key=lambda stats: -stats.borda)

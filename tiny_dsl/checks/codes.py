@@ -55,6 +55,7 @@ MISSING_TOUCH = "E330"
 TOUCH_NOT_NAMED = "E331"
 NOT_MULTI_TOUCH = "E332"
 CONTENT_AND_TOUCHES = "E333"
+FIELD_TYPE_CONFLICT = "E334"
 
 # --------------------------------------------------------------------- warnings
 
@@ -347,6 +348,16 @@ register(
     `median` need an `int` or `float` field; `share` needs a `bool` field or
     `field == member` on an `enum`; `funnel` stages must be `bool` fields;
     `compare` and `summarize` cannot use `text` or `list of text` fields.""",
+)
+register(
+    FIELD_TYPE_CONFLICT,
+    "field-type-conflict",
+    """One field name is declared with two different types. A field may be
+    extracted in several blocks (from different worlds, or from one world at
+    different checkpoints, each filling its own field), and the analyses then
+    pool its values; that needs one type everywhere: the same kind, the same
+    range, the same members. Give the declarations the same type, or rename
+    one of the fields.""",
 )
 register(
     FUNNEL_TOO_SHORT,

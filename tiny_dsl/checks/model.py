@@ -196,7 +196,7 @@ class Intervention:
     span: Span
 
 
-FieldKind = Literal["int", "float", "bool", "text", "enum", "list"]
+FieldKind = Literal["int", "float", "bool", "text", "enum", "list", "rank"]
 
 
 @dataclass(frozen=True)
@@ -212,9 +212,20 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Extraction:
-    world: str
+    """`extract [overall] from SOURCE [at CHECKPOINT]`.
+
+    `world` is the world a world source names, None for a group source (whose
+    members' whole memories are read); `at` the checkpoint the extraction
+    reads up to (None: the end of the timeline); `overall` one record for the
+    world instead of one row per agent.
+    """
+
+    world: str | None
     fields: tuple[FieldSpec, ...]
     span: Span
+    group: tuple[GroupRef, ...] = ()
+    at: str | None = None
+    overall: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
     )
     timeline = blocks.get(ast.Timeline)
     steps = check_timeline(ctx, timeline) if isinstance(timeline, ast.Timeline) else ()
-    extractions, fields = check_extracts(ctx, blocks.extracts)
+    extractions, fields = check_extracts(ctx, blocks.extracts, steps)
     analyze = blocks.get(ast.Analyze)
     analyses = Analyses(ctx, fields, loader.sources)
     lowered = analyses.check(analyze) if isinstance(analyze, ast.Analyze) else ()

@@ -1,7 +1,9 @@
-"""What a run extracts from each world, and the analyses over it.
+"""What a run extracts from each world or group, and the analyses over it.
 
-Field names are unique across all `extract` blocks, so an analysis names a
-field without saying which world it comes from. Each analysis is checked
+A field name stands for one field with one type wherever it is extracted
+(blocks of several worlds may declare it; the blocks of one source fill one
+row per agent, so there it is declared once), so an analysis names a field
+without saying which world it comes from. Each analysis is checked
 against the field's type: the analysis stage can then pick its statistical
 test from the type alone. Each statement that checks clean is lowered to its
 `model` analysis, with the statement's text as written for reports.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
@@ -28,6 +30,7 @@ from tiny_dsl.checks.values import (
     describe,
     show_number,
 )
+from tiny_dsl.checks.worlds import resolve_group
 from tiny_dsl.diagnostics import Label
 from tiny_dsl.source import SourceFile, Span
 from tiny_dsl.syntax import ast
@@ -55,50 +58,141 @@ KIND_NAMES: dict[str, str] = {
     "text": "a `text` field",
     "enum": "an `enum` field",
     "list": "a `list of text` field",
+    "rank": "a `rank` field",
 }
 
 
 @dataclass(frozen=True)
 class FieldInfo:
-    """A declared field: its world, and its spec when the declaration is valid."""
+    """A declared field: its world, and its spec when the declaration is valid.
 
-    world: str
+    `world` is the world of its first declaration (None: a group source);
+    `worlds` every world it is extracted from (a field may be declared in blocks
+    of several worlds, with one type).
+    """
+
+    world: str | None
     ident: ast.Ident
     spec: m.FieldSpec | None
+    worlds: tuple[str | None, ...] = ()
 
 
 # --------------------------------------------------------------------- extract
 
 
 def check_extracts(
-    ctx: Context, blocks: list[ast.Extract]
+    ctx: Context, blocks: list[ast.Extract], timeline: tuple[m.Step, ...] = ()
 ) -> tuple[list[m.Extraction], dict[str, FieldInfo]]:
-    """Every `extract` block: its world, one block per world, unique field names."""
+    """Every `extract` block: its source, its checkpoint, its fields.
+
+    Rows are one per agent and world (one per agent for a group source), and
+    the blocks of one source fill the same rows, so a field name is declared
+    once per source; across sources it may repeat with one type, and the
+    analyses pool it. `overall` fields are a world's summary, not row fields:
+    they are unique within their world and not analysed.
+    """
+    checkpoints = [step.name for step in timeline if isinstance(step, m.CheckpointStep)]
     extractions: list[m.Extraction] = []
     fields: dict[str, FieldInfo] = {}
-    by_world: dict[str, ast.Extract] = {}
+    declared: dict[tuple[bool, str | None, str], ast.Field] = {}
+    overall_specs: dict[tuple[str | None, str], m.FieldSpec] = {}
     for block in blocks:
-        world = block.world.name
-        first = by_world.get(world)
-        if first is not None:
-            check_duplicate_extract(ctx, block, first)
-            continue
-        by_world[world] = block
         errors = ctx.error_count
-        ctx.resolve(world, block.world.span, ("world",), "`extract from`")
+        world, group = check_extract_source(ctx, block)
+        if block.at is not None:
+            check_extract_checkpoint(ctx, block.at, checkpoints)
         specs: list[m.FieldSpec] = []
         for item in block.fields:
             name = item.name.name
-            if name in fields:
-                check_duplicate_field(ctx, item.name, fields[name].ident)
-                continue
+            key = (block.overall, world, name)
+            first = declared.get(key)
             spec = check_field(ctx, item)
-            fields[name] = FieldInfo(world, item.name, spec)
-            if spec is not None:
-                specs.append(spec)
+            if first is not None:
+                first_spec = (
+                    overall_specs.get((world, name)) if block.overall else fields[name].spec
+                )
+                if (
+                    spec is not None
+                    and first_spec is not None
+                    and _type_of(spec) != _type_of(first_spec)
+                ):
+                    check_field_type_conflict(ctx, item, first)
+                else:
+                    check_duplicate_field(ctx, item.name, first.name)
+                continue
+            declared[key] = item
+            if spec is None:
+                continue
+            specs.append(spec)
+            if block.overall:
+                overall_specs[(world, name)] = spec
+                continue
+            known = fields.get(name)
+            if known is None:
+                fields[name] = FieldInfo(world, item.name, spec, (world,))
+            elif known.spec is not None and _type_of(spec) != _type_of(known.spec):
+                check_field_type_conflict(ctx, item, declared[(False, known.world, name)])
+            else:
+                fields[name] = replace(known, worlds=(*known.worlds, world))
         if ctx.error_count == errors:
-            extractions.append(m.Extraction(world, tuple(specs), block.span))
+            extractions.append(
+                m.Extraction(
+                    world,
+                    tuple(specs),
+                    block.span,
+                    group=group,
+                    at=block.at.name if block.at is not None else None,
+                    overall=block.overall,
+                )
+            )
     return extractions, fields
+
+
+def check_extract_source(
+    ctx: Context, block: ast.Extract
+) -> tuple[str | None, tuple[m.GroupRef, ...]]:
+    """A world (the agents' events in it), or a group (its members' whole memories);
+    `extract overall` reads a world's whole transcript, so it needs a world."""
+    source = block.source or (ast.Ref((block.world.name,), block.world.span),)
+    single = len(source) == 1 and len(source[0].parts) == 1
+    if block.overall:
+        if not single:
+            check_wrong_type(ctx, "extract overall from", source[0], "a world", "panel")
+            return None, ()
+        ctx.resolve(block.world.name, block.world.span, ("world",), "`extract overall from`")
+        return block.world.name, ()
+    if single:
+        found = ctx.resolve(
+            block.world.name,
+            block.world.span,
+            ("world", "persona", "population"),
+            "`extract from`",
+        )
+        if found is None or found.kind == "world":
+            return block.world.name, ()
+    return None, tuple(resolve_group(ctx, source, "extract from", "`extract from`"))
+
+
+def check_extract_checkpoint(ctx: Context, at: ast.Ident, checkpoints: list[str]) -> None:
+    """`at CHECKPOINT` names a `checkpoint` step of the timeline."""
+    if at.name in checkpoints or ctx.incomplete:
+        return
+    check_unknown_name(
+        ctx,
+        at.name,
+        at.span,
+        "checkpoint",
+        "`extract ... at`",
+        checkpoints,
+        declare_hint=(
+            f"add `checkpoint {at.name}` to the timeline at the point the extraction reads up to"
+        ),
+    )
+
+
+def _type_of(spec: m.FieldSpec) -> tuple[object, ...]:
+    """What two declarations of one field must agree on: everything but the description."""
+    return (spec.kind, spec.low, spec.high, spec.members)
 
 
 def check_field(ctx: Context, item: ast.Field) -> m.FieldSpec | None:
@@ -127,11 +221,23 @@ def check_field(ctx: Context, item: ast.Field) -> m.FieldSpec | None:
         if members is None:
             return None
         return m.FieldSpec(name, "enum", description, members=members, span=item.span)
+    if isinstance(kind, ast.RankType):
+        ranked = check_enum_members(ctx, name, kind, "rank [price, quality]")
+        if ranked is None:
+            return None
+        return m.FieldSpec(name, "rank", description, members=ranked, span=item.span)
     return m.FieldSpec(name, SIMPLE_KINDS[type(kind)], description, span=item.span)
 
 
-def check_enum_members(ctx: Context, name: str, kind: ast.EnumType) -> tuple[str, ...] | None:
-    """At least two members, each a name or a string, none twice."""
+def check_enum_members(
+    ctx: Context,
+    name: str,
+    kind: ast.EnumType | ast.RankType,
+    example: str = "enum [yes, no]",
+) -> tuple[str, ...] | None:
+    """At least two members, each a name or a string, none twice (an enum's, or
+    the members a `rank` orders: ranking one thing is no ranking)."""
+    word = "enum" if isinstance(kind, ast.EnumType) else "rank"
     members: dict[str, Span] = {}
     valid = True
     for item in kind.members.items:
@@ -140,14 +246,14 @@ def check_enum_members(ctx: Context, name: str, kind: ast.EnumType) -> tuple[str
         elif isinstance(item, ast.Str):
             member = item.value
         else:
-            check_wrong_type(ctx, name, item, "a member name", "enum [positive, negative]")
+            check_wrong_type(ctx, name, item, "a member name", example)
             valid = False
             continue
         if member in members:
             ctx.report(
                 diag.error(
                     codes.DUPLICATE_NAME,
-                    f"enum member `{member}` of `{name}` is listed twice",
+                    f"{word} member `{member}` of `{name}` is listed twice",
                     item.span,
                     "listed again here",
                     secondary=[Label(members[member], "first listed here")],
@@ -158,27 +264,30 @@ def check_enum_members(ctx: Context, name: str, kind: ast.EnumType) -> tuple[str
             continue
         members[member] = item.span
     if valid and len(members) < 2:
-        check_wrong_type(ctx, name, kind.members, "at least two members", "enum [yes, no]")
+        check_wrong_type(ctx, name, kind.members, "at least two members", example)
         return None
     return tuple(members) if valid else None
 
 
-def check_duplicate_extract(ctx: Context, block: ast.Extract, first: ast.Extract) -> None:
-    """Two `extract` blocks for one world: one record per agent needs one list of fields."""
+def check_field_type_conflict(ctx: Context, item: ast.Field, first: ast.Field) -> None:
+    """One field with two types: the analyses pool its values, which needs one type."""
     ctx.report(
         diag.error(
-            codes.DUPLICATE_BLOCK,
-            f"world `{block.world.name}` already has an `extract` block",
-            block.world.span,
-            "second `extract` block for this world",
-            secondary=[Label(first.world.span, "first `extract` block")],
-            help=["merge the fields into the first block"],
+            codes.FIELD_TYPE_CONFLICT,
+            f"field `{item.name.name}` is declared with two different types",
+            item.type.span,
+            "declared with this type here",
+            secondary=[Label(first.type.span, "and with this type here")],
+            help=[
+                "give both declarations the same type (kind, range and members), "
+                "or rename one of the fields"
+            ],
         )
     )
 
 
 def check_duplicate_field(ctx: Context, ident: ast.Ident, first: ast.Ident) -> None:
-    """Analyses name fields without their world, so a field name is declared once."""
+    """The blocks of one source fill one row per agent, so a field is declared once there."""
     ctx.report(
         diag.error(
             codes.DUPLICATE_NAME,
@@ -186,7 +295,10 @@ def check_duplicate_field(ctx: Context, ident: ast.Ident, first: ast.Ident) -> N
             ident.span,
             "declared again here",
             secondary=[Label(first.span, "first declared here")],
-            help=["field names are unique across all `extract` blocks; rename one"],
+            help=[
+                "the `extract` blocks of one source fill the same rows, so each field "
+                "is declared once per source; rename one"
+            ],
         )
     )
 
@@ -268,7 +380,7 @@ class Analyses:
                 "extracted field",
                 "`analyze`",
                 self.fields,
-                declare_hint="fields are declared in an `extract from WORLD { ... }` block",
+                declare_hint="fields are declared in an `extract from SOURCE { ... }` block",
             )
         return found
 
@@ -280,7 +392,7 @@ class Analyses:
         )
         if info is None or info.spec is None:
             return
-        if info.spec.kind in UNGROUPABLE:
+        if info.spec.kind in (*UNGROUPABLE, "rank"):
             check_field_type_mismatch(self.ctx, statement.field, info.spec, "`compare`", GROUPABLE)
         if found is not None:
             self.check_arms(statement.by, info, found.name)
@@ -314,13 +426,14 @@ class Analyses:
             self.check_arms(statement.by, info, by)
 
     def check_arms(self, by: ast.Ident, info: FieldInfo, intervention: str) -> None:
-        """Grouping by an intervention's arms needs it delivered in the field's world."""
+        """Grouping by an intervention's arms needs it delivered in a world of the field."""
         if self.ctx.incomplete:
             return
-        if info.world not in self.ctx.delivered.get(intervention, set()):
-            check_intervention_not_in_world(
-                self.ctx, by, info, f"`{intervention}` is never delivered"
-            )
+        delivered = self.ctx.delivered.get(intervention, set())
+        # A group source's rows belong to no world: its members may be targeted anywhere.
+        if None in info.worlds or any(world in delivered for world in info.worlds):
+            return
+        check_intervention_not_in_world(self.ctx, by, info, f"`{intervention}` is never delivered")
 
     def check_funnel(self, statement: ast.FunnelStmt) -> None:
         """`funnel F1, F2, ...`: at least two distinct `bool` stages."""

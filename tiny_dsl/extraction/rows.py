@@ -1,4 +1,4 @@
-"""Result rows: one per agent and `extract` block, with who the agent is next to the fields.
+"""Result rows: one per agent and world, with who the agent is next to the fields.
 
 A row carries everything an analysis needs to group or compare without going
 back to the plan: the agent's world, population and segment, the variant it was
@@ -18,6 +18,7 @@ __all__ = [
     "FIXED_COLUMNS",
     "MISSING_COLUMN",
     "build_row",
+    "merge_rows",
     "persona_attributes",
     "result_columns",
 ]
@@ -56,7 +57,7 @@ def build_row(
     *,
     agent: AgentPlan,
     name: str,
-    world: str,
+    world: str | None,
     persona: Mapping[str, Any],
     interventions: list[InterventionPlan],
     values: Mapping[str, Any],
@@ -83,6 +84,32 @@ def build_row(
     row.update(values)
     row[MISSING_COLUMN] = dict(missing)
     return row
+
+
+def merge_rows(
+    rows: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """`rows` with the rows of one more `extract` step merged in.
+
+    A row is one agent in one world (`world` None: a group source), so the fields
+    of a later block for the same agent and world (a final verdict after a first
+    impression) join the row the earlier block made; other rows are appended.
+    The checks keep a field name to one block per agent and world, so nothing
+    is overwritten.
+    """
+    merged = [dict(row) for row in rows]
+    index = {(row.get("agent"), row.get("world")): row for row in merged}
+    for row in new:
+        key = (row.get("agent"), row.get("world"))
+        known = index.get(key)
+        if known is None:
+            known = index[key] = dict(row)
+            merged.append(known)
+            continue
+        missing = {**known.get(MISSING_COLUMN, {}), **row.get(MISSING_COLUMN, {})}
+        known.update({k: v for k, v in row.items() if k != MISSING_COLUMN})
+        known[MISSING_COLUMN] = missing
+    return merged
 
 
 def result_columns(rows: Iterable[Mapping[str, Any]], fields: list[FieldPlan]) -> list[str]:

@@ -63,6 +63,15 @@ def field_schema(field: FieldPlan) -> dict[str, Any]:
             "items": {"type": "string", "maxLength": LIST_ITEM_MAX_CHARS},
             "maxItems": LIST_MAX_ITEMS,
         }
+    elif field.kind == "rank":
+        # Every member exactly once: as many items as members, distinct, each a member.
+        value = {
+            "type": "array",
+            "items": {"type": "string", "enum": list(field.members)},
+            "minItems": len(field.members),
+            "maxItems": len(field.members),
+            "uniqueItems": True,
+        }
     else:
         value = {"type": "string", "maxLength": TEXT_MAX_CHARS}
     schema: dict[str, Any] = {"anyOf": [value, {"type": "null"}]}
@@ -97,6 +106,8 @@ def max_answer_tokens(fields: list[FieldPlan]) -> int:
             chars += LIST_MAX_ITEMS * (LIST_ITEM_MAX_CHARS + 4)
         elif field.kind == "enum":
             chars += max((len(m) for m in field.members), default=0) + 2
+        elif field.kind == "rank":
+            chars += sum(len(m) + 4 for m in field.members)
         else:
             chars += 24
     return chars // 2 + 32
@@ -163,11 +174,27 @@ def _checked(field: FieldPlan, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise _Invalid(f"expected a list of strings, got {_short(value)}")
         return [item.strip() for item in value if item.strip()]
+    if field.kind == "rank":
+        return _ranking(field, value)
     if not isinstance(value, str):
         raise _Invalid(f"expected text, got {_short(value)}")
     if not value.strip():
         raise _Invalid("the model answered with empty text")
     return value.strip()
+
+
+def _ranking(field: FieldPlan, value: Any) -> list[str]:
+    """A full ranking: every member exactly once, best first (a partial one is missing)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Invalid(f"expected a ranking (a list of members), got {_short(value)}")
+    unknown = [item for item in value if item not in field.members]
+    if unknown:
+        raise _Invalid(f"{_short(unknown[0])} is not one of {', '.join(field.members)}")
+    if sorted(value) != sorted(field.members):
+        left_out = [member for member in field.members if member not in value]
+        problem = f"leaves out {', '.join(left_out)}" if left_out else "repeats a member"
+        raise _Invalid(f"not a ranking of all of {', '.join(field.members)}: it {problem}")
+    return list(value)
 
 
 def _as_int(value: Any) -> int:

@@ -52,6 +52,7 @@ from tiny_dsl.plan.model import (
     DeliverStep,
     Delivery,
     Estimate,
+    ExtractOverallStep,
     ExtractStep,
     FieldPlan,
     GenerateStep,
@@ -392,25 +393,54 @@ class _Compiler:
             touch=touch,
         )
 
-    @staticmethod
-    def _extract(extraction: Extraction, world: WorldPlan) -> ExtractStep:
-        return ExtractStep(
+    def _extract(
+        self, extraction: Extraction, worlds: Mapping[str, WorldPlan]
+    ) -> tuple[str, ExtractStep | ExtractOverallStep]:
+        """The step of one `extract` block, with its id subject (the source)."""
+        fields = [
+            FieldPlan(
+                name=spec.name,
+                kind=spec.kind,
+                description=spec.description,
+                low=spec.low,
+                high=spec.high,
+                members=list(spec.members),
+            )
+            for spec in extraction.fields
+        ]
+        origin = Origin.of(extraction.span)
+        if extraction.world is None:
+            group = [ref.text() for ref in extraction.group]
+            step = ExtractStep(
+                id="",
+                origin=origin,
+                world=None,
+                agents=self._expand(extraction.group),
+                fields=fields,
+                group=group,
+                at=extraction.at,
+            )
+            return "+".join(group), step
+        agents = worlds[extraction.world].agents
+        if extraction.overall:
+            overall = ExtractOverallStep(
+                id="",
+                origin=origin,
+                world=extraction.world,
+                agents=agents,
+                fields=fields,
+                at=extraction.at,
+            )
+            return extraction.world, overall
+        step = ExtractStep(
             id="",
-            origin=Origin.of(extraction.span),
+            origin=origin,
             world=extraction.world,
-            agents=world.agents,
-            fields=[
-                FieldPlan(
-                    name=spec.name,
-                    kind=spec.kind,
-                    description=spec.description,
-                    low=spec.low,
-                    high=spec.high,
-                    members=list(spec.members),
-                )
-                for spec in extraction.fields
-            ],
+            agents=agents,
+            fields=fields,
+            at=extraction.at,
         )
+        return extraction.world, step
 
     # --------------------------------------------------------------- compile
 
@@ -449,10 +479,18 @@ class _Compiler:
             )
             for population in populations
         ]
+        # An extraction `at` a checkpoint comes right after it, so that it reads what
+        # happened up to there; the others after the whole timeline.
+        at_checkpoint: dict[str | None, list[Extraction]] = {}
+        for extraction in program.extractions:
+            at_checkpoint.setdefault(extraction.at, []).append(extraction)
         for timeline_step in program.timeline:
             drafts.extend(self._steps(timeline_step, worlds, interventions))
-        for extraction in program.extractions:
-            drafts.append((extraction.world, self._extract(extraction, worlds[extraction.world])))
+            if isinstance(timeline_step, checked.CheckpointStep):
+                for extraction in at_checkpoint.get(timeline_step.name, []):
+                    drafts.append(self._extract(extraction, worlds))
+        for extraction in at_checkpoint.get(None, []):
+            drafts.append(self._extract(extraction, worlds))
         if program.analyses:
             origin = Origin.of(program.analyses[0].span)
             analyses = [_analysis(item) for item in program.analyses]

@@ -41,6 +41,7 @@ from tiny_dsl.plan.model import (
     ContextStep,
     ConverseStep,
     DeliverStep,
+    ExtractOverallStep,
     ExtractStep,
     GenerateStep,
     GoalStep,
@@ -307,6 +308,11 @@ class _Estimator:
             )
             calls = len(step.agents)
             return StepEstimate(calls, total, calls * EXTRACT_OUTPUT_TOKENS)
+        if isinstance(step, ExtractOverallStep):
+            # One call reading every agent's record in the world.
+            schema = json_tokens([field.model_dump(mode="json") for field in step.fields])
+            record = sum(self._remember(agent).tokens for agent in step.agents)
+            return StepEstimate(1, EXTRACT_PROMPT_TOKENS + record + schema, EXTRACT_OUTPUT_TOKENS)
         assert isinstance(step, WaitStep | CheckpointStep | AnalyzeStep)
         return StepEstimate(0, 0, 0)
 

@@ -32,6 +32,7 @@ from tiny_dsl.plan.model import (
     ContextStep,
     ConverseStep,
     DeliverStep,
+    ExtractOverallStep,
     ExtractStep,
     GenerateStep,
     GoalStep,
@@ -155,7 +156,11 @@ class Digests:
                     "intervention": self._intervention(step.intervention),
                     "agents": self._agents(self.worlds[step.world].agents),
                 }
-            case AskStep() | RunStep() | ExtractStep():
+            case ExtractStep():
+                # A group source depends on its members only, a world source on the world too.
+                world = {} if step.world is None else {"world": self._world(step.world)}
+                return {**world, "agents": self._agents(step.agents)}
+            case AskStep() | RunStep() | ExtractOverallStep():
                 return {"world": self._world(step.world), "agents": self._agents(step.agents)}
             case InterviewStep():
                 return {"agents": self._agents([step.interviewer, *step.agents])}

@@ -125,7 +125,7 @@ class InterventionPlan(_Model):
 
 class FieldPlan(_Model):
     name: str
-    kind: Literal["int", "float", "bool", "text", "enum", "list"]
+    kind: Literal["int", "float", "bool", "text", "enum", "list", "rank"]
     description: str = ""
     low: float | None = None
     high: float | None = None
@@ -296,10 +296,28 @@ class ContextStep(_Step):
 
 
 class ExtractStep(_Step):
+    """One row per agent: from the agent's events in `world`, or, for a group source
+    (`world` None, `group` as written), from the agent's whole memory. `at` is the
+    checkpoint the step is placed after (None: after the timeline)."""
+
+    HASH_NEUTRAL = frozenset({"group", "at"})
     kind: Literal["extract"] = "extract"
+    world: str | None
+    agents: list[str]
+    fields: list[FieldPlan]
+    group: list[str] = Field(default_factory=list)
+    at: str | None = None
+
+
+class ExtractOverallStep(_Step):
+    """`extract overall from WORLD`: one record for the world, from its whole transcript
+    (every agent's events in it, `agents` in world order); placed as `ExtractStep`."""
+
+    kind: Literal["extract_overall"] = "extract_overall"
     world: str
     agents: list[str]
     fields: list[FieldPlan]
+    at: str | None = None
 
 
 class AnalysisPlan(_Model):
@@ -341,7 +359,8 @@ Step = Annotated[
     | TellStep
     | ConverseStep
     | GoalStep
-    | ContextStep,
+    | ContextStep
+    | ExtractOverallStep,
     Field(discriminator="kind"),
 ]
 

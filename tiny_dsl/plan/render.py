@@ -21,6 +21,7 @@ from tiny_dsl.plan.model import (
     ContextStep,
     ConverseStep,
     DeliverStep,
+    ExtractOverallStep,
     ExtractStep,
     GenerateStep,
     GoalStep,
@@ -345,7 +346,16 @@ class _View:
                 return f"context of {step.world} changes for {agents}: {step.text}"
             case ExtractStep():
                 fields = ", ".join(field.name for field in step.fields)
-                return f"extract from {n(len(step.agents), 'agent')} in {step.world}: {fields}"
+                at = f" at {step.at}" if step.at else ""
+                if step.world is None:
+                    source = ", ".join(step.group)
+                    agents = n(len(step.agents), "agent")
+                    return f"extract from {agents} of {source} (whole memory){at}: {fields}"
+                return f"extract from {n(len(step.agents), 'agent')} in {step.world}{at}: {fields}"
+            case ExtractOverallStep():
+                fields = ", ".join(field.name for field in step.fields)
+                at = f" at {step.at}" if step.at else ""
+                return f"extract overall from {step.world} (1 record){at}: {fields}"
             case AnalyzeStep():
                 return "analyze: " + "; ".join(analysis.text for analysis in step.analyses)
         raise AssertionError(f"unknown step kind {step.kind}")

@@ -69,6 +69,8 @@ def render_markdown(view: ReportView) -> str:
         verdict = "all passed" if not view.failed else f"**{view.failed} failed**"
         lines += [f"**Expectations:** {view.passed} passed, {view.failed} failed ({verdict}).", ""]
     lines += ["## Summary", "", md_table(view.overview), ""]
+    for summary in view.world_summaries:
+        lines += [md_table(summary), ""]
     if view.notes:
         lines += ["Notes from the run:", "", *(f"- {note}" for note in view.notes), ""]
     if view.expectations:
@@ -88,6 +90,8 @@ def render_markdown(view: ReportView) -> str:
             lines += _md_block(block)
     if view.coverage:
         lines += ["## Extracted fields", "", md_table(view.coverage), ""]
+        for ranking in view.rankings:
+            lines += [md_table(ranking), ""]
     if view.balance:
         lines += ["## Assignment", ""]
         for table in view.balance:

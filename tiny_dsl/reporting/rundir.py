@@ -27,6 +27,7 @@ class RunData:
     plan: dict[str, Any] = field(default_factory=dict)  # raw JSON: readable even if stale
     rows: list[dict[str, Any]] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)  # `extract overall` records
     analysis: AnalysisResult | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -66,6 +67,7 @@ def load_run(run_dir: Path) -> RunData:
         plan=folder.plan,
         rows=folder.rows,
         transcript=folder.transcript,
+        summaries=folder.summaries,
         problems=folder.problems,
     )
     if run_dir.is_dir():

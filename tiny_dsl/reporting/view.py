@@ -21,6 +21,7 @@ from tiny_dsl.analysis import (
     FieldCoverage,
     FunnelResult,
     GroupStats,
+    RankStats,
     StatTest,
     SummaryResult,
     text,
@@ -119,6 +120,10 @@ class ReportView:
     summaries: list[Block] = field(default_factory=list)
     funnels: list[Block] = field(default_factory=list)
     coverage: Table | None = None
+    # Per `extract overall` record, one field/value table; shown in the Summary section.
+    world_summaries: list[Table] = field(default_factory=list)
+    # Per `rank` field, its members over everyone: first choices, mean rank, Borda.
+    rankings: list[Table] = field(default_factory=list)
     balance: list[Table] = field(default_factory=list)
     population: Table | None = None
     results: Table | None = None
@@ -275,6 +280,13 @@ def _arm_table(groups: Sequence[GroupStats], kind: str, levels: Sequence[str], f
                 )
             rows.append(row)
         return table([first, "n", "Missing", *titles], rows, numeric=range(1, 3 + len(levels)))
+    if kind == "rank":
+        rank_rows = [
+            [stats.group, str(stats.n), str(stats.missing), *_rank_cells(ranked)]
+            for stats in groups
+            for ranked in stats.ranks
+        ]
+        return table([first, "n", "Missing", *RANK_HEADERS], rank_rows, numeric=range(1, 7))
     rows = [
         [
             stats.group,
@@ -285,6 +297,50 @@ def _arm_table(groups: Sequence[GroupStats], kind: str, levels: Sequence[str], f
         for stats in groups
     ]
     return table([first, "n", "Missing", "Most frequent"], rows, numeric=(1, 2))
+
+
+RANK_HEADERS = ("Member", "First choice", "Mean rank", "Borda")
+
+
+def _rank_cells(ranked: RankStats) -> list[str]:
+    """A member's line of a ranking table (best Borda score first)."""
+    first = f"{text.percent(ranked.first_share)} ({ranked.first})"
+    return [ranked.member, first, text.number(ranked.mean_rank), str(ranked.borda)]
+
+
+def _rankings(analysis: AnalysisResult) -> list[Table]:
+    """Every `rank` field over all its answers (Borda: n-1 points for a first place ... 0)."""
+    tables = []
+    for item in analysis.fields:
+        if item.kind != "rank":
+            continue
+        rows = [_rank_cells(ranked) for ranked in item.ranks]
+        caption = f"Ranking `{item.name}` over {item.n} answers (Borda: n-1 points for first)"
+        tables.append(table(list(RANK_HEADERS), rows, caption, numeric=(1, 2, 3)))
+    return tables
+
+
+def _world_summaries(run: RunData) -> list[Table]:
+    """One table per `extract overall` record: each field and its value (or why missing)."""
+    tables = []
+    for record in run.summaries:
+        reasons = record.get("_missing") if isinstance(record.get("_missing"), dict) else {}
+        rows: list[list[Cell | str]] = []
+        for key, value in record.items():
+            if key in ("world", "step", "_missing"):
+                continue
+            if value is None:
+                reason = reasons.get(key) if isinstance(reasons, dict) else None
+                rows.append(
+                    [key, Cell(f"missing: {reason}" if reason else "missing", tone="muted")]
+                )
+            elif isinstance(value, list):
+                rows.append([key, "; ".join(str(item) for item in value)])
+            else:
+                rows.append([key, str(value)])
+        caption = f"World `{record.get('world')}` as a whole (step {record.get('step')})"
+        tables.append(table(["Field", "Value"], rows, caption))
+    return tables
 
 
 def _test_row(comparison: str, test: StatTest) -> list[Cell | str]:
@@ -672,6 +728,7 @@ def build_view(run: RunData) -> ReportView:
         balance=_balance(run),
         population=_population(run),
         steps=_steps(run),
+        world_summaries=_world_summaries(run),
     )
     analysis = run.analysis
     fields = analysis.fields if analysis else []
@@ -687,6 +744,7 @@ def build_view(run: RunData) -> ReportView:
     view.summaries = [_summary_block(i, r, by_name) for i, r in enumerate(analysis.summaries, 1)]
     view.funnels = [_funnel_block(i, r) for i, r in enumerate(analysis.funnels, 1)]
     view.coverage = _coverage(analysis)
+    view.rankings = _rankings(analysis)
     if analysis.compares:
         tests = analysis.adjustment.family_size
         view.adjustment = (

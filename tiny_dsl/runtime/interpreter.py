@@ -9,10 +9,13 @@ The run:
 2. Sets up the engine, then, unless `fresh`, restores the longest prefix of
    steps that have checkpoints (`tiny_dsl.runtime.checkpoints`): an unchanged
    re-run executes nothing, an edit to the last step re-runs only that step.
-3. Executes the remaining steps: `extract` steps through `engine.extract`,
-   everything else through `engine.execute`; after each, saves a checkpoint
-   holding the engine state, the transcript and the result rows so far (the
-   transcript once: engine states refer to its events by `seq`).
+3. Executes the remaining steps: `extract` steps through `engine.extract`
+   (rows of several blocks for one agent and world merge into one row),
+   `extract overall` steps through `engine.extract_overall` (one summary
+   record each), everything else through `engine.execute`; after each, saves a
+   checkpoint holding the engine state, the transcript, the result rows and
+   summaries so far (the transcript once: engine states refer to its events by
+   `seq`).
    `analyze` steps pass through: the statistics are the analysis stage's, computed
    by the session from the rows this returns.
 4. Returns a `RunResult`, everything the run produced, in memory; the session
@@ -41,7 +44,16 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 import tiny_dsl
-from tiny_dsl.plan.model import SCHEMA_VERSION, AnalyzeStep, ExtractStep, Origin, Plan, Step
+from tiny_dsl.extraction.rows import merge_rows
+from tiny_dsl.plan.model import (
+    SCHEMA_VERSION,
+    AnalyzeStep,
+    ExtractOverallStep,
+    ExtractStep,
+    Origin,
+    Plan,
+    Step,
+)
 from tiny_dsl.rundir import StepRecord
 from tiny_dsl.runtime.checkpoints import CheckpointStore
 from tiny_dsl.runtime.client import ClientStats
@@ -114,6 +126,8 @@ class RunResult:
     notes: list[str]
     stats: ClientStats
     answered_by: list[tuple[str, str]]  # (provider, model) of every backend that answered
+    # One record per `extract overall` step: {world, step, fields..., _missing}.
+    summaries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def executed(self) -> list[str]:
@@ -232,6 +246,7 @@ class _Run:
     on_event: Callable[[RunEvent], None] | None
     transcript: list[TranscriptEvent] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     records: list[StepRecord] = field(default_factory=list)
 
@@ -296,11 +311,12 @@ class _Run:
             transcript = [TranscriptEvent.from_json(e) for e in payload["transcript"]]
             self.engine.load_state(payload["engine_state"], transcript)
             rows = list(payload["rows"])
+            summaries = list(payload.get("summaries", []))
         except (KeyError, TypeError, ValueError) as exc:
             self._warn(f"cannot restore checkpoint of step {payload.get('step_id')}: {exc}")
             await self.engine.setup(self.plan)
             return 0
-        self.transcript, self.rows = transcript, rows
+        self.transcript, self.rows, self.summaries = transcript, rows, summaries
         for record in self.records[: restored.index + 1]:
             record.status = "restored"
         return restored.index + 1
@@ -312,7 +328,9 @@ class _Run:
             record.status = "executed"
             return True
         if isinstance(step, ExtractStep):
-            self.rows.extend(await self.engine.extract(step))
+            self.rows = merge_rows(self.rows, await self.engine.extract(step))
+        elif isinstance(step, ExtractOverallStep):
+            self.summaries.append(await self.engine.extract_overall(step))
         else:
             self.transcript.extend(await self.engine.execute(step))
         for note in self.engine.take_notes():
@@ -331,6 +349,7 @@ class _Run:
             "engine_state": self.engine.dump_state(),
             "transcript": [event.to_json() for event in self.transcript],
             "rows": self.rows,
+            "summaries": self.summaries,
         }
 
     def _measure(self, record: StepRecord, before: ClientStats, duration: float) -> None:
@@ -370,4 +389,5 @@ class _Run:
             notes=self.notes,
             stats=dataclasses.replace(self.client.stats),
             answered_by=sorted(self.client.answered_by),
+            summaries=self.summaries,
         )

@@ -23,6 +23,7 @@ from tiny_dsl.rundir import (
     RESULTS_CSV,
     RESULTS_JSON,
     RESULTS_JSONL,
+    SUMMARY,
     TRANSCRIPT_JSONL,
     TRANSCRIPT_MD,
     write_json,
@@ -36,6 +37,7 @@ __all__ = [
     "step_label",
     "write_personas",
     "write_results",
+    "write_summaries",
     "write_transcript",
 ]
 
@@ -97,7 +99,10 @@ def step_label(step: Step) -> str:
         case "checkpoint":
             return f"checkpoint {step.name}"
         case "extract":
-            return f"extract from {step.world}"
+            source = step.world if step.world is not None else ", ".join(step.group)
+            return f"extract from {source}" + (f" at {step.at}" if step.at else "")
+        case "extract_overall":
+            return f"extract overall from {step.world}" + (f" at {step.at}" if step.at else "")
         case "tell" | "goal":
             return f"{step.kind} {', '.join(step.agents)}"
         case "converse":
@@ -123,7 +128,7 @@ def _transcript_markdown(plan: Plan, transcript: Sequence[TranscriptEvent]) -> s
     out.append(f"Transcript of scenario `{plan.settings.scenario}` (`{plan.source_file}`).")
     out.append("Times are simulated. Private thoughts are in italics.")
     for number, step in enumerate(plan.steps, start=1):
-        if step.kind in ("extract", "analyze", "checkpoint", "generate"):
+        if step.kind in ("extract", "extract_overall", "analyze", "checkpoint", "generate"):
             continue
         out += ["", f"## {number}. {step_label(step)}", "", f"`{step.id}` from `{step.origin}`", ""]
         events = by_step.get(step.id, [])
@@ -201,6 +206,14 @@ def result_fields(plan: Plan) -> list[FieldPlan]:
             for item in step.fields:
                 fields.setdefault(item.name, item)
     return list(fields.values())
+
+
+def write_summaries(run_dir: Path, summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`summary.json` (the `extract overall` records), when there are any; the names written."""
+    if not summaries:
+        return []
+    write_json(run_dir / SUMMARY, list(summaries))
+    return [SUMMARY]
 
 
 def write_results(

@@ -404,7 +404,15 @@ class ListType:
     span: Span = _span()
 
 
-FieldType = IntType | FloatType | BoolType | TextType | EnumType | ListType
+@dataclass(frozen=True)
+class RankType:
+    """`rank [a, b, c]`: a full ranking of the members, best first."""
+
+    members: ListValue
+    span: Span = _span()
+
+
+FieldType = IntType | FloatType | BoolType | TextType | EnumType | ListType | RankType
 
 
 @dataclass(frozen=True)
@@ -417,9 +425,20 @@ class Field:
 
 @dataclass(frozen=True)
 class Extract:
+    """`extract [overall] from SOURCE [at CHECKPOINT] { ... }`.
+
+    `world` is the first name of the source: the world, for a world source.
+    `source` is empty when the source is that one plain name (a world, a
+    persona or a population: the checks tell them apart), else the group as
+    written (`lisa, consumers.young`).
+    """
+
     world: Ident
     fields: tuple[Field, ...]
     span: Span = _span()
+    source: tuple[Ref, ...] = ()
+    at: Ident | None = None
+    overall: bool = False
 
 
 # --------------------------------------------------------------------- analyze

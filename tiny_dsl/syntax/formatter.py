@@ -230,8 +230,18 @@ def _field_type(field_type: ast.FieldType) -> str:
             return f"enum {_value(field_type.members)}"
         case ast.ListType():
             return "list of text"
+        case ast.RankType():
+            return f"rank {_value(field_type.members)}"
         case _:
             assert_never(field_type)
+
+
+def _extract_header(block: ast.Extract) -> str:
+    """`extract [overall] from SOURCE [at CHECKPOINT]`."""
+    source = ", ".join(ref.dotted for ref in block.source) if block.source else block.world.name
+    header = "extract overall from " if block.overall else "extract from "
+    header += source
+    return header if block.at is None else f"{header} at {block.at.name}"
 
 
 def _fields(fields: Sequence[ast.Field]) -> list[str]:
@@ -435,7 +445,7 @@ class _Printer:
                 texts = _fields(declaration.fields)
                 spans = [(f.span.start, f.span.end) for f in declaration.fields]
                 lines = [(t, s, e) for t, (s, e) in zip(texts, spans, strict=True)]
-                header = f"extract from {declaration.world.name}"
+                header = _extract_header(declaration)
                 self._statements(declaration.span, header, lines)
             case ast.Analyze():
                 statements = [

@@ -905,9 +905,20 @@ class _ToAst(Transformer[Token, Any]):
 
     @v_args(inline=False)
     def extract(self, items: list[Any]) -> ast.Extract:
-        keyword, _from, world, *rest = items
+        keyword, overall, _from, source, _at, at, *rest = items
         fields = tuple(i for i in rest if isinstance(i, ast.Field))
-        return ast.Extract(self._ident(world), fields, self._span_of(keyword, rest[-1]))
+        first = source[0]
+        world = ast.Ident(first.parts[0], first.span)
+        # One plain name is all `world` says (the tree of a v1 block); a group is kept whole.
+        single = len(source) == 1 and len(first.parts) == 1
+        return ast.Extract(
+            world,
+            fields,
+            self._span_of(keyword, rest[-1]),
+            source=() if single else source,
+            at=self._ident(at) if at is not None else None,
+            overall=overall is not None,
+        )
 
     def field(self, name: Token, field_type: ast.FieldType, text: Token | None) -> ast.Field:
         description = self._str(text) if text is not None else None
@@ -932,6 +943,9 @@ class _ToAst(Transformer[Token, Any]):
 
     def list_type(self, keyword: Token, _of: Token, _text: Token) -> ast.ListType:
         return ast.ListType(self._span_of(keyword, _text))
+
+    def rank_type(self, keyword: Token, members: ast.ListValue) -> ast.RankType:
+        return ast.RankType(members, self._span_of(keyword, members))
 
     # analyze -------------------------------------------------------------------
 

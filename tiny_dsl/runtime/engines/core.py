@@ -10,7 +10,8 @@ itself (`tiny_dsl.runtime.engines.tinytroupe`). Both honour the same contract:
 * `execute(step)` performs one timeline step and returns the transcript events it
   produced, in a deterministic order that never depends on which model call
   finished first.
-* `extract(step)` returns one result row per agent of an `extract` step.
+* `extract(step)` returns one result row per agent of an `extract` step;
+  `extract_overall(step)` the one summary record of an `extract overall` step.
 * `personas()` returns the TinyTroupe persona of every agent that has one so
   far (declared personas; population members once generated), which the
   interpreter saves as `.agent.json` files in the run folder.
@@ -41,6 +42,7 @@ from tiny_dsl.plan.model import (
     ContextStep,
     ConverseStep,
     DeliverStep,
+    ExtractOverallStep,
     ExtractStep,
     GenerateStep,
     GoalStep,
@@ -131,6 +133,10 @@ class Engine(Protocol):
 
     async def extract(self, step: ExtractStep) -> list[dict[str, Any]]:
         """One validated result row per agent of `step` (see `tiny_dsl.extraction`)."""
+        ...
+
+    async def extract_overall(self, step: ExtractOverallStep) -> dict[str, Any]:
+        """The world's one validated summary record: `world`, `step`, fields, `_missing`."""
         ...
 
     def personas(self) -> dict[str, dict[str, Any]]:

@@ -16,9 +16,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from tiny_dsl.extraction.rows import build_row
+from tiny_dsl.extraction.rows import MISSING_COLUMN, build_row
 from tiny_dsl.extraction.schema import extraction_schema, max_answer_tokens, validate_answer
-from tiny_dsl.plan.model import AgentPlan, ExtractStep, FieldPlan, InterventionPlan
+from tiny_dsl.plan.model import (
+    AgentPlan,
+    ExtractOverallStep,
+    ExtractStep,
+    FieldPlan,
+    InterventionPlan,
+)
 from tiny_dsl.runtime.engines.core import TranscriptEvent
 from tiny_dsl.runtime.engines.prompts import derive_seed, memory_view, render_prompt
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, InvalidOutput, Message
@@ -27,8 +33,11 @@ __all__ = [
     "EXTRACT_RECORD_CHARS",
     "ExtractionClient",
     "answer_values",
+    "extract_overall_record",
     "extract_row",
     "extraction_request",
+    "overall_record",
+    "rank_words",
 ]
 
 # How much of an agent's record the extraction prompt shows (newest first). Long
@@ -125,6 +134,62 @@ async def extract_row(
     )
 
 
+async def extract_overall_record(
+    client: ExtractionClient,
+    *,
+    seed: int,
+    step: ExtractOverallStep,
+    context: str,
+    histories: list[tuple[str, str, list[TranscriptEvent]]],
+) -> dict[str, Any]:
+    """One call over the whole world's record: each agent's (id, name, events in the world).
+
+    The record is shared out evenly between the agents, newest events kept, so that
+    every participant is heard however long one of them talked.
+    """
+    share = max(EXTRACT_RECORD_CHARS // max(len(histories), 1), _RECORD_ITEM_CHARS)
+    shown = []
+    for agent_id, name, events in histories:
+        view, omitted = memory_view(
+            events, me=agent_id, max_chars=share, item_chars=_RECORD_ITEM_CHARS
+        )
+        shown.append({"name": name, "events": view, "omitted": omitted})
+    user = render_prompt(
+        "extract_world_user.j2",
+        world=step.world,
+        context=context,
+        histories=shown,
+        fields=[
+            {"name": f.name, "type": _describe(f), "description": f.description}
+            for f in step.fields
+        ],
+    )
+    request = ChatRequest(
+        messages=(
+            Message("system", render_prompt("extract_world_system.j2")),
+            Message("user", user),
+        ),
+        temperature=0.0,
+        max_tokens=max_answer_tokens(step.fields),
+        json_schema=extraction_schema(step.fields),
+        schema_name="extraction",
+        seed=derive_seed(seed, step.id, step.world, "extract_overall"),
+        purpose=f"extract overall {step.world}",
+    )
+    answer: Any
+    try:
+        answer = (await client.complete(request)).data
+    except InvalidOutput as exc:
+        answer = exc
+    return overall_record(step, answer)
+
+
+def overall_record(step: ExtractOverallStep, answer: Any) -> dict[str, Any]:
+    """The world's summary record: `world`, `step`, the fields, `_missing` (as in rows)."""
+    values, missing = answer_values(step.fields, answer)
+    return {"world": step.world, "step": step.id, **values, MISSING_COLUMN: missing}
+
+
 def answer_values(fields: list[FieldPlan], answer: Any) -> tuple[dict[str, Any], dict[str, str]]:
     """Field values and the reasons for missing ones, from a model's answer.
 
@@ -151,7 +216,14 @@ def _describe(field: FieldPlan) -> str:
         return "one of " + ", ".join(field.members)
     if field.kind == "list":
         return "list of short texts"
+    if field.kind == "rank":
+        return rank_words(field)
     return "short text"
+
+
+def rank_words(field: FieldPlan) -> str:
+    """A `rank` field's type in words (the TinyTroupe engine's hints say it the same way)."""
+    return "a ranking of all of " + ", ".join(field.members) + " (a list, best first)"
 
 
 def _number(value: float) -> str:

@@ -198,8 +198,9 @@ def validate_json(data: Any, schema: dict[str, Any]) -> list[str]:
     Covers exactly the JSON Schema subset the DSL emits: ``type`` (single or list),
     ``properties``, ``required``, ``additionalProperties`` (false or a schema), ``items``,
     ``enum``, ``const``, ``minimum``/``maximum``, ``minLength``/``maxLength``,
-    ``minItems``/``maxItems`` and ``anyOf``.  The errors are phrased for the model to read
-    in a repair prompt, each prefixed with a JSON path like ``$.actions[0].type``.
+    ``minItems``/``maxItems``, ``uniqueItems`` and ``anyOf``.  The errors are phrased for
+    the model to read in a repair prompt, each prefixed with a JSON path like
+    ``$.actions[0].type``.
     """
     errors: list[str] = []
     _check(data, schema, "$", errors)
@@ -262,6 +263,10 @@ def _check(data: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
             errors.append(f"{path}: fewer than {schema['minItems']} items")
         if "maxItems" in schema and len(data) > schema["maxItems"]:
             errors.append(f"{path}: more than {schema['maxItems']} items")
+        if schema.get("uniqueItems"):
+            repeated = sorted({_short(item) for item in data if data.count(item) > 1})
+            if repeated:
+                errors.append(f"{path}: items must be distinct; repeated: {', '.join(repeated)}")
         if "items" in schema:
             for index, item in enumerate(data):
                 _check(item, schema["items"], f"{path}[{index}]", errors)

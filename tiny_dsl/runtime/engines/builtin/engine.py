@@ -33,7 +33,9 @@ Steps
     email: ..."); the control group gets nothing. `think`: a THOUGHT stimulus.
     `interview GROUP by P`: P asks each agent every question in turn and hears
     the answers; agents are interviewed concurrently. `wait` and `checkpoint`
-    make no call.
+    make no call. `extract`: one call per agent over its events in the world,
+    or its whole memory for a group source; `extract overall`: one call over
+    every agent's events in the world.
     `tell`: the experimenter's line (a CONVERSATION stimulus with no source and
     no world) reaches each agent, who then takes one turn alone; nobody else
     hears the answer. `converse GROUP with P`: for each agent a separate 1:1
@@ -81,6 +83,7 @@ from tiny_dsl.plan.model import (
     ContextStep,
     ConverseStep,
     DeliverStep,
+    ExtractOverallStep,
     ExtractStep,
     GenerateStep,
     GoalStep,
@@ -110,7 +113,7 @@ from tiny_dsl.runtime.engines.builtin.simulation import (
     gather_in_order,
 )
 from tiny_dsl.runtime.engines.core import TranscriptEvent
-from tiny_dsl.runtime.engines.extraction import extract_row
+from tiny_dsl.runtime.engines.extraction import extract_overall_record, extract_row
 from tiny_dsl.runtime.engines.personas import persona_request, unique_name
 from tiny_dsl.runtime.engines.prompts import delivery_text
 
@@ -136,11 +139,31 @@ class BuiltinEngine(BuiltinSimulation):
                     name=agent.name,
                     persona=agent.persona,
                     brief=persona_brief(agent.persona),
-                    events=[e for e in agent.memory if e.world == step.world],
+                    # A group source reads the agent's whole memory, a world its events there.
+                    events=[e for e in agent.memory if step.world is None or e.world == step.world],
                     interventions=plan.interventions,
                 )
             )
         return await gather_in_order(coroutines)
+
+    async def extract_overall(self, step: ExtractOverallStep) -> dict[str, Any]:
+        """One call over the world's whole record: every agent's events in the world."""
+        plan = self._require_plan()
+        histories = [
+            (
+                agent_id,
+                self._agents[agent_id].name,
+                [e for e in self._agents[agent_id].memory if e.world == step.world],
+            )
+            for agent_id in step.agents
+        ]
+        return await extract_overall_record(
+            self._client,
+            seed=plan.settings.seed,
+            step=step,
+            context=plan.world(step.world).context,
+            histories=histories,
+        )
 
     # -- steps ------------------------------------------------------------------
 

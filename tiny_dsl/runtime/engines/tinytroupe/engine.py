@@ -65,7 +65,11 @@ Steps
     extract: TinyTroupe's `ResultsExtractor` per agent, schema-constrained
         through the bridge, then re-validated field by field as the built-in
         engine's answers are (`tiny_dsl.runtime.engines.extraction`; a value
-        that fails is missing, with the reason).
+        that fails is missing, with the reason). A group source has no
+        situation (no world).
+    extract overall: `ResultsExtractor.extract_results_from_world` over a view
+        of the world's participants (`_WorldView`), one call, validated the same
+        way.
 
 Transcript
     Events are read from the agents' episodic memories at deterministic points
@@ -97,9 +101,9 @@ from typing import Any
 
 from tiny_dsl.extraction import build_row, extraction_schema
 from tiny_dsl.extraction.schema import max_answer_tokens
-from tiny_dsl.plan.model import ExtractStep, FieldPlan, Plan
+from tiny_dsl.plan.model import ExtractOverallStep, ExtractStep, FieldPlan, Plan
 from tiny_dsl.runtime.engines.core import EngineStateError, TranscriptEvent
-from tiny_dsl.runtime.engines.extraction import answer_values
+from tiny_dsl.runtime.engines.extraction import answer_values, overall_record, rank_words
 from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext
 from tiny_dsl.runtime.engines.tinytroupe.layout import plan_layout
 from tiny_dsl.runtime.engines.tinytroupe.loader import CONFIG_INI, import_tinytroupe
@@ -116,6 +120,10 @@ _DERIVED_STATE = (
     "_init_system_message",
     "_prompt_template_path",
     "_displayed_communications_buffer",
+)
+_OVERALL_OBJECTIVE = (
+    "Fill in structured data about the group as a whole from what their interaction histories "
+    "show. Use null for any field the histories do not tell; never guess."
 )
 _EXTRACTION_OBJECTIVE = (
     "Fill in structured data about this person from what their interaction history shows. "
@@ -150,6 +158,9 @@ class TinyTroupeEngine(TinyTroupeSteps):
 
     async def extract(self, step: ExtractStep) -> list[dict[str, Any]]:
         return await self._run(functools.partial(self._extract, step))
+
+    async def extract_overall(self, step: ExtractOverallStep) -> dict[str, Any]:
+        return await self._run(functools.partial(self._extract_overall, step))
 
     def personas(self) -> dict[str, dict[str, Any]]:
         # Read from the checkpoint form, which also holds a restored state that
@@ -209,7 +220,8 @@ class TinyTroupeEngine(TinyTroupeSteps):
     def _extract(self, step: ExtractStep) -> list[dict[str, Any]]:
         self._ensure_worlds()
         plan = self._require_plan()
-        world = self._world(step.world)
+        # A group source has no world, hence no situation: the whole memory is read.
+        situation = self._world(step.world).context if step.world is not None else ""
         fields = step.fields
         schema = extraction_schema(fields)
         hints = {f.name: _field_hint(f) for f in fields}
@@ -222,7 +234,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
                 answer = extractor.extract_results_from_agent(
                     person,
                     extraction_objective=_EXTRACTION_OBJECTIVE,
-                    situation=world.context,
+                    situation=situation,
                     fields=[f.name for f in fields],
                     fields_hints=hints,
                     verbose=False,
@@ -253,6 +265,43 @@ class TinyTroupeEngine(TinyTroupeSteps):
             ),
         )
 
+    def _extract_overall(self, step: ExtractOverallStep) -> dict[str, Any]:
+        """`ResultsExtractor.extract_results_from_world` over the world's participants."""
+        self._ensure_worlds()
+        fields = step.fields
+        view = _WorldView(
+            step.world, [self._people[agent_id] for agent_id in step.agents], self._require_tt()
+        )
+
+        def record(world: str) -> dict[str, Any]:
+            extractor = self._require_tt().ResultsExtractor()
+            answer: Any
+            try:
+                answer = extractor.extract_results_from_world(
+                    view,
+                    extraction_objective=_OVERALL_OBJECTIVE,
+                    situation=self._world(world).context,
+                    fields=[f.name for f in fields],
+                    fields_hints={f.name: _field_hint(f) for f in fields},
+                    verbose=False,
+                )
+            except InvalidOutput as exc:
+                answer = exc
+            return overall_record(step, answer)
+
+        return self._parallel(
+            [step.world],
+            record,
+            lambda world: CallContext(
+                purpose=f"extract overall {world}",
+                seed_parts=(step.id, world, "extract_overall"),
+                json_schema=extraction_schema(fields),
+                schema_name="extraction",
+                max_tokens=max_answer_tokens(fields),
+                temperature=0.0,
+            ),
+        )[0]
+
     # -- checkpoints --------------------------------------------------------------
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -280,6 +329,27 @@ class TinyTroupeEngine(TinyTroupeSteps):
         self._seq = int(state["seq"])
 
 
+class _WorldView:
+    """A plan world's participants as the one world `extract_results_from_world` reads.
+
+    The extractor needs only `name` and `pretty_current_interactions`, which
+    TinyTroupe renders from `agents`. A survey or interview world is one
+    `TinyWorld` per participant, and a focus-group room also holds the moderator
+    (whose lines are in every participant's history already), so the view lists
+    exactly the plan world's agents, in plan order, on every mode, and renders
+    them with TinyTroupe's own `TinyWorld.pretty_current_interactions`.
+    """
+
+    def __init__(self, name: str, agents: list[Any], tt: Any) -> None:
+        self.name = name
+        self.agents = agents
+        self._render = tt.TinyWorld.pretty_current_interactions
+
+    def pretty_current_interactions(self, **options: Any) -> str:
+        rendered: str = self._render(self, **options)
+        return rendered
+
+
 def _encode(person: Any) -> dict[str, Any]:
     state: dict[str, Any] = person.encode_complete_state()
     for key in _DERIVED_STATE:
@@ -301,6 +371,8 @@ def _field_hint(field: FieldPlan) -> str:
         kind = "one of " + ", ".join(field.members)
     elif field.kind == "list":
         kind = "a list of short texts"
+    elif field.kind == "rank":
+        kind = rank_words(field)
     else:
         kind = "a short text"
     return f"{kind}. {field.description}" if field.description else kind
