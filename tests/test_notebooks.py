@@ -86,3 +86,23 @@ def test_simple_chat_runs_on_the_embedded_model(workdir: Path) -> None:
     assert firsts == ["lisa", "oscar"]
     rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     assert sorted(row["agent"] for row in rows) == ["lisa", "oscar"]
+
+
+@pytest.mark.model
+def test_product_brainstorming_runs_on_the_embedded_model(workdir: Path) -> None:
+    finished = _run(workdir, "product_brainstorming")
+    assert finished.returncode == 0, finished.stderr
+    run_dir = (workdir / "outputs" / "product_brainstorming" / "latest").resolve()
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    assert manifest["model_calls"] == plan["estimate"]["calls"] == 11
+    events = _events(run_dir)
+    # The rapporteur is asked outside the panel: only Lisa hears it, in no world.
+    told = [e for e in events if e["step"].endswith("-tell-lisa") and e["kind"] == "stimulus"]
+    assert [(e["agent"], e["world"]) for e in told] == [("lisa", None)]
+    # Everyone in the panel heard the three broadcasts.
+    heard = {e["agent"] for e in events if "-broadcast-" in e["step"]}
+    assert heard == {"lisa", "oscar", "marcos"}
+    rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    assert [(row["agent"], row["world"]) for row in rows] == [("lisa", None)]
+    assert "ideas" in rows[0]
