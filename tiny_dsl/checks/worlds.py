@@ -328,7 +328,10 @@ def check_intervention(ctx: Context, declared: Declared) -> None:
     assign_node = props.value("assign")
     if assign_node is not None:
         assign, stratify_by = read_assign(ctx, assign_node)
-    variants = [check_variant(ctx, block, channel) for block in _unique_variants(ctx, props, name)]
+    variants = [
+        check_variant(ctx, block, channel)
+        for block in _unique_blocks(ctx, props, "variant", "variants", f"intervention `{name}`")
+    ]
     if not props.named["variant"]:
         check_no_variants(ctx, node)
     checked = [v for v in variants if v is not None]
@@ -379,19 +382,23 @@ def read_assign(ctx: Context, node: Node) -> tuple[str, str | None]:
     return "random", None
 
 
-def _unique_variants(ctx: Context, props: Props, intervention: str) -> list[ast.NamedBlock]:
+def _unique_blocks(
+    ctx: Context, props: Props, kind: str, kinds: str, owner: str
+) -> list[ast.NamedBlock]:
+    """The `kind NAME { ... }` blocks of `owner` (a variant's touches, an intervention's
+    variants), each name once: a name given again is E202 and its block is dropped."""
     seen: dict[str, ast.NamedBlock] = {}
-    for block in props.named["variant"]:
+    for block in props.named[kind]:
         first = seen.get(block.name.name)
         if first is not None:
             ctx.report(
                 diag.error(
                     codes.DUPLICATE_NAME,
-                    f"intervention `{intervention}` already has a variant `{block.name.name}`",
+                    f"{owner} already has a {kind} `{block.name.name}`",
                     block.name.span,
                     "declared again here",
                     secondary=[Label(first.name.span, "first declared here")],
-                    help=["rename one of the variants"],
+                    help=[f"rename one of the {kinds}"],
                 )
             )
             continue
@@ -408,7 +415,7 @@ def check_variant(
     owner = f"variant `{block.name.name}`"
     props = Props(ctx, block.body, owner, block.name.span, VARIANT_FIELDS, named=("touch",))
     props.report_unknown()
-    touch_blocks = _unique_touches(ctx, props, block.name.name)
+    touch_blocks = _unique_blocks(ctx, props, "touch", "touches", f"variant `{block.name.name}`")
     content_node = props.value("content")
     if touch_blocks and content_node is not None:
         check_content_and_touches(ctx, block.name.name, content_node.span, touch_blocks[0])
@@ -432,26 +439,6 @@ def check_variant(
     if content is None:
         return None
     return m.Variant(block.name.name, content, timing, block.span, channel)
-
-
-def _unique_touches(ctx: Context, props: Props, variant: str) -> list[ast.NamedBlock]:
-    seen: dict[str, ast.NamedBlock] = {}
-    for block in props.named["touch"]:
-        first = seen.get(block.name.name)
-        if first is not None:
-            ctx.report(
-                diag.error(
-                    codes.DUPLICATE_NAME,
-                    f"variant `{variant}` already has a touch `{block.name.name}`",
-                    block.name.span,
-                    "declared again here",
-                    secondary=[Label(first.name.span, "first declared here")],
-                    help=["rename one of the touches"],
-                )
-            )
-            continue
-        seen[block.name.name] = block
-    return list(seen.values())
 
 
 def _touch(
