@@ -187,6 +187,18 @@ def test_builtin_extractions_see_what_their_source_and_checkpoint_allow(tmp_path
     assert "World `panel` as a whole" in (run_dir / "report.html").read_text()
 
 
+def test_a_world_summary_reads_the_situation_as_a_context_step_left_it(tmp_path: Path) -> None:
+    changed = SCENARIO.replace(
+        '  ask lobby "LOBBY QUESTION about coffee?"\n',
+        '  ask lobby "LOBBY QUESTION about coffee?"\n  context panel "THE FINALISTS ARE SHOWN."\n',
+    )
+    plan = compile_text(changed, tmp_path / "panel.tts")
+    client = scripted_client(ranked_reply)
+    assert run(plan, client, tmp_path).exit_code == 0
+    (overall,) = extraction_prompts(sent(client), "extract overall panel")
+    assert "THE FINALISTS ARE SHOWN." in overall and "A product panel." not in overall
+
+
 def test_rankings_give_first_choices_mean_ranks_and_borda(tmp_path: Path) -> None:
     plan = compile_text(SCENARIO, tmp_path / "panel.tts")
     rows = [

@@ -161,7 +161,8 @@ class BuiltinEngine(BuiltinSimulation):
             self._client,
             seed=plan.settings.seed,
             step=step,
-            context=plan.world(step.world).context,
+            # The situation as it stands now: a `context` step may have changed it.
+            context=self._contexts.get(step.world, plan.world(step.world).context),
             histories=histories,
         )
 
