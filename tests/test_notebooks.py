@@ -67,14 +67,24 @@ def _events(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _run_as_planned(workdir: Path, name: str, calls: int) -> Path:
+    """Run notebook `name`; it succeeds with exactly the `calls` its plan estimated.
+    Returns its run folder."""
+    finished = _run(workdir, name)
+    assert finished.returncode == 0, finished.stderr
+    run_dir = (workdir / "outputs" / name / "latest").resolve()
+    made = _read(run_dir / "manifest.json")["model_calls"]
+    assert made == _read(run_dir / "plan.json")["estimate"]["calls"] == calls
+    return run_dir
+
+
 @pytest.mark.model
 def test_simple_chat_runs_on_the_embedded_model(workdir: Path) -> None:
-    finished = _run(workdir, "simple_chat")
-    assert finished.returncode == 0, finished.stderr
-    run_dir = (workdir / "outputs" / "simple_chat" / "latest").resolve()
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-    assert manifest["model_calls"] == plan["estimate"]["calls"] == 8
+    run_dir = _run_as_planned(workdir, "simple_chat", 8)
     events = _events(run_dir)
     goals = [e for e in events if e["type"] == "GOAL"]
     # Both hold the room's purpose; only Lisa the goal of getting to know Oscar.
@@ -84,18 +94,13 @@ def test_simple_chat_runs_on_the_embedded_model(workdir: Path) -> None:
     acting = [e["agent"] for e in events if e["kind"] == "action" and e["world"] == "chat_room"]
     firsts = list(dict.fromkeys(acting))
     assert firsts == ["lisa", "oscar"]
-    rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    rows = _read(run_dir / "results.json")
     assert sorted(row["agent"] for row in rows) == ["lisa", "oscar"]
 
 
 @pytest.mark.model
 def test_product_brainstorming_runs_on_the_embedded_model(workdir: Path) -> None:
-    finished = _run(workdir, "product_brainstorming")
-    assert finished.returncode == 0, finished.stderr
-    run_dir = (workdir / "outputs" / "product_brainstorming" / "latest").resolve()
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-    assert manifest["model_calls"] == plan["estimate"]["calls"] == 11
+    run_dir = _run_as_planned(workdir, "product_brainstorming", 11)
     events = _events(run_dir)
     # The rapporteur is asked outside the panel: only Lisa hears it, in no world.
     told = [e for e in events if e["step"].endswith("-tell-lisa") and e["kind"] == "stimulus"]
@@ -103,6 +108,6 @@ def test_product_brainstorming_runs_on_the_embedded_model(workdir: Path) -> None
     # Everyone in the panel heard the three broadcasts.
     heard = {e["agent"] for e in events if "-broadcast-" in e["step"]}
     assert heard == {"lisa", "oscar", "marcos"}
-    rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    rows = _read(run_dir / "results.json")
     assert [(row["agent"], row["world"]) for row in rows] == [("lisa", None)]
     assert "ideas" in rows[0]

@@ -411,7 +411,7 @@ class _Compiler:
         origin = Origin.of(extraction.span)
         if extraction.world is None:
             group = [ref.text() for ref in extraction.group]
-            step = ExtractStep(
+            from_group = ExtractStep(
                 id="",
                 origin=origin,
                 world=None,
@@ -420,23 +420,13 @@ class _Compiler:
                 group=group,
                 at=extraction.at,
             )
-            return "+".join(group), step
-        agents = worlds[extraction.world].agents
-        if extraction.overall:
-            overall = ExtractOverallStep(
-                id="",
-                origin=origin,
-                world=extraction.world,
-                agents=agents,
-                fields=fields,
-                at=extraction.at,
-            )
-            return extraction.world, overall
-        step = ExtractStep(
+            return "+".join(group), from_group
+        kind = ExtractOverallStep if extraction.overall else ExtractStep
+        step = kind(
             id="",
             origin=origin,
             world=extraction.world,
-            agents=agents,
+            agents=worlds[extraction.world].agents,
             fields=fields,
             at=extraction.at,
         )
