@@ -120,6 +120,17 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class VaryDimension:
+    """`vary NAME "what varies" [N values]`: a sampling dimension the model proposes
+    values for once per population; each member draws one by code, quota exact."""
+
+    name: str  # an attribute like `age`: the results' `persona_<name>` column
+    description: str
+    values: int  # how many values the model proposes
+    span: Span
+
+
+@dataclass(frozen=True)
 class Population:
     name: str
     demographics: str
@@ -127,6 +138,7 @@ class Population:
     segments: tuple[Segment, ...]  # declared segments, then `general` if any remainder
     context: str
     span: Span
+    vary: tuple[VaryDimension, ...] = ()
 
 
 @dataclass(frozen=True)
