@@ -9,6 +9,8 @@
                          analysis.json      when the plan has an `analyze` step
                          summary.json       when the plan has `extract overall` steps:
                                             one record per step, {world, step, fields...}
+                         messages.jsonl / messages.csv    with the `messages` format: one
+                                            row per utterance, with its author's attributes
                          personas/<agent id>.agent.json   every agent's persona
                          report.html / report.md          as `output.formats` asks
     <output_dir>/latest -> <run-id>
@@ -43,6 +45,8 @@ RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 ANALYSIS = "analysis.json"
 SUMMARY = "summary.json"
+MESSAGES_JSONL = "messages.jsonl"
+MESSAGES_CSV = "messages.csv"
 PERSONAS_DIR = "personas"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"

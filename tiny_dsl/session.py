@@ -79,6 +79,7 @@ from tiny_dsl.runtime.interpreter import (
 )
 from tiny_dsl.runtime.outputs import (
     result_fields,
+    write_messages,
     write_personas,
     write_results,
     write_summaries,
@@ -474,6 +475,7 @@ class Session:
             files.append(f"{PERSONAS_DIR}/")
         files += write_results(run_dir, result.rows, result_fields(plan), plan.output.formats)
         files += write_summaries(run_dir, result.summaries)
+        files += write_messages(run_dir, plan, result.transcript, result.personas)
         return files
 
     @staticmethod

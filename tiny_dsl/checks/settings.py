@@ -43,7 +43,7 @@ DEFAULT_TEMPERATURE = 0.7
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 256
 OUTPUT_FIELDS = ("formats", "dir")
-FORMATS = ("csv", "json", "jsonl", "html", "md")
+FORMATS = ("csv", "json", "jsonl", "html", "md", "messages")
 DEFAULT_FORMATS = ("csv", "json")
 
 

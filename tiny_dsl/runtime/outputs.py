@@ -19,6 +19,8 @@ from tiny_dsl.extraction import result_columns
 from tiny_dsl.files import write_bytes_atomic
 from tiny_dsl.plan.model import ExtractStep, FieldPlan, Plan, Step
 from tiny_dsl.rundir import (
+    MESSAGES_CSV,
+    MESSAGES_JSONL,
     PERSONAS_DIR,
     RESULTS_CSV,
     RESULTS_JSON,
@@ -30,11 +32,13 @@ from tiny_dsl.rundir import (
 )
 from tiny_dsl.runtime.engines.core import TranscriptEvent
 from tiny_dsl.runtime.engines.prompts import time_label
+from tiny_dsl.runtime.messages import message_rows, messages_csv, messages_jsonl
 
 __all__ = [
     "LIST_SEPARATOR",
     "result_fields",
     "step_label",
+    "write_messages",
     "write_personas",
     "write_results",
     "write_summaries",
@@ -214,6 +218,21 @@ def write_summaries(run_dir: Path, summaries: Sequence[Mapping[str, Any]]) -> li
         return []
     write_json(run_dir / SUMMARY, list(summaries))
     return [SUMMARY]
+
+
+def write_messages(
+    run_dir: Path,
+    plan: Plan,
+    transcript: Sequence[TranscriptEvent],
+    personas: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """`messages.jsonl` and `messages.csv` when `output.formats` asks for `messages`."""
+    if "messages" not in plan.output.formats:
+        return []
+    rows = message_rows(plan, transcript, personas)
+    write_bytes_atomic(run_dir / MESSAGES_JSONL, messages_jsonl(rows).encode("utf-8"))
+    write_bytes_atomic(run_dir / MESSAGES_CSV, messages_csv(rows).encode("utf-8"))
+    return [MESSAGES_JSONL, MESSAGES_CSV]
 
 
 def write_results(
