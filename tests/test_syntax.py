@@ -196,7 +196,18 @@ def test_an_unknown_timeline_step_lists_every_step() -> None:
 @pytest.mark.parametrize(
     ("step", "advice"),
     [
-        ("wait 20 years", "for 20 years, write `wait 7300 days`"),
+        ("wait 5 years", "for 5 years, write `wait 1825 days`"),
+        # Never a conversion the checks refuse: one `wait` is at most 3650 days.
+        (
+            "wait 20 years",
+            "for 20 years (7300 days), write `wait 3650 days` 2 times "
+            "(one `wait` is at most 3650 days)",
+        ),
+        (
+            "wait 25 years",
+            "for 25 years (9125 days), write `wait 3650 days` 2 times, then `wait 1825 days` "
+            "(one `wait` is at most 3650 days)",
+        ),
         ("wait 2 months", "for 2 months, write `wait 60 days`"),
         ("wait 90 seconds", "for 90 seconds, write `wait 1.5 minutes`"),
         ("wait 2 dys", "did you mean `days`?"),

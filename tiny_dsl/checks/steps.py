@@ -19,12 +19,12 @@ from tiny_dsl.checks.values import as_float, read_int, show_number
 from tiny_dsl.checks.worlds import check_conductor_in_group, covers, resolve_group
 from tiny_dsl.diagnostics import Label
 from tiny_dsl.syntax import ast
+from tiny_dsl.syntax.parser import MAX_WAIT_DAYS
 
 MAX_ROUNDS = 100
 MAX_CONVERSE_TURNS = 50
 MANY_ROUNDS = 20
 # Longer jumps are typos; the limits also keep the simulated clock within the calendar.
-MAX_WAIT_DAYS = 3650  # ten years in one step
 MAX_TOTAL_WAIT_DAYS = 36500  # a century in the whole timeline
 SECONDS_PER_DAY = 86_400
 

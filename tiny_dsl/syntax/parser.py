@@ -70,6 +70,9 @@ STATEMENT_KINDS = (
 # What `wait` counts in (the grammar's TIME_UNIT), and the units authors write
 # instead, with how many of the nearest accepted unit make one of them.
 WAIT_UNITS = ("minutes", "hours", "days", "weeks")
+# The longest single `wait` (ten years): here because the syntax error for `wait 20
+# years` must not suggest a conversion the checks would then refuse.
+MAX_WAIT_DAYS = 3650
 _FOREIGN_UNITS = {
     "second": ("minutes", 1 / 60),
     "month": ("days", 30),
@@ -507,6 +510,14 @@ def _wait_unit_help(amount: str, unit: str) -> str:
     if singular in _FOREIGN_UNITS and re.fullmatch(r"\d+(\.\d+)?", amount):
         target, factor = _FOREIGN_UNITS[singular]
         converted = float(amount) * factor
+        if target == "days" and converted > MAX_WAIT_DAYS:
+            days = round(converted)
+            full, rest = divmod(days, MAX_WAIT_DAYS)
+            then = f", then `wait {rest} days`" if rest else ""
+            return (
+                f"for {amount} {unit} ({days} days), write `wait {MAX_WAIT_DAYS} days` "
+                f"{full} times{then} (one `wait` is at most {MAX_WAIT_DAYS} days)"
+            )
         shown = f"{converted:.0f}" if converted >= 10 else f"{converted:.3g}"
         return f"for {amount} {unit}, write `wait {shown} {target}`"
     forms = [u.removesuffix("s") for u in WAIT_UNITS] if amount == "1" else list(WAIT_UNITS)
