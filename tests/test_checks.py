@@ -786,3 +786,27 @@ def test_a_large_scenario_checks_cleanly() -> None:
     assert text.count("\n") >= 10_000
     result = check_source(SourceFile("big.tts", text), path=ROOT / "big.tts")
     assert result.diagnostics == [] and result.program is not None
+
+
+def test_a_deliver_into_an_unknown_world_is_not_also_never_delivered() -> None:
+    text = """\
+scenario s { seed 1 }
+persona ann { name "Ann"; age 30; occupation "Nurse" }
+world poll {
+  mode survey
+  agents ann
+}
+intervention promo {
+  targets ann
+  channel email
+  variant a { content "x" }
+}
+timeline {
+  deliver promo in wrld
+  ask poll "?"
+}
+"""
+    result = check_source(SourceFile("s.tts", text))
+    assert _codes(result) == [codes.UNKNOWN_NAME]
+    assert result.diagnostics[0].primary is not None
+    assert result.diagnostics[0].primary.span.line == 13

@@ -101,9 +101,15 @@ def check_deliver(ctx: Context, step: ast.DeliverStep) -> None:
     found = ctx.resolve(
         step.intervention.name, step.intervention.span, ("intervention",), "`deliver`"
     )
-    if not _step_world(ctx, step.world, "deliver in") or found is None:
+    world_known = _step_world(ctx, step.world, "deliver in")
+    if found is None:
         return
-    ctx.delivered.setdefault(found.name, set()).add(step.world.name)
+    # Delivered even where the world is unknown (E201 says so): "never delivered"
+    # on top of it would send the author looking for a missing step.
+    delivered_in = ctx.delivered.setdefault(found.name, set())
+    if not world_known:
+        return
+    delivered_in.add(step.world.name)
     intervention = ctx.interventions.get(found.name)
     if intervention is not None:
         check_deliver_touch(ctx, step, intervention)
