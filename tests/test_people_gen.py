@@ -165,7 +165,7 @@ def test_text_plan_shows_the_new_steps_and_their_calls(tmp_path: Path) -> None:
     lines = {line.split()[0]: line for line in text.splitlines() if line.strip()[:2].isdigit()}
     assert "generate 1 persona: nurse" in lines["01-generate-personas"]
     assert lines["01-generate-personas"].split()[-2] == "1"
-    assert "propose the values of folk's taste (3)" in lines["02-propose-folk"]
+    assert "propose values for folk: taste (3)" in lines["02-propose-folk"]
     assert lines["02-propose-folk"].split()[-2] == "1"
     assert lines["03-generate-folk"].split()[-2] == "6"
     assert "population folk: 6 members generated from its context" in text

@@ -388,8 +388,8 @@ register(
     taken: a demographics attribute of the population, a persona field
     (`age`, `gender`, `occupation`, `nationality`, `residence`, `education`,
     ...), a result column (`agent`, `name`, `world`, `population`, `segment`,
-    `variant`, `replicate`) or another `vary` of the same population. Choose
-    another name.""",
+    `variant`, `replicate`, or a name starting with `variant_` or `persona_`).
+    Choose another name.""",
 )
 register(
     FUNNEL_TOO_SHORT,

@@ -332,7 +332,7 @@ class _View:
                 return f"generate {n(len(step.agents), 'member')} of {step.population}"
             case ProposeStep():
                 dimensions = ", ".join(f"{d.name} ({d.values})" for d in step.dimensions)
-                return f"propose the values of {step.population}'s {dimensions}"
+                return f"propose values for {step.population}: {dimensions}"
             case BroadcastStep():
                 by = f" (said by {step.speaker})" if step.speaker else ""
                 return f"broadcast to {step.world}{by}: {step.text}"
