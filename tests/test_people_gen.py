@@ -31,6 +31,7 @@ from tests.test_tinytroupe_engine import HashProvider, needs_tinytroupe
 from tests.test_tinytroupe_engine import run as run_tinytroupe
 from tiny_dsl.checks import check_file
 from tiny_dsl.plan import compile_plan
+from tiny_dsl.plan.estimate import GENERATE_OUTPUT_TOKENS, json_tokens
 from tiny_dsl.plan.model import GenerateStep, Plan, ProposeStep
 from tiny_dsl.plan.render import render_plan
 from tiny_dsl.plan.sampling import vary_slots
@@ -474,3 +475,19 @@ def test_a_resumed_tinytroupe_run_keeps_the_proposed_values(tmp_path: Path) -> N
     assert not [r for r in provider.requests if r.purpose == "propose folk"]
     tastes = Counter(row["persona_taste"] for row in result.rows if row["population"])
     assert tastes == {"first 0": 2, "first 1": 2, "first 2": 2}
+
+
+def test_a_generated_persona_is_estimated_at_a_generated_size(tmp_path: Path) -> None:
+    """Its turns carry the persona the model will write, not just the fields written."""
+    base = """\
+scenario s { seed 1 }
+persona ana { %s }
+world w { mode survey; agents ana }
+timeline { ask w "Hi?" }
+"""
+    generated = compile_text(base % 'generate "A nurse"; age 34', tmp_path, "g.tts")
+    written = compile_text(base % 'name "Ana"; age 34', tmp_path, "w.tts")
+    ask_generated, ask_written = generated.steps[-1], written.steps[-1]
+    assert ask_generated.calls == ask_written.calls == 1
+    difference = ask_generated.input_tokens - ask_written.input_tokens
+    assert difference == GENERATE_OUTPUT_TOKENS - json_tokens({"name": "Ana", "age": 34})

@@ -194,7 +194,10 @@ class _Estimator:
         size = self.persona_tokens.get(agent_id)
         if size is None:
             agent = self.agents[agent_id]
-            if agent.persona is not None:
+            if agent.generate is not None:
+                # The model writes the persona: counted as a member's, fields written aside.
+                size = GENERATE_OUTPUT_TOKENS + self._fragments(agent)
+            elif agent.persona is not None:
                 size = json_tokens(agent.persona)
             else:
                 size = GENERATE_OUTPUT_TOKENS + self._fragments(agent)
