@@ -159,6 +159,8 @@ def test_plan_has_generate_personas_then_propose_then_generate(tmp_path: Path) -
     assert (member.model, member.temperature) == (None, 1.2)
     population = plan.populations[0]
     assert population.demographics == "" and population.particularities == "They live in Spain"
+    # A saved plan.json runs as compiled.
+    assert Plan.model_validate_json(plan.model_dump_json()) == plan
 
 
 def test_text_plan_shows_the_new_steps_and_their_calls(tmp_path: Path) -> None:
