@@ -84,6 +84,13 @@ class Backend(_Record):
     model: str
 
 
+class AgentModel(_Record):
+    """The model and temperature an agent with its own settings used."""
+
+    model: str
+    temperature: float
+
+
 class ScenarioSettings(_Record):
     """The model settings the scenario asked for (before `--provider` and friends)."""
 
@@ -148,6 +155,10 @@ class Manifest(_Record):
     files: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     reports: Reports = Field(default_factory=Reports)
+    # Agents with their own `model` or `temperature` (every other agent used the
+    # scenario's: `model`, `scenario_settings`), and the calls asked for by model.
+    agent_models: dict[str, AgentModel] = Field(default_factory=dict)
+    calls_by_model: dict[str, int] = Field(default_factory=dict)
 
 
 # ------------------------------------------------------------------- writing

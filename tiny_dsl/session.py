@@ -49,6 +49,7 @@ from tiny_dsl.rundir import (
     PLAN,
     TRANSCRIPT_JSONL,
     TRANSCRIPT_MD,
+    AgentModel,
     Backend,
     Manifest,
     Reports,
@@ -238,6 +239,7 @@ class Session:
             plan = self._runnable_plan(target, options)  # check -> plan -> refuse over limits
             output_dir = self._output_dir(plan, options)
             provider = self._provider(plan, options)
+            _refuse_foreign_models(plan, provider)
             cache = self._cache(options)
         except RunSetupError as refused:
             return RunOutcome(EXIT_BAD_INPUT, "", refused.diagnostics, refused.sources)
@@ -564,6 +566,43 @@ def _refuse_over_limits(
         raise RunSetupError(refusals, sources)
 
 
+def _refuse_foreign_models(plan: Plan, provider: Provider) -> None:
+    """Stop a run where an agent's own `model` is one the provider cannot serve, before
+    any call; one error per `model` line, at that line, naming the first agent."""
+    serves: Callable[[str], bool] | None = getattr(provider, "serves", None)
+    if serves is None:
+        return
+    diagnostics: list[diag.Diagnostic] = []
+    sources: dict[str, SourceFile] = {}
+    reported: set[tuple[str, int]] = set()
+    for agent in plan.agents:
+        if agent.model is None or serves(agent.model) or agent.model_origin is None:
+            continue
+        origin = agent.model_origin
+        if (origin.file, origin.start) in reported:
+            continue
+        reported.add((origin.file, origin.start))
+        located = origin_span(origin)
+        if located is not None:
+            sources[located[1].path] = located[1]
+        who = f"population `{agent.population}`" if agent.population else f"persona `{agent.id}`"
+        diagnostics.append(
+            diag.error(
+                codes.AGENT_MODEL_UNAVAILABLE,
+                f"{who} asks for model {agent.model!r} (agent {agent.id}), which the "
+                f"{provider.name} provider cannot run",
+                located[0] if located else None,
+                f"the {provider.name} provider runs only {provider.model}",
+                help=[
+                    "run with a provider that serves this model (`--provider openai`), or "
+                    "remove this `model` line to use the scenario's model"
+                ],
+            )
+        )
+    if diagnostics:
+        raise RunSetupError(diagnostics, sources)
+
+
 def _nothing_recorded() -> RunSetupError:
     return _refusal(
         codes.REPLAY_NOTHING_RECORDED,
@@ -697,6 +736,17 @@ def _manifest(
         error=error,
         files=files,
         notes=result.notes,
+        agent_models={
+            agent.id: AgentModel(
+                model=agent.model or provider.model,
+                temperature=(
+                    agent.temperature if agent.temperature is not None else settings.temperature
+                ),
+            )
+            for agent in plan.agents
+            if agent.model is not None or agent.temperature is not None
+        },
+        calls_by_model=dict(sorted(getattr(client, "calls_by_model", {}).items())),
     )
 
 

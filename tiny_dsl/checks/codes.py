@@ -56,6 +56,10 @@ TOUCH_NOT_NAMED = "E331"
 NOT_MULTI_TOUCH = "E332"
 CONTENT_AND_TOUCHES = "E333"
 FIELD_TYPE_CONFLICT = "E334"
+# Generated people (language v2).
+CONTEXT_WITHOUT_GENERATE = "E340"
+CONSTRAINT_WITHOUT_DEMOGRAPHICS = "E341"
+VARY_NAME_TAKEN = "E342"
 
 # --------------------------------------------------------------------- warnings
 
@@ -358,6 +362,34 @@ register(
     pool its values; that needs one type everywhere: the same kind, the same
     range, the same members. Give the declarations the same type, or rename
     one of the fields.""",
+)
+register(
+    CONTEXT_WITHOUT_GENERATE,
+    "context-without-generate",
+    """A persona's `context` is the context its generation call sees
+    (TinyTroupe's `TinyPersonFactory(context)`); it is only read when the
+    persona has `generate "description"`. Add `generate`, or keep the text in
+    a persona field such as `other_facts`.""",
+)
+register(
+    CONSTRAINT_WITHOUT_DEMOGRAPHICS,
+    "constraint-without-demographics",
+    """A segment of a population without `from` constrains an attribute
+    (`age 18..30`), but there are no demographics to sample it from: such a
+    population's members are generated from its `context` and the
+    `particularities` alone. Add `from DEMOGRAPHICS` to the population, or
+    describe the segment in words (`particularities "aged 18 to 30"`).""",
+)
+register(
+    VARY_NAME_TAKEN,
+    "vary-name-taken",
+    """A `vary` dimension becomes an attribute of every member and the
+    results' `persona_<name>` column, so its name must not be one already
+    taken: a demographics attribute of the population, a persona field
+    (`age`, `gender`, `occupation`, `nationality`, `residence`, `education`,
+    ...), a result column (`agent`, `name`, `world`, `population`, `segment`,
+    `variant`, `replicate`, or a name starting with `variant_` or `persona_`).
+    Choose another name.""",
 )
 register(
     FUNNEL_TOO_SHORT,

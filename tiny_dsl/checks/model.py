@@ -58,6 +58,23 @@ class Persona:
     fragments: tuple[str, ...]
     source_path: str | None  # the `.agent.json` file for `persona x from "..."`
     span: Span
+    # `persona x { generate "..." }`: the model writes the persona from this description
+    # (and `generate_context`); `spec` then holds only the fields written, which overwrite
+    # the generated ones, and `fragments` are merged after generation, not into `spec`.
+    generate: str | None = None
+    generate_context: str = ""
+    # `model` / `temperature` in the block: this agent's calls use them (None: the scenario's).
+    llm: AgentModel | None = None
+
+
+@dataclass(frozen=True)
+class AgentModel:
+    """`model "..."` and `temperature x` in a persona or population: the model and
+    temperature of that agent's (each member's) turns, extractions and generation."""
+
+    model: str | None  # None: the scenario's model
+    temperature: float | None  # None: the scenario's temperature
+    span: Span  # the `model` property if written, else the `temperature` one
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,10 @@ class Population:
     context: str
     span: Span
     vary: tuple[VaryDimension, ...] = ()
+    # `demographics` is "" for a population without `from` (members generated from text).
+    # Applied to every member (a segment's own particularities are appended).
+    particularities: str = ""
+    llm: AgentModel | None = None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ PERSONA_FIELDS = (
     "fragments",
 )
 MAX_AGE = 120
+# Properties of a persona block that are not persona fields: what generates it, and
+# the model settings of its calls.
+AGENT_FIELDS = ("generate", "context", "model", "temperature")
+MAX_TEMPERATURE = 2
 # The JSON form of each usual field, as inline personas write them (and TinyTroupe's
 # own agents have them): what the field should be, and the Python types that are.
 AGENT_FILE_FORMS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -106,10 +110,22 @@ def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
     if not isinstance(node, ast.PersonaInline):
         return
     spec = LocatedSpec(Origin(node.name.span, None))
-    props = Props(ctx, node.body, f"persona `{name}`", node.name.span, PERSONA_FIELDS)
-    if "name" not in props.entries:
+    props = Props(
+        ctx, node.body, f"persona `{name}`", node.name.span, (*PERSONA_FIELDS, *AGENT_FIELDS)
+    )
+    generate = _generate_description(ctx, props)
+    generate_context = props.string("context")
+    if generate is None and "context" in props.entries:
+        check_context_without_generate(ctx, props.entries["context"], name)
+    if "name" not in props.entries and "generate" not in props.entries:
         check_missing_property(ctx, "name", props.owner, node.name.span, '"Full Name"')
+    llm = read_agent_model(ctx, props)
     _build_spec(ctx, props, spec)
+    # A generated persona's fragments merge after generation; merging them into a copy
+    # of the fields written still reports, here, every conflict with those fields.
+    merged = spec
+    if generate is not None:
+        merged = LocatedSpec(spec.fallback, copy.deepcopy(spec.data), dict(spec.origins))
     fragments: list[str] = []
     listed = props.value("fragments")
     resolved, complete = resolve_fragments(ctx, listed)
@@ -117,10 +133,68 @@ def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
         ctx.missing_fragments.add(name)
     for ref, fragment in resolved:
         fragments.append(ref.parts[0])
-        for problem in merge_fragment(spec, fragment, ref.parts[0], f"persona `{name}`", ref.span):
+        for problem in merge_fragment(
+            merged, fragment, ref.parts[0], f"persona `{name}`", ref.span
+        ):
             ctx.report(problem)
     if ctx.error_count == errors:
-        ctx.personas[name] = m.Persona(name, spec.data, tuple(fragments), None, node.span)
+        ctx.personas[name] = m.Persona(
+            name,
+            spec.data,
+            tuple(fragments),
+            None,
+            node.span,
+            generate=generate,
+            generate_context=generate_context or "",
+            llm=llm,
+        )
+
+
+def _generate_description(ctx: Context, props: Props) -> str | None:
+    """`generate "description"`: a non-empty text (None when absent or invalid)."""
+    node = props.value("generate")
+    if node is None:
+        return None
+    description = read_string(ctx, "generate", node)
+    if description is not None and not description.strip():
+        check_wrong_type(
+            ctx, "generate", node, "a description of the person", '"A nurse in Lisbon, 40"'
+        )
+        return None
+    return description
+
+
+def read_agent_model(ctx: Context, props: Props) -> m.AgentModel | None:
+    """`model "..."` and `temperature x` (0..2) of a persona or population block."""
+    model_node = props.value("model")
+    model = props.string("model")
+    if model is not None and not model.strip():
+        assert model_node is not None
+        check_wrong_type(ctx, "model", model_node, "a model name", '"gpt-4o-mini"')
+        model = None
+    temperature = props.number("temperature", 0, MAX_TEMPERATURE)
+    if model is None and temperature is None:
+        return None
+    where = props.entries["model" if model is not None else "temperature"]
+    return m.AgentModel(model, temperature, where.span)
+
+
+def check_context_without_generate(
+    ctx: Context, entry: ast.Property | ast.SubBlock, persona: str
+) -> None:
+    """`context` is the generation's context: without `generate` nothing would read it."""
+    ctx.report(
+        diag.error(
+            codes.CONTEXT_WITHOUT_GENERATE,
+            f"persona `{persona}` has a `context` but no `generate`",
+            entry.key.span,
+            "only a generated persona has a context",
+            help=[
+                'add `generate "a description of the person"` to have the model write it, '
+                "or move the text into a persona field such as `other_facts`"
+            ],
+        )
+    )
 
 
 def check_agent_file_field_types(

@@ -10,6 +10,7 @@ since there would be no number to sample for the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -17,7 +18,7 @@ from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
 from tiny_dsl.checks.context import Context, Declared
-from tiny_dsl.checks.personas import resolve_fragments
+from tiny_dsl.checks.personas import PERSONA_FIELDS, read_agent_model, resolve_fragments
 from tiny_dsl.checks.specs import LocatedSpec, Origin, merge_fragment
 from tiny_dsl.checks.values import (
     Props,
@@ -36,6 +37,14 @@ from tiny_dsl.syntax import ast
 
 DEMOGRAPHICS_FIELDS = ("title", "description", "source")
 POPULATION_FIELDS = ("from", "size", "context")
+# Population properties of language v2's generated people (`vary` is read apart:
+# it is the one property a population may repeat).
+POPULATION_PEOPLE_FIELDS = ("particularities", "model", "temperature")
+VARY = "vary"
+VARY_DEFAULT_VALUES = 10
+VARY_VALUES = (2, 100)
+# Columns every result row has: a `vary` dimension may not take their names.
+RESULT_COLUMN_NAMES = ("agent", "name", "world", "population", "segment", "variant", "replicate")
 SEGMENT_FIELDS = ("size", "particularities", "fragments")
 RESERVED_ATTRIBUTES = SEGMENT_FIELDS
 GENERAL = "general"  # the implicit segment of members in no declared segment
@@ -252,9 +261,22 @@ def check_population(ctx: Context, declared: Declared) -> None:
     errors = ctx.error_count
     name = declared.name
     owner = f"population `{name}`"
-    props = Props(ctx, node.body, owner, node.name.span, POPULATION_FIELDS, named=("segment",))
+    varies = [e for e in node.body.entries if isinstance(e, ast.Property) and entry_key(e) == VARY]
+    body = dataclasses.replace(
+        node.body, entries=tuple(e for e in node.body.entries if e not in varies)
+    )
+    props = Props(
+        ctx,
+        body,
+        owner,
+        node.name.span,
+        (*POPULATION_FIELDS, *POPULATION_PEOPLE_FIELDS),
+        named=("segment",),
+    )
     props.report_unknown()
-    base = props.value("from", required="usa")
+    # Without `from` the members are generated from the context and particularities alone.
+    generated_only = "from" not in props.entries
+    base = props.value("from")
     demographics: m.Demographics | None = None
     base_name = None
     if base is not None:
@@ -267,6 +289,9 @@ def check_population(ctx: Context, declared: Declared) -> None:
     size_node = props.value("size")
     size_span = size_node.span if size_node is not None else node.name.span
     context = props.string("context")
+    particularities = props.string("particularities")
+    llm = read_agent_model(ctx, props)
+    vary = check_vary(ctx, varies, demographics, name)
     segments: list[m.Segment] = []
     seen: dict[str, ast.NamedBlock] = {}
     total = 0
@@ -285,7 +310,7 @@ def check_population(ctx: Context, declared: Declared) -> None:
                 "`general` is the implicit segment of the members in no declared segment",
             )
             continue
-        segment_size, segment = check_segment(ctx, block, demographics)
+        segment_size, segment = check_segment(ctx, block, demographics, generated_only)
         if segment_size is None:
             continue
         if size is not None and total <= size < total + segment_size:
@@ -295,14 +320,25 @@ def check_population(ctx: Context, declared: Declared) -> None:
             segments.append(segment)
     if size is not None and total < size:
         segments.append(m.Segment(GENERAL, size - total, (), "", (), node.span))
-    if ctx.error_count == errors and base_name is not None and size is not None:
+    if ctx.error_count == errors and (base_name is not None or generated_only) and size is not None:
         ctx.populations[name] = m.Population(
-            name, base_name, size, tuple(segments), context or "", node.span
+            name,
+            base_name or "",
+            size,
+            tuple(segments),
+            context or "",
+            node.span,
+            vary=vary,
+            particularities=particularities or "",
+            llm=llm,
         )
 
 
 def check_segment(
-    ctx: Context, block: ast.NamedBlock, demographics: m.Demographics | None
+    ctx: Context,
+    block: ast.NamedBlock,
+    demographics: m.Demographics | None,
+    generated_only: bool = False,
 ) -> tuple[int | None, m.Segment | None]:
     """A segment's size, and the segment itself when all of it is valid.
 
@@ -327,7 +363,9 @@ def check_segment(
     for entry in props.unknown:
         distribution = attributes.get(entry_key(entry))
         if distribution is None or not isinstance(entry, ast.Property):
-            if demographics is not None:
+            if generated_only and isinstance(entry, ast.Property):
+                check_constraint_without_demographics(ctx, entry, name)
+            elif demographics is not None or generated_only:
                 check_unknown_property(ctx, entry, owner, (*SEGMENT_FIELDS, *attributes))
             continue
         constraint = check_constraint(ctx, entry, distribution)
@@ -461,3 +499,128 @@ def check_segments_exceed_size(
             help=["raise the population's `size`, or lower the segments' sizes"],
         )
     )
+
+
+def check_constraint_without_demographics(ctx: Context, entry: ast.Property, segment: str) -> None:
+    """A segment constraint in a population that has no demographics to sample from."""
+    key = entry_key(entry)
+    suggestion = ctx.suggest(key, SEGMENT_FIELDS)
+    ctx.report(
+        diag.error(
+            codes.CONSTRAINT_WITHOUT_DEMOGRAPHICS,
+            f"segment `{segment}` constrains `{key}`, but its population has no demographics",
+            entry.key.span,
+            "nothing to sample this from",
+            help=[
+                *([suggestion] if suggestion else []),
+                "add `from DEMOGRAPHICS` to the population, or say it in words: "
+                f'`particularities "{key} {to_words(entry.value)}"`',
+            ],
+        )
+    )
+
+
+def to_words(value: ast.Value) -> str:
+    """A constraint's value as the text of a `particularities` suggestion."""
+    if isinstance(value, ast.Range):
+        return f"{show_number(value.low)} to {show_number(value.high)}"
+    if isinstance(value, ast.Number):
+        return show_number(value)
+    if isinstance(value, ast.Str):
+        return value.value
+    if isinstance(value, ast.Ref):
+        return value.dotted
+    if isinstance(value, ast.ListValue | ast.Seq | ast.Phrase):
+        return " or ".join(to_words(item) for item in value.items)
+    return "..."
+
+
+def check_vary(
+    ctx: Context,
+    entries: list[ast.Property],
+    demographics: m.Demographics | None,
+    population: str,
+) -> tuple[m.VaryDimension, ...]:
+    """`vary NAME "what varies" [N values]`, each a name no other attribute or column has."""
+    taken: dict[str, str] = {
+        **dict.fromkeys(RESULT_COLUMN_NAMES, "a result column"),
+        **dict.fromkeys(PERSONA_FIELDS, "a persona field"),
+        **dict.fromkeys(RESERVED_ATTRIBUTES, "a segment property"),
+    }
+    if demographics is not None:
+        taken.update(
+            (d.attribute, f"an attribute of demographics `{demographics.name}`")
+            for d in demographics.distributions
+        )
+    dimensions: list[m.VaryDimension] = []
+    seen: dict[str, ast.Ref] = {}
+    for entry in entries:
+        read = _read_vary(ctx, entry)
+        if read is None:
+            continue
+        ref, description, values = read
+        name = ref.parts[0]
+        if name in seen:
+            ctx.report(
+                diag.error(
+                    codes.DUPLICATE_NAME,
+                    f"population `{population}` already varies `{name}`",
+                    ref.span,
+                    "declared again here",
+                    secondary=[Label(seen[name].span, "first declared here")],
+                    help=["give each `vary` its own name, or remove one of them"],
+                )
+            )
+            continue
+        seen[name] = ref
+        if name in taken or name.startswith(("variant_", "persona_")):
+            what = taken.get(name, "a result column prefix")
+            ctx.report(
+                diag.error(
+                    codes.VARY_NAME_TAKEN,
+                    f"`{name}` is {what}, so it cannot name a `vary` dimension",
+                    ref.span,
+                    "name already taken",
+                    help=[f"choose another name, for example `{name}_style`"],
+                )
+            )
+            continue
+        dimensions.append(m.VaryDimension(name, description, values, entry.span))
+    return tuple(dimensions)
+
+
+def _read_vary(ctx: Context, entry: ast.Property) -> tuple[ast.Ref, str, int] | None:
+    """The parts of `vary NAME "what varies" [N values]`, or None (reported)."""
+    example = 'vary taste "their favourite flavour" 5 values'
+    items = entry.value.items if isinstance(entry.value, ast.Phrase) else (entry.value,)
+    ref = items[0]
+    if not isinstance(ref, ast.Ref) or len(ref.parts) != 1:
+        check_wrong_type(ctx, VARY, ref, "a dimension name", example[5:])
+        return None
+    if len(items) < 2 or not isinstance(items[1], ast.Str):
+        shown = items[1] if len(items) >= 2 else entry.value
+        check_wrong_type(ctx, VARY, shown, "a name and a description of what varies", example[5:])
+        return None
+    description = items[1].value
+    if not description.strip():
+        check_wrong_type(ctx, VARY, items[1], "a description of what varies", example[5:])
+        return None
+    values = VARY_DEFAULT_VALUES
+    rest = items[2:]
+    if rest:
+        count = rest[0]
+        unit = rest[1] if len(rest) > 1 else None
+        if (
+            not isinstance(count, ast.Number)
+            or len(rest) != 2
+            or not isinstance(unit, ast.Ref)
+            or unit.dotted != "values"
+        ):
+            check_wrong_type(ctx, VARY, rest[0], "`N values` after the description", example[5:])
+            return None
+        low, high = VARY_VALUES
+        if not isinstance(count.value, int) or not low <= count.value <= high:
+            check_out_of_range(ctx, "vary", count.span, show_number(count), low, high)
+            return None
+        values = count.value
+    return ref, description, values

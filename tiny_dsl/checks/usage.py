@@ -29,6 +29,8 @@ def check_incomplete_persona(ctx: Context) -> None:
         declared = ctx.lookup("persona", name)
         if persona is None or declared is None or name in ctx.missing_fragments:
             continue
+        if persona.generate is not None:  # the model writes what the block leaves out
+            continue
         missing = [key for key in ("age", "occupation") if key not in persona.spec]
         if not missing:
             continue
@@ -57,6 +59,8 @@ def check_duplicate_persona_name(ctx: Context) -> None:
     first_with: dict[str, Declared] = {}
     for declared in taking_part:
         name = str(ctx.personas[declared.name].spec.get("name", ""))
+        if not name and ctx.personas[declared.name].generate is not None:
+            continue  # the model names it; the run keeps generated names unique
         first = first_with.setdefault(name.casefold(), declared)
         if first is declared:
             continue

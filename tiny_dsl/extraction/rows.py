@@ -50,6 +50,11 @@ def persona_attributes(agent: AgentPlan, persona: Mapping[str, Any]) -> dict[str
             continue
         if _is_scalar(value):
             columns[PERSONA_PREFIX + key] = value
+    # A `vary` dimension's value is known only at run time: the engine's persona has it.
+    for key in agent.vary_slots:
+        value = persona.get(key)
+        if _is_scalar(value):
+            columns[PERSONA_PREFIX + key] = value
     return columns
 
 

@@ -64,16 +64,18 @@ from tiny_dsl.plan.model import (
     Plan,
     PlanSettings,
     PopulationPlan,
+    ProposeStep,
     RunStep,
     Step,
     TellStep,
     ThinkStep,
     TouchPlan,
     VariantPlan,
+    VaryPlan,
     WaitStep,
     WorldPlan,
 )
-from tiny_dsl.plan.sampling import MemberSampler, assign_arms, member_rng
+from tiny_dsl.plan.sampling import MemberSampler, assign_arms, member_rng, vary_slots
 from tiny_dsl.source import Span
 
 
@@ -153,21 +155,40 @@ class _Compiler:
                 ids.update(dict.fromkeys(self.segment_members[(ref.name, ref.segment)]))
         return list(ids)
 
-    @staticmethod
-    def _persona_agent(persona: Persona) -> AgentPlan:
+    def _persona_agent(self, persona: Persona) -> AgentPlan:
+        # A generated persona's fragments merge after generation, so the plan carries them.
+        fragments = (
+            [_jsonable(self.program.fragments[name].spec) for name in persona.fragments]
+            if persona.generate is not None
+            else []
+        )
         return AgentPlan(
             id=persona.name,
             kind="persona",
             persona=_jsonable(persona.spec),
+            fragments=fragments,
             fragment_names=list(persona.fragments),
+            generate=persona.generate,
+            generate_context=persona.generate_context,
+            **_agent_model(persona.llm),
         )
 
     def _sample(self, population: Population) -> None:
         """Members of a population, segment by segment in declaration order."""
         program = self.program
-        demographics = program.demographics[population.demographics]
+        # A population without `from` has no demographics: its members get no attributes.
+        demographics = program.demographics.get(population.demographics) or checked.Demographics(
+            "", "", "", "", (), population.span
+        )
         width = max(3, len(str(population.size)))
         members: list[AgentPlan] = []
+        slots = {
+            dimension.name: vary_slots(
+                self.seed, population.name, dimension.name, dimension.values, population.size
+            )
+            for dimension in population.vary
+        }
+        llm = _agent_model(population.llm)
         for segment in population.segments:
             sampler = MemberSampler(demographics, segment.constraints)
             fragments = [_jsonable(program.fragments[name].spec) for name in segment.fragments]
@@ -181,9 +202,11 @@ class _Compiler:
                     segment=segment.name,
                     index=index,
                     attributes=sampler.sample(member_rng(self.seed, population.name, index)),
-                    particularities=segment.particularities,
+                    particularities=_particularities(population, segment),
                     fragments=fragments,
                     fragment_names=list(segment.fragments),
+                    vary_slots={name: slot[index - 1] for name, slot in slots.items()},
+                    **llm,
                 )
                 members.append(member)
                 ids.append(member.id)
@@ -192,14 +215,17 @@ class _Compiler:
     # ---------------------------------------------------- worlds, interventions
 
     def _population(self, population: Population) -> PopulationPlan:
+        demographics = self.program.demographics.get(population.demographics)
         return PopulationPlan(
             name=population.name,
             demographics=population.demographics,
-            demographics_description=self.program.demographics[population.demographics].description,
+            demographics_description=demographics.description if demographics else "",
             size=population.size,
             segments={segment.name: segment.size for segment in population.segments},
             context=population.context,
             members=[member.id for member in self.members[population.name]],
+            particularities=population.particularities,
+            vary=_vary_plans(population),
         )
 
     def _world(self, world: World) -> WorldPlan:
@@ -457,18 +483,37 @@ class _Compiler:
         worlds = {plan.name: plan for plan in world_plans}
         interventions = {plan.name: plan for plan in intervention_plans}
 
-        drafts: list[tuple[str, Step]] = [
-            (
-                population.name,
-                GenerateStep(
-                    id="",
-                    origin=Origin.of(population.span),
-                    population=population.name,
-                    agents=[member.id for member in self.members[population.name]],
-                ),
+        drafts: list[tuple[str, Step]] = []
+        generated = [persona for persona in personas if persona.generate is not None]
+        if generated:
+            # One step for every persona the model writes, before the populations'.
+            personas_step = GenerateStep(
+                id="",
+                origin=Origin.of(generated[0].span),
+                population=None,
+                agents=[persona.name for persona in generated],
             )
-            for population in populations
-        ]
+            drafts.append(("personas", personas_step))
+        for population in populations:
+            if population.vary:
+                propose = ProposeStep(
+                    id="",
+                    origin=Origin.of(population.vary[0].span),
+                    population=population.name,
+                    dimensions=_vary_plans(population),
+                )
+                drafts.append((population.name, propose))
+            drafts.append(
+                (
+                    population.name,
+                    GenerateStep(
+                        id="",
+                        origin=Origin.of(population.span),
+                        population=population.name,
+                        agents=[member.id for member in self.members[population.name]],
+                    ),
+                )
+            )
         # An extraction `at` a checkpoint comes right after it, so that it reads what
         # happened up to there; the others after the whole timeline.
         at_checkpoint: dict[str | None, list[Extraction]] = {}
@@ -527,6 +572,29 @@ class _Compiler:
             estimate=_total(steps, settings),
             plan_hash=previous,
         )
+
+
+def _agent_model(llm: checked.AgentModel | None) -> dict[str, Any]:
+    """The AgentPlan fields of a persona's or population's own `model` / `temperature`."""
+    if llm is None:
+        return {}
+    return {
+        "model": llm.model,
+        "temperature": llm.temperature,
+        "model_origin": Origin.of(llm.span),
+    }
+
+
+def _particularities(population: Population, segment: checked.Segment) -> str:
+    """A member's particularities: the population's, then its segment's."""
+    return "; ".join(text for text in (population.particularities, segment.particularities) if text)
+
+
+def _vary_plans(population: Population) -> list[VaryPlan]:
+    return [
+        VaryPlan(name=dimension.name, description=dimension.description, values=dimension.values)
+        for dimension in population.vary
+    ]
 
 
 def _subject(group: Sequence[GroupRef]) -> str:

@@ -48,6 +48,7 @@ from tiny_dsl.plan.model import (
     InterviewStep,
     Plan,
     PopulationPlan,
+    ProposeStep,
     RunStep,
     Step,
     TellStep,
@@ -69,6 +70,9 @@ GENERATE_PROMPT_TOKENS = 600
 ACT_OUTPUT_TOKENS = 150
 EXTRACT_OUTPUT_TOKENS = 120
 GENERATE_OUTPUT_TOKENS = 400
+# A `propose` call: its instructions, and each proposed value (a short phrase, quoted).
+PROPOSE_PROMPT_TOKENS = 150
+VARY_VALUE_TOKENS = 8
 # The memory window (see the module docstring).
 MEMORY_PREFIX_ITEMS = 10
 MEMORY_LOOKBACK_ITEMS = 20
@@ -190,7 +194,10 @@ class _Estimator:
         size = self.persona_tokens.get(agent_id)
         if size is None:
             agent = self.agents[agent_id]
-            if agent.persona is not None:
+            if agent.generate is not None:
+                # The model writes the persona: counted as a member's, fields written aside.
+                size = GENERATE_OUTPUT_TOKENS + self._fragments(agent)
+            elif agent.persona is not None:
                 size = json_tokens(agent.persona)
             else:
                 size = GENERATE_OUTPUT_TOKENS + self._fragments(agent)
@@ -242,8 +249,40 @@ class _Estimator:
         calls = 2 * step.turns * len(step.agents)
         return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
 
+    def _generate_personas(self, step: GenerateStep) -> StepEstimate:
+        """One call per `persona { generate ... }`: its description, context and fields."""
+        total = 0
+        for agent_id in step.agents:
+            agent = self.agents[agent_id]
+            total += (
+                GENERATE_PROMPT_TOKENS
+                + tokens(agent.generate or "")
+                + tokens(agent.generate_context)
+                + json_tokens(agent.persona or {})
+            )
+        calls = len(step.agents)
+        return StepEstimate(calls, total, calls * GENERATE_OUTPUT_TOKENS)
+
+    def _propose(self, step: ProposeStep) -> StepEstimate:
+        """One call for all of a population's dimensions: N short values each."""
+        population = self.populations[step.population]
+        prompt = (
+            PROPOSE_PROMPT_TOKENS
+            + tokens(population.context)
+            + tokens(population.particularities)
+            + tokens(population.demographics_description)
+            + sum(tokens(d.description) for d in step.dimensions)
+        )
+        output = sum(d.values * VARY_VALUE_TOKENS for d in step.dimensions) + 8
+        return StepEstimate(1, prompt, output)
+
     def step(self, step: Step) -> StepEstimate:
+        if isinstance(step, GenerateStep) and step.population is None:
+            return self._generate_personas(step)
+        if isinstance(step, ProposeStep):
+            return self._propose(step)
         if isinstance(step, GenerateStep):
+            assert step.population is not None  # the personas' step is handled above
             population = self.populations[step.population]
             shared = tokens(population.context) + tokens(population.demographics_description)
             total = 0
@@ -254,6 +293,7 @@ class _Estimator:
                     + shared
                     + json_tokens(member.attributes)
                     + tokens(member.particularities)
+                    + VARY_VALUE_TOKENS * len(member.vary_slots)
                 )
             calls = len(step.agents)
             return StepEstimate(calls, total, calls * GENERATE_OUTPUT_TOKENS)

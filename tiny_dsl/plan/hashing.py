@@ -40,6 +40,7 @@ from tiny_dsl.plan.model import (
     InterviewStep,
     PlanSettings,
     PopulationPlan,
+    ProposeStep,
     RunStep,
     Step,
     TellStep,
@@ -135,7 +136,17 @@ class Digests:
     def dependencies(self, step: Step) -> dict[str, str]:
         """Digests of the definitions a step touches, by role."""
         match step:
+            case GenerateStep() if step.population is None:
+                return {"agents": self._agents(step.agents)}
+            case ProposeStep():
+                population = self.populations[step.population]
+                return {
+                    "population": self._digest(
+                        ("population", population.name), population.hash_form()
+                    )
+                }
             case GenerateStep():
+                assert step.population is not None  # the personas' step is handled above
                 population = self.populations[step.population]
                 return {
                     "population": self._digest(

@@ -68,16 +68,45 @@ class AgentPlan(_Model):
     particularities: str = ""
     fragments: list[dict[str, Any]] = Field(default_factory=list)  # fragment persona objects
     fragment_names: list[str] = Field(default_factory=list)
+    # A persona `{ generate "..." }`: the description (and context) the model writes it
+    # from; `persona` then holds the fields written, which overwrite the generated ones,
+    # and `fragments` are merged after generation, as for members.
+    generate: str | None = None
+    generate_context: str = ""
+    # The agent's own model and temperature (None: the scenario's), and where the
+    # author set them, for a run-start error to point at.
+    model: str | None = None
+    temperature: float | None = None
+    model_origin: Origin | None = None
+    # `vary` dimension -> the slot (0..N-1) of the proposed value this member takes,
+    # drawn at plan time so that each value is used floor/ceil(size / N) times.
+    vary_slots: dict[str, int] = Field(default_factory=dict)
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset(
+        {"generate", "generate_context", "model", "temperature", "model_origin", "vary_slots"}
+    )
+
+
+class VaryPlan(_Model):
+    """`vary NAME "what varies" N values`: a dimension whose values the model proposes."""
+
+    name: str
+    description: str
+    values: int
 
 
 class PopulationPlan(_Model):
     name: str
-    demographics: str
+    demographics: str  # "" for a population without `from`
     demographics_description: str
     size: int
     segments: dict[str, int]  # segment name -> size (including `general`)
     context: str = ""
     members: list[str]  # agent ids
+    particularities: str = ""  # the population's own, already in each member's
+    vary: list[VaryPlan] = Field(default_factory=list)
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"particularities", "vary"})
 
 
 class WorldPlan(_Model):
@@ -185,9 +214,21 @@ class _Step(_Model):
 
 
 class GenerateStep(_Step):
+    """One persona call per agent: members of `population`, or (`population` None,
+    the step `generate-personas`) the personas declared with `generate`."""
+
     kind: Literal["generate"] = "generate"
-    population: str
+    population: str | None
     agents: list[str]
+
+
+class ProposeStep(_Step):
+    """One call proposing the values of every `vary` dimension of `population`,
+    right before its `generate` step; each member then takes the value of its slot."""
+
+    kind: Literal["propose"] = "propose"
+    population: str
+    dimensions: list[VaryPlan]
 
 
 class BroadcastStep(_Step):
@@ -360,7 +401,8 @@ Step = Annotated[
     | ConverseStep
     | GoalStep
     | ContextStep
-    | ExtractOverallStep,
+    | ExtractOverallStep
+    | ProposeStep,
     Field(discriminator="kind"),
 ]
 

@@ -29,6 +29,7 @@ from tiny_dsl.plan.model import (
     InterviewStep,
     Origin,
     Plan,
+    ProposeStep,
     RunStep,
     Step,
     TellStep,
@@ -88,11 +89,24 @@ def _moment(iso: str) -> str:
 def _person(agent: AgentPlan) -> str:
     """`Lisa Carter, 28, Data scientist` from whatever of those the persona has."""
     spec: Mapping[str, Any] = agent.persona or {}
+    if agent.generate is not None:
+        given = [str(spec[key]) for key in ("name", "age") if key in spec]
+        return ", ".join([*given, f"generated: {agent.generate}"])
     occupation = spec.get("occupation")
     if isinstance(occupation, Mapping):
         occupation = occupation.get("title")
     parts = [spec.get("name"), spec.get("age"), occupation]
     return ", ".join(str(part) for part in parts if part not in (None, ""))
+
+
+def _own_model(agent: AgentPlan) -> str:
+    """` (model gpt-4o, temperature 0.2)` for an agent with its own settings, else ""."""
+    parts = []
+    if agent.model is not None:
+        parts.append(f"model {agent.model}")
+    if agent.temperature is not None:
+        parts.append(f"temperature {agent.temperature:g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _summarize(values: Sequence[Any]) -> str:
@@ -186,13 +200,27 @@ class _View:
         personas = [agent for agent in plan.agents if agent.kind == "persona"]
         if personas:
             lines.append(f"  {_plural(len(personas), 'persona')}")
-            rows = [[agent.id, _person(agent)] for agent in personas]
+            rows = [[agent.id, _person(agent) + _own_model(agent)] for agent in personas]
             lines.extend(_truncate("  " + line, WIDTH) for line in _table(rows))
         for population in plan.populations:
+            source = (
+                f"from {population.demographics}"
+                if population.demographics
+                else "generated from its context"
+            )
+            first = self.agents_by_id[population.members[0]] if population.members else None
             lines.append(
                 f"  population {population.name}: {_plural(population.size, 'member')} "
-                f"from {population.demographics}"
+                f"{source}" + (_own_model(first) if first is not None else "")
             )
+            for dimension in population.vary:
+                lines.append(
+                    _truncate(
+                        f"    vary {dimension.name}: {dimension.values} values, "
+                        f"{dimension.description}",
+                        WIDTH,
+                    )
+                )
             by_segment: dict[str, list[AgentPlan]] = {name: [] for name in population.segments}
             for member_id in population.members:
                 member = self.agents_by_id[member_id]
@@ -298,8 +326,13 @@ class _View:
         """One line saying what a step does."""
         n = _plural
         match step:
+            case GenerateStep() if step.population is None:
+                return f"generate {n(len(step.agents), 'persona')}: {', '.join(step.agents)}"
             case GenerateStep():
                 return f"generate {n(len(step.agents), 'member')} of {step.population}"
+            case ProposeStep():
+                dimensions = ", ".join(f"{d.name} ({d.values})" for d in step.dimensions)
+                return f"propose values for {step.population}: {dimensions}"
             case BroadcastStep():
                 by = f" (said by {step.speaker})" if step.speaker else ""
                 return f"broadcast to {step.world}{by}: {step.text}"

@@ -165,6 +165,23 @@ def _from_constraint_alone(constraint: Constraint) -> _Categorical | _Numeric:
     return _Numeric(constraint.attribute, ((low, high),), (1.0,))
 
 
+def vary_slots(seed: int, population: str, dimension: str, values: int, size: int) -> list[int]:
+    """The slot (0..values-1) of each of `size` members on one `vary` dimension.
+
+    Quota exact: a seeded permutation of the slots, repeated until there is one
+    per member, so each slot is used floor or ceil(size / values) times (which
+    slots get the extra member is the permutation's first `size % values`); the
+    list is then shuffled with the same generator, so no member's slot depends on
+    its position in the population (segments are contiguous runs of members).
+    """
+    rng = seeded_rng(seed, "vary", population, dimension)
+    order = list(range(values))
+    rng.shuffle(order)
+    slots = [order[position % values] for position in range(size)]
+    rng.shuffle(slots)
+    return slots
+
+
 def control_count(targets: int, control: float) -> int:
     """How many of `targets` form the control group: the share rounded half up, and at
     least one whenever there is a control share and two targets to split."""

@@ -15,6 +15,7 @@ once should use ``asyncio.gather``, which returns results in input order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import random
 from collections import deque
@@ -202,6 +203,8 @@ class LLMClient:
         self.mode: Mode = mode
         self.stats = ClientStats()
         self.answered_by: set[tuple[str, str]] = set()
+        # Calls asked for (answered from the cache or not) by the model they were for.
+        self.calls_by_model: collections.Counter[str] = collections.Counter()
         # A provider that can only run a few calls at once (the embedded model runs one)
         # says so; queueing more inside it would only make calls time out while waiting.
         provider_cap: int | None = getattr(provider, "max_parallel_calls", None)
@@ -234,7 +237,10 @@ class LLMClient:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Answer ``request`` from the cache or the provider (see the class docstring)."""
         identity = getattr(self.provider, "cache_identity", self.provider.name)
-        key = cache_key(identity, self.provider.model, request)
+        # An agent's own model replaces the provider's in the key; None keeps v1 keys.
+        model = request.model or self.provider.model
+        self.calls_by_model[model] += 1
+        key = cache_key(identity, model, request)
         if self.cache is not None and (self.mode != "fresh" or key in self._answered):
             hit = self.cache.get(key)
             if hit is not None:

@@ -11,6 +11,7 @@ from tiny_dsl.diagnostics import register
 RUN_SETUP_FAILED = "E510"
 PROVIDER_UNAVAILABLE = "E511"
 ENGINE_UNAVAILABLE = "E512"
+AGENT_MODEL_UNAVAILABLE = "E513"
 STEP_FAILED = "E520"
 RUN_STOPPED = "E521"
 REPLAY_NOTHING_RECORDED = "E522"
@@ -40,6 +41,15 @@ register(
     """The simulation engine the scenario or `--engine` asks for is not
     installed (TinyTroupe is an optional extra). The message says how to
     install it; `--engine builtin` runs the scenario on the built-in engine.""",
+)
+register(
+    AGENT_MODEL_UNAVAILABLE,
+    "agent-model-unavailable",
+    """A persona or population asks for its own `model`, which the run's
+    provider cannot serve: the embedded provider runs only its own model.
+    Nothing was sent to any model. Run with a provider that serves it
+    (`--provider openai`, or an OpenAI-compatible server), or remove the
+    agent's `model` line to use the scenario's model.""",
 )
 register(
     STEP_FAILED,

@@ -86,7 +86,9 @@ def step_label(step: Step) -> str:
     """A short human name for a step, as progress lines and transcript.md show it."""
     match step.kind:
         case "generate":
-            return f"generate {step.population}"
+            return f"generate {step.population or 'personas'}"
+        case "propose":
+            return f"propose {step.population}"
         case "broadcast" | "ask":
             return f"{step.kind} {step.world}"
         case "deliver":
@@ -132,7 +134,14 @@ def _transcript_markdown(plan: Plan, transcript: Sequence[TranscriptEvent]) -> s
     out.append(f"Transcript of scenario `{plan.settings.scenario}` (`{plan.source_file}`).")
     out.append("Times are simulated. Private thoughts are in italics.")
     for number, step in enumerate(plan.steps, start=1):
-        if step.kind in ("extract", "extract_overall", "analyze", "checkpoint", "generate"):
+        if step.kind in (
+            "extract",
+            "extract_overall",
+            "analyze",
+            "checkpoint",
+            "generate",
+            "propose",
+        ):
             continue
         out += ["", f"## {number}. {step_label(step)}", "", f"`{step.id}` from `{step.origin}`", ""]
         events = by_step.get(step.id, [])

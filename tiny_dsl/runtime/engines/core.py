@@ -48,6 +48,7 @@ from tiny_dsl.plan.model import (
     GoalStep,
     InterviewStep,
     Plan,
+    ProposeStep,
     RunStep,
     Step,
     TellStep,
@@ -210,6 +211,9 @@ class EngineCore(abc.ABC):
                 events = await self.goal(step)
             case ContextStep():
                 events = await self.context(step)
+            case ProposeStep():
+                await self.propose(step)
+                events = []
             case _:
                 raise TypeError(f"the {self.name} engine does not execute {step.kind} steps")
         for event in events:
@@ -222,6 +226,11 @@ class EngineCore(abc.ABC):
     @abc.abstractmethod
     async def generate(self, step: GenerateStep) -> None:
         """Flesh out the population members of `step` (no events)."""
+
+    @abc.abstractmethod
+    async def propose(self, step: ProposeStep) -> None:
+        """One call proposing the values of the population's `vary` dimensions; each
+        member keeps the value of its slot for its `generate` step (no events)."""
 
     @abc.abstractmethod
     async def broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]: ...

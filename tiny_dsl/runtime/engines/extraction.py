@@ -26,6 +26,7 @@ from tiny_dsl.plan.model import (
     InterventionPlan,
 )
 from tiny_dsl.runtime.engines.core import TranscriptEvent
+from tiny_dsl.runtime.engines.personas import with_agent_model
 from tiny_dsl.runtime.engines.prompts import derive_seed, memory_view, render_prompt
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, InvalidOutput, Message
 
@@ -117,6 +118,8 @@ async def extract_row(
     request = extraction_request(
         seed=seed, step=step, agent_id=agent.id, name=name, brief=brief, events=events
     )
+    # The agent's own model reads its record; at temperature 0 like every extraction.
+    request = with_agent_model(request, agent, temperature=False)
     answer: Any
     try:
         answer = (await client.complete(request)).data

@@ -50,6 +50,9 @@ class ChatRequest:
     seed: int = 0
     replicate: int = 0
     purpose: str = ""
+    # The model this call is for, when an agent has its own (`model "..."` in its
+    # persona or population); None: the provider's configured model.
+    model: str | None = None
 
 
 @dataclass(frozen=True)

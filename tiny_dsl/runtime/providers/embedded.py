@@ -41,6 +41,7 @@ from tiny_dsl.runtime.providers.base import (
     ChatRequest,
     ChatResponse,
     Message,
+    ProviderConfigError,
     ProviderError,
     decode_structured,
 )
@@ -317,8 +318,17 @@ class EmbeddedProvider:
         # anything else wants the CPU, where half the threads keep most of the speed.
         self._n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
 
+    def serves(self, model: str) -> bool:
+        """Whether a request for `model` (an agent's own) can run here: only this model."""
+        return model == self.model
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Run one chat completion on the shared model in its worker thread."""
+        if request.model is not None and not self.serves(request.model):
+            raise ProviderConfigError(
+                f"the embedded provider only runs {self.model}, not {request.model!r} "
+                f"(asked for by {request.purpose or 'a call'})"
+            )
         loaded = await self._loaded()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(

@@ -139,7 +139,7 @@ class OpenAICompatibleProvider:
     def _payload(self, request: ChatRequest, mode: StructuredMode) -> dict[str, Any]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         payload: dict[str, Any] = {
-            "model": self.model,
+            "model": request.model or self.model,
             "temperature": request.temperature,
             self._token_param: request.max_tokens,
             "seed": request.seed,

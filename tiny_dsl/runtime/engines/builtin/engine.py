@@ -88,6 +88,7 @@ from tiny_dsl.plan.model import (
     GenerateStep,
     GoalStep,
     InterviewStep,
+    ProposeStep,
     RunStep,
     TellStep,
     ThinkStep,
@@ -114,7 +115,15 @@ from tiny_dsl.runtime.engines.builtin.simulation import (
 )
 from tiny_dsl.runtime.engines.core import TranscriptEvent
 from tiny_dsl.runtime.engines.extraction import extract_overall_record, extract_row
-from tiny_dsl.runtime.engines.personas import persona_request, unique_name
+from tiny_dsl.runtime.engines.personas import (
+    generated_persona_request,
+    keep_written_fields,
+    named_at_setup,
+    persona_request,
+    propose_request,
+    unique_name,
+    vary_values,
+)
 from tiny_dsl.runtime.engines.prompts import delivery_text
 
 __all__ = ["BuiltinEngine"]
@@ -168,9 +177,23 @@ class BuiltinEngine(BuiltinSimulation):
 
     # -- steps ------------------------------------------------------------------
 
-    async def generate(self, step: GenerateStep) -> None:
-        """Flesh out population members: one structured call each, then merge and name."""
+    async def propose(self, step: ProposeStep) -> None:
+        """The population's `vary` values: one call, then each member's by its slot."""
         plan = self._require_plan()
+        response = await self._client.complete(propose_request(plan, step))
+        population = next(p for p in plan.populations if p.name == step.population)
+        members = [self._agent_plans[agent_id] for agent_id in population.members]
+        varied, notes = vary_values(step, answer_data(response), members)
+        self._varied.update(varied)
+        self._notes_to_take.extend(notes)
+
+    async def generate(self, step: GenerateStep) -> None:
+        """Flesh out population members (or the `generate` personas): one structured
+        call each, then merge and name."""
+        plan = self._require_plan()
+        if step.population is None:
+            await self._generate_personas(step)
+            return
         population = next(p for p in plan.populations if p.name == step.population)
         requests = [
             persona_request(
@@ -179,6 +202,7 @@ class BuiltinEngine(BuiltinSimulation):
                 population.demographics_description,
                 population.context,
                 step.id,
+                self._varied.get(agent_id),
             )
             for agent_id in step.agents
         ]
@@ -197,7 +221,37 @@ class BuiltinEngine(BuiltinSimulation):
             persona: dict[str, Any] = dict(answer_data(response))
             for fragment in plan_agent.fragments:
                 persona = merge_persona(persona, fragment, notes)
-            persona = apply_attributes(persona, plan_agent.attributes)
+            persona = apply_attributes(
+                persona, {**plan_agent.attributes, **self._varied.get(agent_id, {})}
+            )
+            name = unique_name(str(persona.get("name") or agent_id).strip() or agent_id, taken)
+            if name != persona.get("name"):
+                notes.append(f"renamed from {persona.get('name')!r} to {name!r} (name taken)")
+            taken.add(name.casefold())
+            persona["name"] = name
+            agent.persona, agent.name, agent.notes, agent.generated = persona, name, notes, True
+
+    async def _generate_personas(self, step: GenerateStep) -> None:
+        """`persona { generate ... }`: the model's persona, the fields written set over
+        it, then the fragments merged (a conflict keeps the persona's value, noted)."""
+        plan = self._require_plan()
+        requests = [
+            generated_persona_request(plan, self._agent_plans[agent_id], step.id)
+            for agent_id in step.agents
+        ]
+        responses = await gather_in_order(self._client.complete(r) for r in requests)
+        taken = {
+            agent.name.casefold()
+            for agent in self._agents.values()
+            if agent.generated or named_at_setup(self._agent_plans[agent.id])
+        }
+        for agent_id, response in zip(step.agents, responses, strict=True):
+            plan_agent = self._agent_plans[agent_id]
+            agent = self._agents[agent_id]
+            notes: list[str] = []
+            persona = keep_written_fields(answer_data(response), plan_agent.persona or {})
+            for fragment in plan_agent.fragments:
+                persona = merge_persona(persona, fragment, notes)
             name = unique_name(str(persona.get("name") or agent_id).strip() or agent_id, taken)
             if name != persona.get("name"):
                 notes.append(f"renamed from {persona.get('name')!r} to {name!r} (name taken)")

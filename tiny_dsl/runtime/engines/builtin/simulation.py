@@ -21,7 +21,7 @@ from tiny_dsl.runtime.engines.core import (
     TranscriptEvent,
     iso_time,
 )
-from tiny_dsl.runtime.engines.personas import unique_name
+from tiny_dsl.runtime.engines.personas import named_at_setup, unique_name, with_agent_model
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
 
 __all__ = ["ActingClient", "BuiltinSimulation", "answer_data", "gather_in_order"]
@@ -50,12 +50,16 @@ class BuiltinSimulation(EngineCore):
         self._world_clocks: dict[str, datetime] = {}
         # World -> its situation as the last `context` step set it (else as declared).
         self._contexts: dict[str, str] = {}
+        # Member -> its values of its population's `vary` dimensions, once proposed.
+        self._varied: dict[str, dict[str, str]] = {}
+        self._notes_to_take: list[str] = []
 
     async def setup(self, plan: Plan) -> None:
         self._plan = plan
         self._agent_plans = {agent.id: agent for agent in plan.agents}
         self._seq = 0
         self._contexts = {}
+        self._varied = {}
         self._world_clocks = {w.name: datetime.fromisoformat(w.start) for w in plan.worlds}
         default_clock = min(
             self._world_clocks.values(), default=datetime.fromisoformat(DEFAULT_START)
@@ -70,12 +74,12 @@ class BuiltinSimulation(EngineCore):
             home = homes.get(agent.id)
             clock = self._world_clocks[home] if home else default_clock
             persona = dict(agent.persona or apply_attributes({}, agent.attributes))
-            if agent.kind == "persona":
+            if named_at_setup(agent):
                 name = unique_name(str(persona.get("name") or agent.id), taken)
                 taken.add(name.casefold())
                 persona["name"] = name
             else:
-                # A placeholder until the `generate` step names the member.
+                # A placeholder until a `generate` step names the member (or persona).
                 name = agent.id
             self._agents[agent.id] = Agent(agent.id, name, persona, clock, home)
 
@@ -83,12 +87,14 @@ class BuiltinSimulation(EngineCore):
         return {
             agent.id: agent.persona
             for agent in self._agents.values()
-            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+            if agent.generated or named_at_setup(self._agent_plans[agent.id])
         }
 
     def take_notes(self) -> list[str]:
-        # Its prompts are built to fit the model's context: nothing is ever limited.
-        return []
+        # Its prompts are built to fit the model's context: nothing is ever limited;
+        # the notes are those of `vary` proposals repaired.
+        notes, self._notes_to_take = self._notes_to_take, []
+        return notes
 
     def dump_state(self) -> dict[str, Any]:
         return {
@@ -108,6 +114,7 @@ class BuiltinSimulation(EngineCore):
                 for agent in self._agents.values()
             },
             "contexts": self._contexts,
+            "varied": self._varied,
         }
 
     def load_state(self, state: dict[str, Any], transcript: list[TranscriptEvent]) -> None:
@@ -127,6 +134,8 @@ class BuiltinSimulation(EngineCore):
         self._world_clocks = clocks or {}
         # States saved before `goal` and `context` existed hold neither.
         self._contexts = dict(state.get("contexts", {}))
+        # States saved before `vary` existed hold no proposals.
+        self._varied = {k: dict(v) for k, v in state.get("varied", {}).items()}
         for agent_id, saved in state["agents"].items():
             self._agents[agent_id] = Agent(
                 id=agent_id,
@@ -152,8 +161,9 @@ class BuiltinSimulation(EngineCore):
         call: int = 0,
     ) -> list[Action]:
         context = self._contexts.get(world.name) if world else None
+        request = turn_request(self._require_plan(), agent, world, others, step_id, call, context)
         response = await self._client.complete(
-            turn_request(self._require_plan(), agent, world, others, step_id, call, context)
+            with_agent_model(request, self._agent_plans[agent.id])
         )
         actions, state = parse_turn(answer_data(response))
         if any(state.values()):

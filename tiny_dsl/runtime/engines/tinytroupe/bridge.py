@@ -47,7 +47,7 @@ import copy
 import functools
 import json
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -65,6 +65,7 @@ from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message
 __all__ = [
     "ACTION_TYPES",
     "FULL_ANSWER",
+    "AgentSettings",
     "AnswerLimits",
     "CallContext",
     "TinyDslClient",
@@ -162,6 +163,17 @@ class CallContext:
     max_tokens: int | None = None
     temperature: float | None = None
     calls: int = 0
+    # The agent the calls are for: its own model and temperature (`AgentSettings`)
+    # apply, the context's `temperature` still winning (an extraction reads at 0).
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """An agent's own `model` / `temperature` (None: the scenario's)."""
+
+    model: str | None
+    temperature: float | None
 
 
 _local = threading.local()
@@ -185,6 +197,7 @@ class _Session:
     loop: asyncio.AbstractEventLoop
     seed: int
     temperature: float
+    agents: Mapping[str, AgentSettings]
     # Agent turns given shorter answer limits to fit the context, by limits.
     shortened: collections.Counter[AnswerLimits] = field(default_factory=collections.Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -210,13 +223,15 @@ class TinyDslClient:
         *,
         seed: int,
         temperature: float,
+        agents: Mapping[str, AgentSettings] | None = None,
     ) -> Iterator[collections.Counter[AnswerLimits]]:
         """Route calls to `client` on `loop` inside the `with` body.
 
-        Yields the count of agent turns that got shorter answer limits to fit the
+        `agents`: the agents with their own model or temperature, by id. Yields
+        the count of agent turns that got shorter answer limits to fit the
         model's context, by limits; final once the body is done.
         """
-        self._session = _Session(client, loop, seed, temperature)
+        self._session = _Session(client, loop, seed, temperature, dict(agents or {}))
         try:
             yield self._session.shortened
         finally:
@@ -309,6 +324,9 @@ class TinyDslClient:
             max_tokens = worst_case_tokens(schema)
         else:
             max_tokens = TEXT_MAX_TOKENS
+        own = session.agents.get(context.agent) if context and context.agent else None
+        if own is not None and own.temperature is not None:
+            temperature = own.temperature
         if context is not None and context.temperature is not None:
             temperature = context.temperature
         if context is None:
@@ -330,6 +348,7 @@ class TinyDslClient:
             schema_name=schema_name,
             seed=derive_seed(session.seed, "tinytroupe", *parts),
             purpose=purpose,
+            model=own.model if own is not None else None,
         )
 
     def _fit_answer(

@@ -104,7 +104,8 @@ from tiny_dsl.extraction.schema import max_answer_tokens
 from tiny_dsl.plan.model import ExtractOverallStep, ExtractStep, FieldPlan, Plan
 from tiny_dsl.runtime.engines.core import EngineStateError, TranscriptEvent
 from tiny_dsl.runtime.engines.extraction import answer_values, overall_record, rank_words
-from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext
+from tiny_dsl.runtime.engines.personas import named_at_setup
+from tiny_dsl.runtime.engines.tinytroupe.bridge import AgentSettings, CallContext
 from tiny_dsl.runtime.engines.tinytroupe.layout import plan_layout
 from tiny_dsl.runtime.engines.tinytroupe.loader import CONFIG_INI, import_tinytroupe
 from tiny_dsl.runtime.engines.tinytroupe.session import persona_of
@@ -149,6 +150,11 @@ class TinyTroupeEngine(TinyTroupeSteps):
     async def setup(self, plan: Plan) -> None:
         self._tt = import_tinytroupe()
         self._plan = plan
+        self._agent_settings = {
+            agent.id: AgentSettings(agent.model, agent.temperature)
+            for agent in plan.agents
+            if agent.model is not None or agent.temperature is not None
+        }
         self._layout = plan_layout(plan)
         self._reset()
         if self._log_dir is not None:
@@ -169,7 +175,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
         return {
             agent_id: saved["state"]["_persona"]
             for agent_id, saved in self.dump_state()["agents"].items()
-            if saved["generated"] or plan.agent(agent_id).kind == "persona"
+            if saved["generated"] or named_at_setup(plan.agent(agent_id))
         }
 
     def take_notes(self) -> list[str]:
@@ -197,6 +203,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
                 for agent in plan.agents
                 if agent.id in self._people
             },
+            "varied": self._varied,
         }
 
     def load_state(self, state: dict[str, Any], transcript: list[TranscriptEvent]) -> None:
@@ -210,7 +217,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
         plan = self._require_plan()
         self._read_header(state, self._layout.worlds)
         agents = state["agents"]
-        personas = {agent.id for agent in plan.agents if agent.kind == "persona"}
+        personas = {agent.id for agent in plan.agents if named_at_setup(agent)}
         if not personas <= set(agents) <= {agent.id for agent in plan.agents}:
             raise EngineStateError("saved state has different agents than the plan")
         self._pending_state = state
@@ -262,6 +269,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
                 schema_name="extraction",
                 max_tokens=max_answer_tokens(fields),
                 temperature=0.0,
+                agent=agent_id,
             ),
         )
 
@@ -317,6 +325,8 @@ class TinyTroupeEngine(TinyTroupeSteps):
             self._notes[agent.id] = list(saved["notes"])
             if saved["generated"]:
                 self._generated.add(agent.id)
+        # States saved before `vary` existed hold no proposals.
+        self._varied = {k: dict(v) for k, v in state.get("varied", {}).items()}
         if state["worlds"] is not None:
             self._build_worlds()
             for name, clock in state["worlds"].items():

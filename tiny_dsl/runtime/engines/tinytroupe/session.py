@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 
 from tiny_dsl.plan.model import GenerateStep, Plan, WorldPlan
 from tiny_dsl.runtime.engines.core import EngineCore
-from tiny_dsl.runtime.engines.personas import unique_name
+from tiny_dsl.runtime.engines.personas import keep_written_fields, named_at_setup, unique_name
 from tiny_dsl.runtime.engines.profile import MemoryWindow
 from tiny_dsl.runtime.engines.tinytroupe.bridge import (
     FULL_ANSWER,
+    AgentSettings,
     CallContext,
     CompletingClient,
     TinyDslClient,
@@ -69,6 +70,8 @@ class TinyTroupeSession(EngineCore):
         self._max_threads = max_threads
         self._tt: TinyTroupe | None = None
         self._plan: Plan | None = None
+        # The agents with their own model or temperature, for the bridge (set by `setup`).
+        self._agent_settings: dict[str, AgentSettings] = {}
         self._layout = Layout()
         # This engine's TinyTroupe registries (names -> agents, worlds), swapped in for
         # each step; cleared in place, never replaced, so a swap never goes stale.
@@ -83,6 +86,8 @@ class TinyTroupeSession(EngineCore):
         self._ids: dict[str, str] = {}  # name -> agent id
         self._notes: dict[str, list[str]] = {}
         self._generated: set[str] = set()
+        # Member -> its values of its population's `vary` dimensions, once proposed.
+        self._varied: dict[str, dict[str, str]] = {}
         self._worlds: dict[str, Any] = {}  # TinyWorld name -> TinyWorld, once built
         self._seen: dict[str, int] = {}  # agent id -> memory items already in the transcript
         self._seq = 0
@@ -121,6 +126,7 @@ class TinyTroupeSession(EngineCore):
                 loop,
                 seed=plan.settings.seed,
                 temperature=plan.settings.temperature,
+                agents=self._agent_settings,
             ) as shortened,
         ):
             if self._pending_state is not None:
@@ -219,8 +225,8 @@ class TinyTroupeSession(EngineCore):
         plan = self._require_plan()
         taken: set[str] = set()
         for agent in plan.agents:
-            if agent.kind != "persona":
-                self._names[agent.id] = agent.id  # until the `generate` step names it
+            if not named_at_setup(agent):
+                self._names[agent.id] = agent.id  # until a `generate` step names it
                 continue
             persona = copy.deepcopy(agent.persona or {})
             name = unique_name(str(persona.get("name") or agent.id), taken)
@@ -237,10 +243,13 @@ class TinyTroupeSession(EngineCore):
         taken = {
             self._names[agent.id].casefold()
             for agent in plan.agents
-            if agent.kind == "persona" or agent.id in self._generated
+            if named_at_setup(agent) or agent.id in self._generated
         }
         for agent_id, answer in zip(step.agents, answers, strict=True):
             agent = plan.agent(agent_id)
+            if step.population is None:
+                # A `generate` persona: the fields written are set over the answer.
+                answer = keep_written_fields(answer, agent.persona or {})
             notes: list[str] = []
             generated = copy.deepcopy(answer)
             wanted = str(generated.get("name") or agent_id).strip() or agent_id
@@ -255,7 +264,7 @@ class TinyTroupeSession(EngineCore):
                 person.include_persona_definitions(
                     mergeable(persona_of(person), fragment, notes, "")
                 )
-            for key, value in agent.attributes.items():
+            for key, value in {**agent.attributes, **self._varied.get(agent_id, {})}.items():
                 occupation = persona_of(person).get("occupation")
                 if key == "occupation" and isinstance(occupation, dict):
                     person.define("occupation", {**occupation, "title": value})

@@ -23,6 +23,7 @@ from tiny_dsl.plan.model import (
     GenerateStep,
     GoalStep,
     InterviewStep,
+    ProposeStep,
     RunStep,
     TellStep,
     ThinkStep,
@@ -30,7 +31,12 @@ from tiny_dsl.plan.model import (
     WorldPlan,
 )
 from tiny_dsl.runtime.engines.core import TranscriptEvent
-from tiny_dsl.runtime.engines.personas import persona_request
+from tiny_dsl.runtime.engines.personas import (
+    generated_persona_request,
+    persona_request,
+    propose_request,
+    vary_values,
+)
 from tiny_dsl.runtime.engines.prompts import delivery_text
 from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext, call_context
 from tiny_dsl.runtime.engines.tinytroupe.memory import TinyTroupeMemory
@@ -64,17 +70,26 @@ class TinyTroupeSteps(TinyTroupeMemory):
         `define`, in the built-in engine's order.
         """
         plan = self._require_plan()
-        population = next(p for p in plan.populations if p.name == step.population)
-        requests = [
-            persona_request(
-                plan,
-                plan.agent(agent_id),
-                population.demographics_description,
-                population.context,
-                step.id,
-            )
-            for agent_id in step.agents
-        ]
+        if step.population is None:
+            # `persona { generate ... }`: the built-in engine's request, then a TinyPerson
+            # from the answer with the fields written set over it (`_create_members`).
+            requests = [
+                generated_persona_request(plan, plan.agent(agent_id), step.id)
+                for agent_id in step.agents
+            ]
+        else:
+            population = next(p for p in plan.populations if p.name == step.population)
+            requests = [
+                persona_request(
+                    plan,
+                    plan.agent(agent_id),
+                    population.demographics_description,
+                    population.context,
+                    step.id,
+                    self._varied.get(agent_id),
+                )
+                for agent_id in step.agents
+            ]
         results = await asyncio.gather(
             *(self._client.complete(request) for request in requests), return_exceptions=True
         )
@@ -88,6 +103,24 @@ class TinyTroupeSteps(TinyTroupeMemory):
                 )
             answers.append(result.data)
         await self._run(functools.partial(self._create_members, step, answers))
+
+    async def propose(self, step: ProposeStep) -> None:
+        """The population's `vary` values: the built-in engine's one call and slots.
+
+        TinyTroupe's factory asks the model for a sampling plan and lets the model
+        assign people to it; here the model only proposes the values, and the
+        plan's seeded slots assign them, so the quota holds exactly."""
+        plan = self._require_plan()
+        response = await self._client.complete(propose_request(plan, step))
+        if not isinstance(response.data, dict):
+            raise RuntimeError(
+                f"{response.provider}/{response.model} returned no JSON object for a proposal"
+            )
+        population = next(p for p in plan.populations if p.name == step.population)
+        members = [plan.agent(agent_id) for agent_id in population.members]
+        varied, notes = vary_values(step, response.data, members)
+        self._varied.update(varied)
+        self._notes_to_take.extend(notes)
 
     async def broadcast(self, step: BroadcastStep) -> list[TranscriptEvent]:
         return await self._run(functools.partial(self._broadcast, step))
@@ -319,6 +352,7 @@ class TinyTroupeSteps(TinyTroupeMemory):
                 purpose=f"interview {agent_id}",
                 seed_parts=(step.id, agent_id),
                 targets=(interviewer.name,),
+                agent=agent_id,
             ),
         )
         events: list[TranscriptEvent] = []
@@ -380,11 +414,13 @@ class TinyTroupeSteps(TinyTroupeMemory):
             purpose=f"converse {agent_id}",
             seed_parts=(step.id, agent_id),
             targets=(partner.name,),
+            agent=agent_id,
         )
         answerer = CallContext(
             purpose=f"converse {agent_id} ({partner_id})",
             seed_parts=(step.id, agent_id, partner_id),
             targets=(person.name,),
+            agent=partner_id,
         )
         events: list[TranscriptEvent] = []
         for _ in range(step.turns):
@@ -439,5 +475,8 @@ def _act_context(
 ) -> CallContext:
     """An agent's turn: its calls' seeds and whom its TALK may address."""
     return CallContext(
-        purpose=f"act {agent_id}", seed_parts=(step_id, agent_id), targets=targets[agent_id]
+        purpose=f"act {agent_id}",
+        seed_parts=(step_id, agent_id),
+        targets=targets[agent_id],
+        agent=agent_id,
     )
