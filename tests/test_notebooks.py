@@ -111,3 +111,25 @@ def test_product_brainstorming_runs_on_the_embedded_model(workdir: Path) -> None
     rows = _read(run_dir / "results.json")
     assert [(row["agent"], row["world"]) for row in rows] == [("lisa", None)]
     assert "ideas" in rows[0]
+
+
+@pytest.mark.model
+def test_synthetic_data_generation_runs_on_the_embedded_model(workdir: Path) -> None:
+    run_dir = _run_as_planned(workdir, "synthetic_data_generation", 8)
+    # The two workers were generated from the context alone and saved as agent files.
+    saved = sorted((run_dir / "personas" / "workers").glob("*.agent.json"))
+    assert len(saved) == 2
+    names = {_read(path)["persona"]["name"] for path in saved}
+    assert len(names) == 2
+    # The corpus: one row per utterance, with its author, as the transcript has them.
+    said = [
+        e
+        for e in _events(run_dir)
+        if e["kind"] == "action" and e["type"] in ("TALK", "THINK") and e["content"].strip()
+    ]
+    lines = (run_dir / "messages.jsonl").read_text(encoding="utf-8").splitlines()
+    messages = [json.loads(line) for line in lines]
+    assert [(m["agent"], m["text"]) for m in messages] == [(e["agent"], e["content"]) for e in said]
+    assert all(m["population"] == "workers" and m["world"] == "some_corp" for m in messages)
+    times = [m["time"] for m in messages]
+    assert times == sorted(times) and len(set(times)) == len(times)
