@@ -16,6 +16,7 @@ import math
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
+from tiny_dsl.checks.adults import adult_segments
 from tiny_dsl.checks.context import Context, Declared
 from tiny_dsl.checks.personas import resolve_fragments
 from tiny_dsl.checks.specs import LocatedSpec, Origin, merge_fragment
@@ -295,6 +296,7 @@ def check_population(ctx: Context, declared: Declared) -> None:
             segments.append(segment)
     if size is not None and total < size:
         segments.append(m.Segment(GENERAL, size - total, (), "", (), node.span))
+    segments = adult_segments(ctx, name, node.name.span, demographics, segments)
     if ctx.error_count == errors and base_name is not None and size is not None:
         ctx.populations[name] = m.Population(
             name, base_name, size, tuple(segments), context or "", node.span

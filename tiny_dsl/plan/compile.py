@@ -73,7 +73,7 @@ from tiny_dsl.plan.model import (
     WaitStep,
     WorldPlan,
 )
-from tiny_dsl.plan.sampling import MemberSampler, assign_arms, member_rng
+from tiny_dsl.plan.sampling import MemberSampler, assign_arms, member_rng, sample_loaded
 from tiny_dsl.source import Span
 
 
@@ -162,8 +162,35 @@ class _Compiler:
             fragment_names=list(persona.fragments),
         )
 
+    def _load(self, population: Population) -> None:
+        """Members of a population read from files: all of them in file order, or a
+        seeded sample of `size` of them, kept in file order."""
+        chosen = sample_loaded(self.seed, population.name, len(population.members), population.size)
+        segment = population.segments[0]  # the one segment of everyone read
+        members: list[AgentPlan] = []
+        for index in chosen:
+            loaded = population.members[index]
+            members.append(
+                AgentPlan(
+                    id=f"{population.name}/{loaded.id}",
+                    kind="member",
+                    persona=_jsonable(loaded.spec),
+                    population=population.name,
+                    segment=segment.name,
+                    index=index + 1,
+                    fragment_names=list(segment.fragments),
+                    model=loaded.model,
+                    temperature=loaded.temperature,
+                )
+            )
+        self.members[population.name] = members
+        self.segment_members[(population.name, segment.name)] = [m.id for m in members]
+
     def _sample(self, population: Population) -> None:
         """Members of a population, segment by segment in declaration order."""
+        if population.source_path is not None:
+            self._load(population)
+            return
         program = self.program
         demographics = program.demographics[population.demographics]
         width = max(3, len(str(population.size)))
@@ -192,14 +219,16 @@ class _Compiler:
     # ---------------------------------------------------- worlds, interventions
 
     def _population(self, population: Population) -> PopulationPlan:
+        demographics = self.program.demographics.get(population.demographics)
         return PopulationPlan(
             name=population.name,
             demographics=population.demographics,
-            demographics_description=self.program.demographics[population.demographics].description,
+            demographics_description=demographics.description if demographics else "",
             size=population.size,
             segments={segment.name: segment.size for segment in population.segments},
             context=population.context,
             members=[member.id for member in self.members[population.name]],
+            source_path=population.source_path,
         )
 
     def _world(self, world: World) -> WorldPlan:
@@ -468,6 +497,8 @@ class _Compiler:
                 ),
             )
             for population in populations
+            # Members read from files are whole already: nothing to generate.
+            if population.source_path is None
         ]
         # An extraction `at` a checkpoint comes right after it, so that it reads what
         # happened up to there; the others after the whole timeline.

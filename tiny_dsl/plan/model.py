@@ -68,6 +68,16 @@ class AgentPlan(_Model):
     particularities: str = ""
     fragments: list[dict[str, Any]] = Field(default_factory=list)  # fragment persona objects
     fragment_names: list[str] = Field(default_factory=list)
+    model: str | None = None  # None: the scenario's model
+    temperature: float | None = None  # None: the scenario's temperature
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"model", "temperature"})
+
+    @property
+    def defined(self) -> bool:
+        """Whether the persona is whole in the plan, so the agent exists from the start:
+        a declared persona, or a member read from files (`population ... from`)."""
+        return self.kind == "persona" or self.persona is not None
 
 
 class PopulationPlan(_Model):
@@ -78,6 +88,11 @@ class PopulationPlan(_Model):
     segments: dict[str, int]  # segment name -> size (including `general`)
     context: str = ""
     members: list[str]  # agent ids
+    # `population NAME from "path"`: the folder or file its members were read from
+    # (they need no `generate` step: their personas are in the plan)
+    source_path: str | None = None
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"source_path"})
 
 
 class WorldPlan(_Model):

@@ -191,7 +191,7 @@ class _View:
         for population in plan.populations:
             lines.append(
                 f"  population {population.name}: {_plural(population.size, 'member')} "
-                f"from {population.demographics}"
+                f"from {population.source_path or population.demographics}"
             )
             by_segment: dict[str, list[AgentPlan]] = {name: [] for name in population.segments}
             for member_id in population.members:

@@ -188,7 +188,7 @@ class BuiltinEngine(BuiltinSimulation):
         taken = {
             agent.name.casefold()
             for agent in self._agents.values()
-            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+            if agent.generated or self._agent_plans[agent.id].defined
         }
         for agent_id, response in zip(step.agents, responses, strict=True):
             plan_agent = self._agent_plans[agent_id]

@@ -70,7 +70,7 @@ class BuiltinSimulation(EngineCore):
             home = homes.get(agent.id)
             clock = self._world_clocks[home] if home else default_clock
             persona = dict(agent.persona or apply_attributes({}, agent.attributes))
-            if agent.kind == "persona":
+            if agent.defined:
                 name = unique_name(str(persona.get("name") or agent.id), taken)
                 taken.add(name.casefold())
                 persona["name"] = name
@@ -83,7 +83,7 @@ class BuiltinSimulation(EngineCore):
         return {
             agent.id: agent.persona
             for agent in self._agents.values()
-            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+            if agent.generated or self._agent_plans[agent.id].defined
         }
 
     def take_notes(self) -> list[str]:

@@ -169,7 +169,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
         return {
             agent_id: saved["state"]["_persona"]
             for agent_id, saved in self.dump_state()["agents"].items()
-            if saved["generated"] or plan.agent(agent_id).kind == "persona"
+            if saved["generated"] or plan.agent(agent_id).defined
         }
 
     def take_notes(self) -> list[str]:
@@ -210,7 +210,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
         plan = self._require_plan()
         self._read_header(state, self._layout.worlds)
         agents = state["agents"]
-        personas = {agent.id for agent in plan.agents if agent.kind == "persona"}
+        personas = {agent.id for agent in plan.agents if agent.defined}
         if not personas <= set(agents) <= {agent.id for agent in plan.agents}:
             raise EngineStateError("saved state has different agents than the plan")
         self._pending_state = state

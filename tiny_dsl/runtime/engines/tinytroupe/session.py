@@ -219,7 +219,7 @@ class TinyTroupeSession(EngineCore):
         plan = self._require_plan()
         taken: set[str] = set()
         for agent in plan.agents:
-            if agent.kind != "persona":
+            if not agent.defined:
                 self._names[agent.id] = agent.id  # until the `generate` step names it
                 continue
             persona = copy.deepcopy(agent.persona or {})
@@ -237,7 +237,7 @@ class TinyTroupeSession(EngineCore):
         taken = {
             self._names[agent.id].casefold()
             for agent in plan.agents
-            if agent.kind == "persona" or agent.id in self._generated
+            if agent.defined or agent.id in self._generated
         }
         for agent_id, answer in zip(step.agents, answers, strict=True):
             agent = plan.agent(agent_id)
