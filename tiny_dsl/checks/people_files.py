@@ -58,7 +58,7 @@ from tiny_dsl.syntax.parser import MAX_NESTING_DEPTH
 AGENT_SUFFIX = ".agent.json"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_ID_LENGTH = 64
-MAX_TEMPERATURE = 2.0
+MAX_TEMPERATURE = 2
 LOADED_POPULATION_FIELDS = ("size", "context", "fragments", "model", "temperature")
 # Keys no TinyTroupe persona has: a list item with any of them is a persona-database
 # record, and so is every other item of its file (a record missing its `id` is one too).
@@ -118,12 +118,15 @@ def check_loaded_population(ctx: Context, loader: Loader, declared: Declared) ->
     model = props.string("model")
     temperature = props.number("temperature", 0, MAX_TEMPERATURE)
     fragment_refs, _complete = resolve_fragments(ctx, props.value("fragments"))
+    before_reading = ctx.error_count
     records = _read_records(ctx, loader, declared.file, node.path)
     if records is None:
         return
     members = _validate(ctx, records, name)
     if not records:
-        check_no_members(ctx, node.path, name)
+        # Files that were all unreadable have been reported; an empty source has not.
+        if ctx.error_count == before_reading:
+            check_no_members(ctx, node.path, name)
         return
     size_node = props.value("size")
     if size is not None and size > len(records) and size_node is not None:
@@ -389,10 +392,15 @@ _DATABASE_SOURCE: dict[str, tuple[str, ...]] = {
 
 
 def _check_forms(ctx: Context, record: _Record, spec: dict[str, Any]) -> None:
-    """Usual persona fields whose value has another form than TinyTroupe's (W110)."""
+    """Usual persona fields whose value has another form than TinyTroupe's (W110);
+    `name` is required to be a string and reported as an error already."""
     for key, value in spec.items():
         form = AGENT_FILE_FORMS.get(key)
-        if form is None or (isinstance(value, form[1]) and not isinstance(value, bool)):
+        if (
+            key == "name"
+            or form is None
+            or (isinstance(value, form[1]) and not isinstance(value, bool))
+        ):
             continue
         origin = _DATABASE_SOURCE.get(key, (key,)) if record.database else (key,)
         span = record.file.value_span((*record.persona_path, *origin))
