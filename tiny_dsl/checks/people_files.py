@@ -18,6 +18,7 @@ with `json` and only re-read with positions when something must be shown
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ from tiny_dsl.checks.values import (
     entry_key,
 )
 from tiny_dsl.diagnostics import Label
-from tiny_dsl.source import Span
+from tiny_dsl.source import SourceTooLarge, Span, read_source_text
 from tiny_dsl.syntax import ast
 from tiny_dsl.syntax.parser import MAX_NESTING_DEPTH
 
@@ -173,21 +174,27 @@ def _read_records(
         check_path_outside_root(ctx, path_node, "`from` path")
         return None
     if is_dir(target):
-        files = sorted(p for p in target.iterdir() if p.name.endswith(AGENT_SUFFIX))
+        # The folder's display path once, not one resolution per file: 10,000 files
+        # would spend seconds resolving the same directory.
+        folder, directory = display_path(target), str(target)
+        with os.scandir(target) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(AGENT_SUFFIX))
         records: list[_Record] = []
-        for file_path in files:
-            loaded = _decode(ctx, loader, file_path, path_node)
+        for file_name in names:
+            display = f"{folder}/{file_name}"
+            file_path = os.path.join(directory, file_name)
+            loaded = _decode(ctx, loader, file_path, path_node, display)
             if loaded is None:
                 continue
             record = _agent_file_record(ctx, loaded, path_node, len(records) + 1)
             if record is not None:
-                record.stem = file_path.name[: -len(AGENT_SUFFIX)]
+                record.stem = file_name[: -len(AGENT_SUFFIX)]
                 records.append(record)
         return records
     if not is_file(target):
         check_file_not_found(ctx, path_node, [target], ".json")
         return None
-    loaded = _decode(ctx, loader, target, path_node)
+    loaded = _decode(ctx, loader, target, path_node, display_path(target))
     if loaded is None:
         return None
     if not isinstance(loaded.data, list):
@@ -204,11 +211,16 @@ def _read_records(
     return records
 
 
-def _decode(ctx: Context, loader: Loader, path: Path, path_node: ast.Str) -> JsonFile | None:
-    text = loader.read_text(path, path_node.span)
-    if text is None:
-        return None
-    display = display_path(path)
+def _decode(
+    ctx: Context, loader: Loader, path: Path | str, path_node: ast.Str, display: str
+) -> JsonFile | None:
+    try:
+        text = read_source_text(path)
+    except (OSError, ValueError, SourceTooLarge):
+        # Read again by the loader, which reports why the file cannot be read.
+        if loader.read_text(Path(path), path_node.span) is None:
+            return None
+        text = read_source_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -218,7 +230,9 @@ def _decode(ctx: Context, loader: Loader, path: Path, path_node: ast.Str) -> Jso
     except RecursionError:
         check_too_deep(ctx, path_node, display)
         return None
-    if json_depth(data) > MAX_NESTING_DEPTH:
+    # Nesting needs an opening bracket per level: most files have too few to need a walk.
+    shallow = text.count("{") + text.count("[") <= MAX_NESTING_DEPTH
+    if not shallow and json_depth(data) > MAX_NESTING_DEPTH:
         check_too_deep(ctx, path_node, display)
         return None
     return JsonFile(display, text, data, loader.sources)

@@ -174,7 +174,8 @@ class _Compiler:
                 AgentPlan(
                     id=f"{population.name}/{loaded.id}",
                     kind="member",
-                    persona=_jsonable(loaded.spec),
+                    # Decoded JSON already, unless fragments (which may hold tuples) merged in.
+                    persona=_jsonable(loaded.spec) if segment.fragments else loaded.spec,
                     population=population.name,
                     segment=segment.name,
                     index=index + 1,
