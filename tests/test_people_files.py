@@ -15,11 +15,14 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_runtime import run, scripted_client, sent
+from tests.test_tinytroupe_engine import HashProvider, needs_tinytroupe
+from tests.test_tinytroupe_engine import run as run_on_tinytroupe
 from tiny_dsl.checks import CheckResult, check_file, codes
 from tiny_dsl.checks import model as m
 from tiny_dsl.diagnostics import Severity, render_text
 from tiny_dsl.plan import compile_plan
 from tiny_dsl.plan.model import GenerateStep, Plan
+from tiny_dsl.plan.render import render_plan
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax.formatter import format_source
 
@@ -138,6 +141,8 @@ def test_a_persona_database_maps_onto_tinytroupe_fields_with_model_and_temperatu
     assert not any(isinstance(step, GenerateStep) for step in plan.steps)
     source_path = plan.populations[0].source_path
     assert source_path is not None and source_path.endswith("db.json")
+    assert f"population staff: 2 members from {source_path}" in render_plan(plan)
+    assert [step.calls for step in plan.steps] == [2]  # the two members' answers, nothing else
 
 
 def test_population_model_and_temperature_override_the_members(tmp_path: Path) -> None:
@@ -438,3 +443,25 @@ def test_two_keys_with_one_name_the_second_gets_its_path(tmp_path: Path) -> None
     renamed = [d for d in result.diagnostics if d.code == codes.DISTRIBUTION_RENAMED]
     assert len(renamed) == 1 and renamed[0].secondary[0].span.file.endswith("d.json")
     assert renamed[0].secondary[0].span.line == 8  # the key `"Christian"` inside `Religion`
+
+
+# ------------------------------------------------------------------ TinyTroupe
+
+
+@needs_tinytroupe
+def test_loaded_members_are_real_tinypersons_from_their_persona(tmp_path: Path) -> None:
+    record = {"id": "ana", "name": "Ana Lima", "role": "Nurse", "personality": {"style": "brief"}}
+    _write(tmp_path, {"db.json": [record, {"id": "ben", "name": "Ben Okafor"}]})
+    plan = _plan(tmp_path, 'population staff from "db.json"', "staff")
+    provider = HashProvider()
+    result, _client = run_on_tinytroupe(plan, tmp_path / "tt", provider)
+    assert result.manifest.engine == "tinytroupe"
+    # No generation: each member acts once as the person read from the file.
+    assert sorted(r.purpose for r in provider.requests) == ["act staff/ana", "act staff/ben"]
+    ana = next(r for r in provider.requests if r.purpose == "act staff/ana")
+    prompt = "\n".join(message.content for message in ana.messages)
+    assert "Ana Lima" in prompt and "Nurse" in prompt
+    saved = result.run_dir / "personas" / "staff" / "ana.agent.json"
+    persona = json.loads(saved.read_text())["persona"]
+    assert persona["name"] == "Ana Lima" and persona["occupation"] == {"title": "Nurse"}
+    assert persona["style"] == "brief"
