@@ -139,9 +139,8 @@ def test_a_persona_database_maps_onto_tinytroupe_fields_with_model_and_temperatu
     assert (ben.model, ben.temperature) == (None, None)
     # Loaded members are whole: no generate step, no calls to make them.
     assert not any(isinstance(step, GenerateStep) for step in plan.steps)
-    source_path = plan.populations[0].source_path
-    assert source_path is not None and source_path.endswith("db.json")
-    assert f"population staff: 2 members from {source_path}" in render_plan(plan)
+    assert plan.populations[0].source_path == "db.json"  # as written, whatever the cwd
+    assert "population staff: 2 members from db.json" in render_plan(plan)
     assert [step.calls for step in plan.steps] == [2]  # the two members' answers, nothing else
 
 

@@ -155,7 +155,7 @@ class Population:
     # `population NAME from "path"`: every person the path holds, in file order (a
     # `size` below their number is a seeded sample of them, drawn at plan time)
     members: tuple[LoadedMember, ...] = ()
-    source_path: str | None = None
+    source_path: str | None = None  # the `from` path as written
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,8 @@ def check_loaded_population(ctx: Context, loader: Loader, declared: Declared) ->
         context,
         node.span,
         members=tuple(merged_members),
-        source_path=display_path(declared.file.parent / node.path.value),
+        # As written: the plan (whose hashes cover it) must not depend on the working directory.
+        source_path=node.path.value,
     )
 
 
