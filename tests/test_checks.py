@@ -41,6 +41,19 @@ CODES_TESTED_HERE = {
     codes.INVALID_JSON: "test_invalid_json_names_line_and_column",
     codes.INVALID_TINYTROUPE_SPEC: "test_json_that_is_not_a_tinytroupe_spec",
 }
+# Codes whose diagnostics are in JSON files (people and demography files), and the
+# test of tests/test_people_files.py that covers each.
+_LOADED_ERRORS = "test_segments_vary_empty_sources_and_oversized_samples_are_errors"
+_DATABASE = "test_persona_database_with_twenty_mistakes_reports_all_twenty_where_they_are"
+CODES_TESTED_IN_PEOPLE_FILES = {
+    codes.NOT_FOR_LOADED_POPULATION: _LOADED_ERRORS,
+    codes.BAD_MEMBER_ID: _DATABASE,
+    codes.DUPLICATE_MEMBER: _DATABASE,
+    codes.NO_MEMBERS: _LOADED_ERRORS,
+    codes.DEMOGRAPHICS_TEXT: "test_tinytroupe_demography_files",
+    codes.ADULTS_ONLY: "test_tinytroupe_demography_files",
+    codes.DISTRIBUTION_RENAMED: "test_two_keys_with_one_name_the_second_gets_its_path",
+}
 MUTANTS_PER_EXAMPLE = 300
 
 
@@ -133,7 +146,12 @@ def test_every_check_code_has_a_case() -> None:
     }
     for code, test in CODES_TESTED_HERE.items():
         assert callable(globals().get(test)), f"{code}: no test named {test}"
+    from tests import test_people_files
+
+    for code, test in CODES_TESTED_IN_PEOPLE_FILES.items():
+        assert callable(getattr(test_people_files, test, None)), f"{code}: no test named {test}"
     missing = set(CHECK_CODES) - asserted - set(CODES_TESTED_HERE)
+    missing -= set(CODES_TESTED_IN_PEOPLE_FILES)
     assert not missing, f"codes without a case: {sorted(missing)}"
 
 

@@ -20,6 +20,7 @@ from tiny_dsl.source import SourceFile, Span
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    NOTE = "note"  # information the author should see, never a problem
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,19 @@ def warning(
     return _make(Severity.WARNING, code, message, span, label, help, notes, secondary)
 
 
+def note(
+    code: str,
+    message: str,
+    span: Span | None,
+    label: str = "",
+    *,
+    help: Iterable[str] = (),
+    notes: Iterable[str] = (),
+    secondary: Iterable[Label] = (),
+) -> Diagnostic:
+    return _make(Severity.NOTE, code, message, span, label, help, notes, secondary)
+
+
 def _make(
     severity: Severity,
     code: str,
@@ -187,7 +201,7 @@ def render_text(
 
 
 def _paint(text: str, style: str, color: bool) -> str:
-    codes = {"error": "1;31", "warning": "1;33", "blue": "1;34", "bold": "1"}
+    codes = {"error": "1;31", "warning": "1;33", "note": "1;36", "blue": "1;34", "bold": "1"}
     return f"\x1b[{codes[style]}m{text}\x1b[0m" if color else text
 
 
@@ -265,12 +279,15 @@ def summary_line(diagnostics: Sequence[Diagnostic]) -> str:
     """ "2 errors, 1 warning": each problem counted once, as the renderers show it."""
     diagnostics = sort_diagnostics(diagnostics)
     errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
+    notes = sum(1 for d in diagnostics if d.severity is Severity.NOTE)
+    warnings = len(diagnostics) - errors - notes
     parts = []
     if errors:
         parts.append(f"{errors} error{'s' if errors != 1 else ''}")
     if warnings:
         parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    if notes:
+        parts.append(f"{notes} note{'s' if notes != 1 else ''}")
     return ", ".join(parts) if parts else "no problems"
 
 

@@ -60,6 +60,11 @@ FIELD_TYPE_CONFLICT = "E334"
 CONTEXT_WITHOUT_GENERATE = "E340"
 CONSTRAINT_WITHOUT_DEMOGRAPHICS = "E341"
 VARY_NAME_TAKEN = "E342"
+# People and demographics from files (language v2).
+NOT_FOR_LOADED_POPULATION = "E344"
+BAD_MEMBER_ID = "E345"
+DUPLICATE_MEMBER = "E346"
+NO_MEMBERS = "E347"
 
 # --------------------------------------------------------------------- warnings
 
@@ -74,6 +79,12 @@ MANY_ROUNDS = "W108"
 DUPLICATE_PERSONA_NAME = "W109"
 AGENT_FILE_FIELD_TYPE = "W110"
 TURNS_IN_SURVEY = "W120"
+
+# ------------------------------------------------------------------------ notes
+
+DEMOGRAPHICS_TEXT = "N101"
+ADULTS_ONLY = "N102"
+DISTRIBUTION_RENAMED = "N103"
 
 register(
     UNKNOWN_NAME,
@@ -525,4 +536,66 @@ register(
     nobody hears anybody, so the order of turns within a round changes
     nothing. Remove `turns`, or use `mode focus_group` if the agents should
     hear each other.""",
+)
+register(
+    NOT_FOR_LOADED_POPULATION,
+    "not-for-loaded-population",
+    """A `population NAME from "path"` has a `segment` block or a `vary`
+    dimension. Its members are read as they are from the folder or list file,
+    so there is nothing to sample into segments or dimensions. Declare one
+    `population ... from` per group of files, or generate the population
+    (`population NAME { from DEMOGRAPHICS ... }`) to sample it.""",
+)
+register(
+    BAD_MEMBER_ID,
+    "bad-member-id",
+    """A member read by `population NAME from "path"` has an `id` (or, in a
+    folder, a file name) that cannot name an agent: ids start with a letter or
+    digit, hold only letters, digits, `_`, `.` and `-`, and are at most 64
+    characters long. The agent is `population/ID` and its file
+    `personas/population/ID.agent.json`, so spaces and slashes are not
+    allowed. Rename it.""",
+)
+register(
+    DUPLICATE_MEMBER,
+    "duplicate-member",
+    """Two members of a population read from files have the same `id`, or the
+    same name (names compared without case). Ids name the agents and their
+    result rows; names are how agents address each other, and TinyTroupe
+    refuses two agents of one name. Give each member its own.""",
+)
+register(
+    NO_MEMBERS,
+    "no-members",
+    """`population NAME from "path"` names a folder with no `.agent.json`
+    file, or a JSON file holding an empty list. Point it at the people to
+    load.""",
+)
+register(
+    DEMOGRAPHICS_TEXT,
+    "demographics-text",
+    """A note, not a problem: `demographics NAME from "file.json"` read a
+    TinyTroupe demography file and kept the keys listed as text for the
+    model (shown in every generation prompt), not as distributions to sample:
+    strings, lists, maps of lists, share tables whose shares add up to more
+    than 100% (several answers per person, such as "High School Graduate or
+    Higher" and "Bachelor's Degree or Higher"), and numeric brackets that do
+    not cover the whole population.""",
+)
+register(
+    ADULTS_ONLY,
+    "adults-only",
+    """A note: the population is sampled from a demography file whose `age`
+    brackets start below 18 (TinyTroupe's files describe whole countries,
+    children included). Members are sampled from 18 up, from the file's own
+    age profile, unless a segment constrains `age` itself: write
+    `age 0..17` in a segment for a study of children.""",
+)
+register(
+    DISTRIBUTION_RENAMED,
+    "distribution-renamed",
+    """A note: two keys of a demography file give the same attribute name in
+    snake case (for example two `Christian` tables), so the later one is
+    named by its whole path (`religion_christian`). Segments constrain it by
+    that name.""",
 )

@@ -114,6 +114,9 @@ class Demographics:
     source: str
     distributions: tuple[Distribution, ...]
     span: Span
+    # `demographics NAME from "file.json"`: the TinyTroupe demography file read, whose
+    # text keys are in `description` for the model
+    source_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +151,19 @@ class VaryDimension:
 
 
 @dataclass(frozen=True)
+class LoadedMember:
+    """A person of a `population NAME from "path"`, read and validated, fragments merged."""
+
+    id: str  # the agent is `population/<id>`
+    spec: dict[str, Any]  # TinyTroupe's `persona` object
+    model: str | None = None  # None: the scenario's
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
 class Population:
     name: str
-    demographics: str
+    demographics: str  # "" for a population read from files
     size: int
     segments: tuple[Segment, ...]  # declared segments, then `general` if any remainder
     context: str
@@ -160,6 +173,10 @@ class Population:
     # Applied to every member (a segment's own particularities are appended).
     particularities: str = ""
     llm: AgentModel | None = None
+    # `population NAME from "path"`: every person the path holds, in file order (a
+    # `size` below their number is a seeded sample of them, drawn at plan time)
+    members: tuple[LoadedMember, ...] = ()
+    source_path: str | None = None  # the `from` path as written
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,13 @@ def check_persona(ctx: Context, loader: Loader, declared: Declared) -> None:
         if loaded is not None:
             data, source_path = loaded
             check_agent_file_field_types(ctx, data, source_path, node.path)
-            ctx.personas[name] = m.Persona(name, data, (), source_path, node.span)
+            fragments_merged: tuple[str, ...] = ()
+            if node.body is not None:
+                overridden = apply_overrides(ctx, node, name, data)
+                if overridden is None:
+                    return
+                data, fragments_merged = overridden
+            ctx.personas[name] = m.Persona(name, data, fragments_merged, source_path, node.span)
         return
     if not isinstance(node, ast.PersonaInline):
         return
@@ -195,6 +201,47 @@ def check_context_without_generate(
             ],
         )
     )
+
+
+def apply_overrides(
+    ctx: Context, node: ast.PersonaFile, name: str, data: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """A file persona with the fields of its `{ ... }` block written over the file's.
+
+    A field written replaces the file's top-level field of that name whole (objects
+    too: no deep merge); `interests`, `likes` and `dislikes`, which live under
+    `preferences`, replace that entry of the file's `preferences`. The fragments
+    listed then merge into the result with their conflicts located. Other fields
+    that mention the old name are kept, as TinyTroupe's `new_agent_name` does.
+    None when the block has errors.
+    """
+    assert node.body is not None
+    errors = ctx.error_count
+    spec = LocatedSpec(Origin(node.path.span, None))
+    props = Props(ctx, node.body, f"persona `{name}`", node.name.span, PERSONA_FIELDS)
+    written = LocatedSpec(Origin(node.name.span, None))
+    _build_spec(ctx, props, written)
+    spec.data = copy.deepcopy(data)
+    for path in written.origins:
+        if len(path) == 1:
+            spec.data[path[0]] = written.data[path[0]]
+        else:
+            preferences = spec.data.get("preferences")
+            if not isinstance(preferences, dict):
+                preferences = spec.data["preferences"] = {}
+            preferences[path[1]] = written.data[path[0]][path[1]]
+    spec.origins.update(written.origins)
+    resolved, complete = resolve_fragments(ctx, props.value("fragments"))
+    if not complete:
+        ctx.missing_fragments.add(name)
+    fragments: list[str] = []
+    for ref, fragment in resolved:
+        fragments.append(ref.parts[0])
+        for problem in merge_fragment(spec, fragment, ref.parts[0], f"persona `{name}`", ref.span):
+            ctx.report(problem)
+    if ctx.error_count != errors:
+        return None
+    return spec.data, tuple(fragments)
 
 
 def check_agent_file_field_types(

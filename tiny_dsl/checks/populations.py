@@ -17,6 +17,7 @@ import math
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
+from tiny_dsl.checks.adults import adult_segments
 from tiny_dsl.checks.context import Context, Declared
 from tiny_dsl.checks.personas import PERSONA_FIELDS, read_agent_model, resolve_fragments
 from tiny_dsl.checks.specs import LocatedSpec, Origin, merge_fragment
@@ -320,6 +321,7 @@ def check_population(ctx: Context, declared: Declared) -> None:
             segments.append(segment)
     if size is not None and total < size:
         segments.append(m.Segment(GENERAL, size - total, (), "", (), node.span))
+    segments = adult_segments(ctx, name, node.name.span, demographics, segments)
     if ctx.error_count == errors and (base_name is not None or generated_only) and size is not None:
         ctx.populations[name] = m.Population(
             name,

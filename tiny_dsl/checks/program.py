@@ -20,7 +20,9 @@ from tiny_dsl.checks.context import (
     Kind,
     NamedDeclaration,
 )
+from tiny_dsl.checks.demography_files import check_demographics_file
 from tiny_dsl.checks.loader import LoadedModule, Loader
+from tiny_dsl.checks.people_files import check_loaded_population
 from tiny_dsl.checks.personas import check_fragment, check_persona
 from tiny_dsl.checks.populations import check_demographics, check_population
 from tiny_dsl.checks.results import Analyses, check_extracts
@@ -80,9 +82,15 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
     for declared in list(ctx.declared["persona"].values()):
         check_persona(ctx, loader, declared)
     for declared in list(ctx.declared["demographics"].values()):
-        check_demographics(ctx, declared)
+        if isinstance(declared.node, ast.Demographics) and declared.node.path is not None:
+            check_demographics_file(ctx, loader, declared)
+        else:
+            check_demographics(ctx, declared)
     for declared in list(ctx.declared["population"].values()):
-        check_population(ctx, declared)
+        if isinstance(declared.node, ast.Population) and declared.node.path is not None:
+            check_loaded_population(ctx, loader, declared)
+        else:
+            check_population(ctx, declared)
     for declared in list(ctx.declared["world"].values()):
         check_world(ctx, declared)
     for declared in list(ctx.declared["intervention"].values()):

@@ -75,7 +75,13 @@ from tiny_dsl.plan.model import (
     WaitStep,
     WorldPlan,
 )
-from tiny_dsl.plan.sampling import MemberSampler, assign_arms, member_rng, vary_slots
+from tiny_dsl.plan.sampling import (
+    MemberSampler,
+    assign_arms,
+    member_rng,
+    sample_loaded,
+    vary_slots,
+)
 from tiny_dsl.source import Span
 
 
@@ -173,8 +179,36 @@ class _Compiler:
             **_agent_model(persona.llm),
         )
 
+    def _load(self, population: Population) -> None:
+        """Members of a population read from files: all of them in file order, or a
+        seeded sample of `size` of them, kept in file order."""
+        chosen = sample_loaded(self.seed, population.name, len(population.members), population.size)
+        segment = population.segments[0]  # the one segment of everyone read
+        members: list[AgentPlan] = []
+        for index in chosen:
+            loaded = population.members[index]
+            members.append(
+                AgentPlan(
+                    id=f"{population.name}/{loaded.id}",
+                    kind="member",
+                    # Decoded JSON already, unless fragments (which may hold tuples) merged in.
+                    persona=_jsonable(loaded.spec) if segment.fragments else loaded.spec,
+                    population=population.name,
+                    segment=segment.name,
+                    index=index + 1,
+                    fragment_names=list(segment.fragments),
+                    model=loaded.model,
+                    temperature=loaded.temperature,
+                )
+            )
+        self.members[population.name] = members
+        self.segment_members[(population.name, segment.name)] = [m.id for m in members]
+
     def _sample(self, population: Population) -> None:
         """Members of a population, segment by segment in declaration order."""
+        if population.source_path is not None:
+            self._load(population)
+            return
         program = self.program
         # A population without `from` has no demographics: its members get no attributes.
         demographics = program.demographics.get(population.demographics) or checked.Demographics(
@@ -226,6 +260,7 @@ class _Compiler:
             members=[member.id for member in self.members[population.name]],
             particularities=population.particularities,
             vary=_vary_plans(population),
+            source_path=population.source_path,
         )
 
     def _world(self, world: World) -> WorldPlan:
@@ -495,6 +530,8 @@ class _Compiler:
             )
             drafts.append(("personas", personas_step))
         for population in populations:
+            if population.source_path is not None:
+                continue  # members read from files are whole already: nothing to generate
             if population.vary:
                 propose = ProposeStep(
                     id="",

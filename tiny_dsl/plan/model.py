@@ -86,6 +86,15 @@ class AgentPlan(_Model):
         {"generate", "generate_context", "model", "temperature", "model_origin", "vary_slots"}
     )
 
+    @property
+    def defined(self) -> bool:
+        """Whether the persona is whole in the plan, so the agent exists from the start:
+        a declared persona that is not generated, or a member read from files
+        (`population ... from "path"`). The others are made by a `generate` step."""
+        if self.kind == "persona":
+            return self.generate is None
+        return self.persona is not None
+
 
 class VaryPlan(_Model):
     """`vary NAME "what varies" N values`: a dimension whose values the model proposes."""
@@ -105,8 +114,11 @@ class PopulationPlan(_Model):
     members: list[str]  # agent ids
     particularities: str = ""  # the population's own, already in each member's
     vary: list[VaryPlan] = Field(default_factory=list)
+    # `population NAME from "path"`: the folder or file its members were read from
+    # (they need no `generate` step: their personas are in the plan)
+    source_path: str | None = None
 
-    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"particularities", "vary"})
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"particularities", "vary", "source_path"})
 
 
 class WorldPlan(_Model):

@@ -203,11 +203,12 @@ class _View:
             rows = [[agent.id, _person(agent) + _own_model(agent)] for agent in personas]
             lines.extend(_truncate("  " + line, WIDTH) for line in _table(rows))
         for population in plan.populations:
-            source = (
-                f"from {population.demographics}"
-                if population.demographics
-                else "generated from its context"
-            )
+            if population.source_path is not None:
+                source = f"from {population.source_path}"
+            elif population.demographics:
+                source = f"from {population.demographics}"
+            else:
+                source = "generated from its context"
             first = self.agents_by_id[population.members[0]] if population.members else None
             lines.append(
                 f"  population {population.name}: {_plural(population.size, 'member')} "

@@ -43,6 +43,14 @@ def member_rng(seed: int, population: str, index: int) -> random.Random:
     return seeded_rng(seed, population, index)
 
 
+def sample_loaded(seed: int, population: str, available: int, size: int) -> list[int]:
+    """Which of a loaded population's people take part: all of them, or a seeded sample
+    of `size` without replacement, in file order (indices into the file's people)."""
+    if size >= available:
+        return list(range(available))
+    return sorted(seeded_rng(seed, population, "members").sample(range(available), size))
+
+
 @dataclass(frozen=True)
 class _Categorical:
     attribute: str

@@ -202,6 +202,8 @@ class PersonaFile:
     name: Ident
     path: Str
     span: Span = _span()
+    # `persona NAME from "file" { ... }`: fields that replace the file's, and fragments
+    body: Block | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,8 @@ class Demographics:
     name: Ident
     body: Block
     span: Span = _span()
+    # `demographics NAME from "file.json"`: a TinyTroupe demography file (body empty)
+    path: Str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,8 @@ class Population:
     name: Ident
     body: Block
     span: Span = _span()
+    # `population NAME from "path" [{ ... }]`: people loaded from files (body may be empty)
+    path: Str | None = None
 
 
 @dataclass(frozen=True)

@@ -432,10 +432,22 @@ class _Printer:
         match declaration:
             case ast.Import():
                 self._emit(0, f"import {_value(declaration.path)}", _Role.ITEM, start, end)
+            case ast.PersonaFile() if declaration.body is not None:
+                header = f"persona {declaration.name.name} from {_value(declaration.path)}"
+                self._block(header, 0, start, declaration.body)
             case ast.PersonaFile() | ast.FragmentFile():
                 word = "persona" if isinstance(declaration, ast.PersonaFile) else "fragment"
                 text = f"{word} {declaration.name.name} from {_value(declaration.path)}"
                 self._emit(0, text, _Role.ITEM, start, end)
+            case ast.Demographics(path=ast.Str() as path):
+                text = f"demographics {declaration.name.name} from {_value(path)}"
+                self._emit(0, text, _Role.ITEM, start, end)
+            case ast.Population(path=ast.Str() as path):
+                header = f"population {declaration.name.name} from {_value(path)}"
+                if not declaration.body.entries and not self.comments.any_between(start, end):
+                    self._emit(0, header, _Role.ITEM, start, end)
+                else:
+                    self._block(header, 0, start, declaration.body)
             case ast.Output():
                 self._block("output", 0, start, declaration.body)
             case ast.Timeline():
@@ -469,6 +481,16 @@ _BLOCK_KEYWORDS: dict[type, str] = {
 _ONE_LINE_DECLARATIONS = (ast.Import, ast.PersonaFile, ast.FragmentFile)
 
 
+def _one_line(declaration: ast.Declaration) -> bool:
+    """A declaration printed on one line: an import, a file persona or fragment without
+    a body, a demographics file, a population from files without properties."""
+    if isinstance(declaration, ast.PersonaFile):
+        return declaration.body is None
+    if isinstance(declaration, ast.Demographics | ast.Population) and declaration.path:
+        return not declaration.body.entries
+    return isinstance(declaration, _ONE_LINE_DECLARATIONS)
+
+
 # ---------------------------------------------------------------- layout
 
 
@@ -498,7 +520,7 @@ class _Layout:
     ):
         self.lines = lines
         self.source = source
-        self.blocks = [not isinstance(d, _ONE_LINE_DECLARATIONS) for d in declarations]
+        self.blocks = [not _one_line(d) for d in declarations]
         # blank_before[k]: how many of the source lines 1..k are blank.
         self.blank_before: list[int] = []
         if source is not None:

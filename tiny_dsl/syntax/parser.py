@@ -694,6 +694,12 @@ class _ToAst(Transformer[Token, Any]):
     ) -> ast.PersonaFile:
         return ast.PersonaFile(self._ident(name), self._str(path), self._span_of(keyword, path))
 
+    def persona_file_body(
+        self, keyword: Token, name: Token, _from: Token, path: Token, body: ast.Block
+    ) -> ast.PersonaFile:
+        span = self._span_of(keyword, body)
+        return ast.PersonaFile(self._ident(name), self._str(path), span, body)
+
     def fragment_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.FragmentInline:
         return ast.FragmentInline(self._ident(name), body, self._span_of(keyword, body))
 
@@ -707,6 +713,21 @@ class _ToAst(Transformer[Token, Any]):
 
     def population(self, keyword: Token, name: Token, body: ast.Block) -> ast.Population:
         return ast.Population(self._ident(name), body, self._span_of(keyword, body))
+
+    def demographics_file(
+        self, keyword: Token, name: Token, _from: Token, path: Token
+    ) -> ast.Demographics:
+        written = self._str(path)
+        empty = ast.Block((), written.span)
+        return ast.Demographics(self._ident(name), empty, self._span_of(keyword, path), written)
+
+    def population_file(
+        self, keyword: Token, name: Token, _from: Token, path: Token, body: ast.Block | None
+    ) -> ast.Population:
+        written = self._str(path)
+        block = body if body is not None else ast.Block((), written.span)
+        span = self._span_of(keyword, body if body is not None else path)
+        return ast.Population(self._ident(name), block, span, written)
 
     def world(self, keyword: Token, name: Token, body: ast.Block) -> ast.World:
         return ast.World(self._ident(name), body, self._span_of(keyword, body))

@@ -26,7 +26,6 @@ __all__ = [
     "describe_attributes",
     "generated_persona_request",
     "keep_written_fields",
-    "named_at_setup",
     "persona_request",
     "propose_request",
     "propose_schema",
@@ -188,12 +187,6 @@ def _persona_call(plan: Plan, agent: AgentPlan, user: str, step_id: str) -> Chat
         seed=derive_seed(plan.settings.seed, step_id, agent.id, "generate"),
         purpose=f"generate {agent.id}",
     )
-
-
-def named_at_setup(agent: AgentPlan) -> bool:
-    """Whether the agent has its persona from the start: a declared persona the model
-    does not write (the others are named by their `generate` step)."""
-    return agent.kind == "persona" and agent.generate is None
 
 
 def with_agent_model(

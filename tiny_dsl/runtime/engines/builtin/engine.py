@@ -118,7 +118,6 @@ from tiny_dsl.runtime.engines.extraction import extract_overall_record, extract_
 from tiny_dsl.runtime.engines.personas import (
     generated_persona_request,
     keep_written_fields,
-    named_at_setup,
     persona_request,
     propose_request,
     unique_name,
@@ -212,7 +211,7 @@ class BuiltinEngine(BuiltinSimulation):
         taken = {
             agent.name.casefold()
             for agent in self._agents.values()
-            if agent.generated or self._agent_plans[agent.id].kind == "persona"
+            if agent.generated or self._agent_plans[agent.id].defined
         }
         for agent_id, response in zip(step.agents, responses, strict=True):
             plan_agent = self._agent_plans[agent_id]
@@ -243,7 +242,7 @@ class BuiltinEngine(BuiltinSimulation):
         taken = {
             agent.name.casefold()
             for agent in self._agents.values()
-            if agent.generated or named_at_setup(self._agent_plans[agent.id])
+            if agent.generated or self._agent_plans[agent.id].defined
         }
         for agent_id, response in zip(step.agents, responses, strict=True):
             plan_agent = self._agent_plans[agent_id]

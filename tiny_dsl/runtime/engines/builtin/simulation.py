@@ -21,7 +21,7 @@ from tiny_dsl.runtime.engines.core import (
     TranscriptEvent,
     iso_time,
 )
-from tiny_dsl.runtime.engines.personas import named_at_setup, unique_name, with_agent_model
+from tiny_dsl.runtime.engines.personas import unique_name, with_agent_model
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
 
 __all__ = ["ActingClient", "BuiltinSimulation", "answer_data", "gather_in_order"]
@@ -74,7 +74,7 @@ class BuiltinSimulation(EngineCore):
             home = homes.get(agent.id)
             clock = self._world_clocks[home] if home else default_clock
             persona = dict(agent.persona or apply_attributes({}, agent.attributes))
-            if named_at_setup(agent):
+            if agent.defined:
                 name = unique_name(str(persona.get("name") or agent.id), taken)
                 taken.add(name.casefold())
                 persona["name"] = name
@@ -87,7 +87,7 @@ class BuiltinSimulation(EngineCore):
         return {
             agent.id: agent.persona
             for agent in self._agents.values()
-            if agent.generated or named_at_setup(self._agent_plans[agent.id])
+            if agent.generated or self._agent_plans[agent.id].defined
         }
 
     def take_notes(self) -> list[str]:

@@ -104,7 +104,6 @@ from tiny_dsl.extraction.schema import max_answer_tokens
 from tiny_dsl.plan.model import ExtractOverallStep, ExtractStep, FieldPlan, Plan
 from tiny_dsl.runtime.engines.core import EngineStateError, TranscriptEvent
 from tiny_dsl.runtime.engines.extraction import answer_values, overall_record, rank_words
-from tiny_dsl.runtime.engines.personas import named_at_setup
 from tiny_dsl.runtime.engines.tinytroupe.bridge import AgentSettings, CallContext
 from tiny_dsl.runtime.engines.tinytroupe.layout import plan_layout
 from tiny_dsl.runtime.engines.tinytroupe.loader import CONFIG_INI, import_tinytroupe
@@ -175,7 +174,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
         return {
             agent_id: saved["state"]["_persona"]
             for agent_id, saved in self.dump_state()["agents"].items()
-            if saved["generated"] or named_at_setup(plan.agent(agent_id))
+            if saved["generated"] or plan.agent(agent_id).defined
         }
 
     def take_notes(self) -> list[str]:
@@ -217,7 +216,7 @@ class TinyTroupeEngine(TinyTroupeSteps):
         plan = self._require_plan()
         self._read_header(state, self._layout.worlds)
         agents = state["agents"]
-        personas = {agent.id for agent in plan.agents if named_at_setup(agent)}
+        personas = {agent.id for agent in plan.agents if agent.defined}
         if not personas <= set(agents) <= {agent.id for agent in plan.agents}:
             raise EngineStateError("saved state has different agents than the plan")
         self._pending_state = state

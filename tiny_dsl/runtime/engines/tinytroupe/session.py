@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from tiny_dsl.plan.model import GenerateStep, Plan, WorldPlan
 from tiny_dsl.runtime.engines.core import EngineCore
-from tiny_dsl.runtime.engines.personas import keep_written_fields, named_at_setup, unique_name
+from tiny_dsl.runtime.engines.personas import keep_written_fields, unique_name
 from tiny_dsl.runtime.engines.profile import MemoryWindow
 from tiny_dsl.runtime.engines.tinytroupe.bridge import (
     FULL_ANSWER,
@@ -225,8 +225,8 @@ class TinyTroupeSession(EngineCore):
         plan = self._require_plan()
         taken: set[str] = set()
         for agent in plan.agents:
-            if not named_at_setup(agent):
-                self._names[agent.id] = agent.id  # until a `generate` step names it
+            if not agent.defined:
+                self._names[agent.id] = agent.id  # until the `generate` step names it
                 continue
             persona = copy.deepcopy(agent.persona or {})
             name = unique_name(str(persona.get("name") or agent.id), taken)
@@ -243,7 +243,7 @@ class TinyTroupeSession(EngineCore):
         taken = {
             self._names[agent.id].casefold()
             for agent in plan.agents
-            if named_at_setup(agent) or agent.id in self._generated
+            if agent.defined or agent.id in self._generated
         }
         for agent_id, answer in zip(step.agents, answers, strict=True):
             agent = plan.agent(agent_id)
