@@ -29,18 +29,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tiny_dsl
 from tiny_dsl import diagnostics as diag
-from tiny_dsl.analysis import AnalysisResult, analyze_plan
 from tiny_dsl.checks import CheckResult, check_file
 from tiny_dsl.checks.codes import PATH_OUTSIDE_ROOT
 from tiny_dsl.checks.loader import PathPolicy
 from tiny_dsl.checks.model import Program
 from tiny_dsl.plan import compile_plan, plan_diagnostics, price_for, run_refusals
 from tiny_dsl.plan.model import AnalyzeStep, Origin, Plan
-from tiny_dsl.reporting import RunData, build_view, load_run, report_formats, write_reports
 from tiny_dsl.resources import stdlib_dir
 from tiny_dsl.rundir import (
     ANALYSIS,
@@ -97,6 +95,13 @@ from tiny_dsl.runtime.providers import (
     make_provider,
 )
 from tiny_dsl.source import SourceFile, Span
+
+# Analysis and reporting import scipy, pandas and matplotlib: two to three seconds that
+# `tts check` and `tts plan` never need, so they are imported where a run or a report
+# uses them.
+if TYPE_CHECKING:
+    from tiny_dsl.analysis import AnalysisResult
+    from tiny_dsl.reporting import RunData
 
 EXIT_OK = 0
 EXIT_EXPECTATION_FAILED = 1
@@ -314,6 +319,9 @@ class Session:
         except (ClientError, CacheCorruptError) as exc:
             # Raised outside any step (setting the engine up, restoring a checkpoint).
             return RunOutcome(EXIT_RUN_FAILED, "", [_stopped(exc)])
+        from tiny_dsl.analysis import analyze_plan
+        from tiny_dsl.reporting import RunData
+
         has_analysis = any(isinstance(step, AnalyzeStep) for step in plan.steps)
         analysis = analyze_plan(plan, result.rows)
         failed = bool(has_analysis and analysis.expectations_failed)
@@ -354,6 +362,8 @@ class Session:
     def report(self, run_dir: Path, formats: Iterable[str] | None = None) -> list[Path]:
         """Write the reports of `run_dir` (those its scenario asked for when `formats`
         is empty), with the statistics recomputed from the results found there."""
+        from tiny_dsl.reporting import build_view, load_run, report_formats, write_reports
+
         run = load_run(run_dir)
         wanted = set(formats or ()) or report_formats(run.plan)
         return write_reports(build_view(run), run_dir, wanted)
@@ -482,6 +492,8 @@ class Session:
 
     @staticmethod
     def _reports(run: RunData, formats: Sequence[str], notes: list[str]) -> Reports:
+        from tiny_dsl.reporting import build_view, report_formats, write_reports
+
         wanted = sorted(report_formats({"output": {"formats": list(formats)}}, default=()))
         if not wanted:
             return Reports()

@@ -469,11 +469,8 @@ def _hash_exclusions(model: _Model, exclude: frozenset[str]) -> ExclusionSpec:
     at its default, in `model` and the models it holds."""
     spec: ExclusionSpec = dict.fromkeys(exclude, True)
     neutral, nested = _neutral_layout(type(model))
-    fields = type(model).model_fields
-    for name in neutral:
-        if name not in spec and getattr(model, name) == fields[name].get_default(
-            call_default_factory=True
-        ):
+    for name, default in neutral.items():
+        if name not in spec and getattr(model, name) == default:
             spec[name] = True
     for name in nested:
         value = getattr(model, name)
@@ -495,16 +492,21 @@ def _hash_exclusions(model: _Model, exclude: frozenset[str]) -> ExclusionSpec:
 
 
 @functools.cache
-def _neutral_layout(cls: type[_Model]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """A model class's hash-neutral fields, and its fields holding models that have
-    some (directly or further down); computed once per class, so that hashing the
-    many models with none (agents) costs nothing extra."""
+def _neutral_layout(cls: type[_Model]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A model class's hash-neutral fields with their defaults, and its fields holding
+    models that have some (directly or further down); computed once per class, so that
+    hashing ten thousand agents does not build each default ten thousand times. The
+    defaults are only compared with, never handed out."""
     nested = tuple(
         name
         for name, info in cls.model_fields.items()
         if any(_has_neutral(held) for held in _models_in(info.annotation))
     )
-    return cls.HASH_NEUTRAL, nested
+    defaults = {
+        name: cls.model_fields[name].get_default(call_default_factory=True)
+        for name in cls.HASH_NEUTRAL
+    }
+    return defaults, nested
 
 
 def _has_neutral(cls: type[_Model]) -> bool:
