@@ -47,6 +47,8 @@ class Settings:
     # the plan's warnings and refusals to point at.
     budget_span: Span | None
     max_calls_span: Span | None
+    # How many times the timeline runs on the same people (`replicates N`, 1..50).
+    replicates: int = 1
 
 
 @dataclass(frozen=True)
@@ -470,3 +472,5 @@ class Program:
     extractions: tuple[Extraction, ...]
     analyses: tuple[Analysis, ...]
     output: OutputSpec
+    # `param NAME value` after `--set`, in declaration order (strings already substituted).
+    params: dict[str, str | int | float] = field(default_factory=dict)

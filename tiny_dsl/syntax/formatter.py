@@ -432,6 +432,9 @@ class _Printer:
         match declaration:
             case ast.Import():
                 self._emit(0, f"import {_value(declaration.path)}", _Role.ITEM, start, end)
+            case ast.Param():
+                text = f"param {declaration.name.name} {_value(declaration.value)}"
+                self._emit(0, text, _Role.ITEM, start, end)
             case ast.PersonaFile() | ast.FragmentFile():
                 word = "persona" if isinstance(declaration, ast.PersonaFile) else "fragment"
                 text = f"{word} {declaration.name.name} from {_value(declaration.path)}"
@@ -466,7 +469,7 @@ _BLOCK_KEYWORDS: dict[type, str] = {
     ast.World: "world",
     ast.Intervention: "intervention",
 }
-_ONE_LINE_DECLARATIONS = (ast.Import, ast.PersonaFile, ast.FragmentFile)
+_ONE_LINE_DECLARATIONS = (ast.Import, ast.Param, ast.PersonaFile, ast.FragmentFile)
 
 
 # ---------------------------------------------------------------- layout
