@@ -47,8 +47,10 @@ class Settings:
     # the plan's warnings and refusals to point at.
     budget_span: Span | None
     max_calls_span: Span | None
-    # How many times the timeline runs on the same people (`replicates N`, 1..50).
+    # How many times the timeline runs on the same people (`replicates N`, 1..50),
+    # and where `replicates` is written (None: not written).
     replicates: int = 1
+    replicates_span: Span | None = None
 
 
 @dataclass(frozen=True)

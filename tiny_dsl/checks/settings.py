@@ -92,6 +92,7 @@ def check_scenario(
         budget_span=_property_span(props, "budget"),
         max_calls_span=_property_span(props, "max_calls"),
         replicates=replicates or 1,
+        replicates_span=_property_span(props, "replicates"),
     )
 
 
