@@ -17,7 +17,10 @@ The run:
    summaries so far (the transcript once: engine states refer to its events by
    `seq`).
    `analyze` steps pass through: the statistics are the analysis stage's, computed
-   by the session from the rows this returns.
+   by the session from the rows this returns. A `replicate` step returns the
+   engine to its state right after the people steps (kept from that step's
+   checkpoint, so a resumed run has it too), numbering events on; the rows and
+   summary records of a plan with several replicates carry `replicate`.
 4. Returns a `RunResult`, everything the run produced, in memory; the session
    writes the run folder from it (`tiny_dsl.rundir`, `tiny_dsl.runtime.outputs`).
 
@@ -52,13 +55,15 @@ from tiny_dsl.plan.model import (
     ExtractStep,
     Origin,
     Plan,
+    ReplicateStep,
     Step,
+    replicate_of,
 )
 from tiny_dsl.rundir import StepRecord
-from tiny_dsl.runtime.checkpoints import CheckpointStore
+from tiny_dsl.runtime.checkpoints import CheckpointCorrupt, CheckpointStore
 from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engines import make_engine
-from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent
+from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent, continued_state
 from tiny_dsl.runtime.outputs import step_label
 from tiny_dsl.runtime.progress import RunEvent, RunEventKind
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message, Provider
@@ -249,6 +254,8 @@ class _Run:
     summaries: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     records: list[StepRecord] = field(default_factory=list)
+    # The engine state every replicate starts from, once known (see `_people_state`).
+    people_state: dict[str, Any] | None = None
 
     async def execute(self, *, fresh: bool) -> RunResult:
         started_at = datetime.now(UTC)
@@ -259,6 +266,9 @@ class _Run:
             for s in steps
         ]
         await self.engine.setup(self.plan)
+        if any(isinstance(s, ReplicateStep) and s.after is None for s in steps):
+            # No people steps: the replicates start from the state setup builds.
+            self.people_state = self.engine.dump_state()
         first = 0 if fresh else await self._restore()
         self._emit("run_started", restored=first)
         for index in range(first, len(steps)):
@@ -284,7 +294,10 @@ class _Run:
                 )
                 raise failure from exc
             if saved:
-                self.store.save(step.hash, self._payload(index))
+                payload = self._payload(index)
+                self.store.save(step.hash, payload)
+                if step.id in self._replicates_after():
+                    self.people_state = payload["engine_state"]
             self._measure(record, before, time.perf_counter() - began)
             self._emit(
                 "step_finished",
@@ -327,16 +340,50 @@ class _Run:
             # The statistics are computed from the finished run's rows, by the session.
             record.status = "executed"
             return True
-        if isinstance(step, ExtractStep):
-            self.rows = merge_rows(self.rows, await self.engine.extract(step))
+        if isinstance(step, ReplicateStep):
+            seq = self.transcript[-1].seq if self.transcript else 0
+            self.engine.load_state(continued_state(self._people_state(step), seq), self.transcript)
+        elif isinstance(step, ExtractStep):
+            rows = [self._replicate(step, row) for row in await self.engine.extract(step)]
+            self.rows = merge_rows(self.rows, rows)
         elif isinstance(step, ExtractOverallStep):
-            self.summaries.append(await self.engine.extract_overall(step))
+            self.summaries.append(self._replicate(step, await self.engine.extract_overall(step)))
         else:
             self.transcript.extend(await self.engine.execute(step))
         for note in self.engine.take_notes():
             self._warn(f"step {step.id}: {note}")
         record.status = "executed"
         return True
+
+    def _replicates_after(self) -> set[str]:
+        """Ids of the steps whose end state the replicates start from."""
+        return {
+            step.after
+            for step in self.plan.steps
+            if isinstance(step, ReplicateStep) and step.after is not None
+        }
+
+    def _people_state(self, step: ReplicateStep) -> dict[str, Any]:
+        """The engine state right after `step.after`: kept when this run executed that
+        step, else read from its checkpoint (a run resumed past it)."""
+        if self.people_state is not None:
+            return self.people_state
+        assert step.after is not None  # the setup state is taken before any step runs
+        after = next(s for s in self.plan.steps if s.id == step.after)
+        try:
+            self.people_state = self.store.load(after.hash)["engine_state"]
+        except (OSError, CheckpointCorrupt, KeyError) as exc:
+            raise RuntimeError(
+                f"cannot start replicate {step.replicate}: the state after {after.id} "
+                f"is not readable ({exc}); run again with `--fresh`"
+            ) from exc
+        return self.people_state
+
+    def _replicate(self, step: Step, record: dict[str, Any]) -> dict[str, Any]:
+        """A row or summary record, with its replicate when the plan has several."""
+        if self.plan.settings.replicates == 1:
+            return record
+        return {**record, "replicate": replicate_of(step.id)}
 
     def _payload(self, index: int) -> dict[str, Any]:
         step = self.plan.steps[index]
