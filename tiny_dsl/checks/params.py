@@ -60,7 +60,7 @@ def check_params(ctx: Context, loader: Loader, overrides: Overrides) -> dict[str
     resolved = _resolve(ctx, declared, values)
     if declared:
         for index, loaded in enumerate(loader.modules):
-            substituted = _Substitution(ctx, resolved).module(loaded.module)
+            substituted = _Substitution(ctx, resolved, declared).module(loaded.module)
             loader.modules[index] = dataclasses.replace(loaded, module=substituted)
     return resolved
 
@@ -208,11 +208,15 @@ def _text(value: ParamValue) -> str:
 
 
 class _Substitution:
-    """Rewrites a module's strings with the parameters' values."""
+    """Rewrites a module's strings with the parameters' values (`values`; a declared
+    param whose value is in error is left as written, and was reported)."""
 
-    def __init__(self, ctx: Context, values: Mapping[str, ParamValue]) -> None:
+    def __init__(
+        self, ctx: Context, values: Mapping[str, ParamValue], declared: Mapping[str, object]
+    ) -> None:
         self.ctx = ctx
         self.values = values
+        self.declared = declared
 
     def module(self, module: ast.Module) -> ast.Module:
         declarations = tuple(
@@ -242,7 +246,8 @@ class _Substitution:
             name = match.group(1)
             if name in self.values:
                 return _text(self.values[name])
-            self._near_miss(node, name)
+            if name not in self.declared:
+                self._near_miss(node, name)
             return match.group(0)
 
         text = _PLACEHOLDER.sub(replace, node.value)
@@ -250,7 +255,7 @@ class _Substitution:
 
     def _near_miss(self, node: ast.Str, name: str) -> None:
         """`{nme}` a letter or two from a parameter's name: probably a typo."""
-        hint = diag.did_you_mean(name, self.values)
+        hint = diag.did_you_mean(name, self.declared)
         if not hint:
             return
         self.ctx.report(
