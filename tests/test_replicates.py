@@ -443,3 +443,45 @@ def test_tts_run_with_set_and_replicates(tmp_path: Path, monkeypatch: pytest.Mon
 
     code = CliRunner().invoke(main, ["plan", "study.tts", "--set", "prodct=x"])
     assert code.exit_code == 2 and "did you mean `product`?" in code.stderr
+
+
+# ------------------------------------------------------------ the normative example
+
+# The language contract's examples live in `shared/spec` beside the repository (or
+# a folder above it); a checkout without them skips the test.
+CAMPAIGN = Path("shared/spec/examples/v2/campaign_sequence.tts")
+
+
+def campaign_text() -> str:
+    """`campaign_sequence.tts` without what other parts of the language bring (its
+    `analyze` block's filters and the `messages` format): its params and replicates."""
+    here = Path(__file__).resolve()
+    path = next((p / CAMPAIGN for p in here.parents if (p / CAMPAIGN).is_file()), None)
+    if path is None:
+        pytest.skip("the normative v2 examples are not in this checkout")
+    text = path.read_text(encoding="utf-8")
+    analyze = text.index("analyze {")
+    text = text[:analyze] + text[text.index("}\n", analyze) + 2 :]
+    return text.replace("formats [csv, messages, html]", "formats [csv, json]")
+
+
+def test_campaign_example_params_and_replicates_run_on_the_builtin_engine(
+    tmp_path: Path,
+) -> None:
+    plan = planned(tmp_path, campaign_text())
+    assert plan.settings.replicates == 2 and plan.params == {"product": "VitaBoost"}
+    delivered = [s for s in plan.steps if s.kind == "deliver"]
+    assert len(delivered) == 4  # two touches, two replicates
+    contents = {d.content for step in delivered for d in step.deliveries}
+    assert "Still tired? VitaBoost ships tomorrow." in contents
+    assert not any("{product}" in content for content in contents)
+    # Each touch reaches every target in the arm it got, in both replicates.
+    arms = [{d.agent: d.variant for d in step.deliveries} for step in delivered]
+    assert arms[0] == arms[1] == arms[2] == arms[3]
+
+    result = run(plan, scripted_client(), tmp_path)
+    assert result.exit_code == 0, [d.message for d in result.diagnostics]
+    rows = by_replicate(result.rows)
+    assert sorted(rows) == [1, 2] and len(rows[1]) == len(rows[2]) == 12
+    assert [r["agent"] for r in rows[1]] == [r["agent"] for r in rows[2]]
+    assert all(r["intent_first"] is not None and r["intent_final"] is not None for r in result.rows)
