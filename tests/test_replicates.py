@@ -485,3 +485,23 @@ def test_campaign_example_params_and_replicates_run_on_the_builtin_engine(
     assert sorted(rows) == [1, 2] and len(rows[1]) == len(rows[2]) == 12
     assert [r["agent"] for r in rows[1]] == [r["agent"] for r in rows[2]]
     assert all(r["intent_first"] is not None and r["intent_final"] is not None for r in result.rows)
+
+
+def test_a_saved_plan_refuses_other_params_seed_or_replicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.tts").write_text(STUDY, encoding="utf-8")
+    saved = CliRunner().invoke(
+        main, ["plan", "study.tts", "--set", "product=Tea", "-o", "plan.json"]
+    )
+    assert saved.exit_code == 0, saved.stderr
+    assert json.loads(Path("plan.json").read_text())["params"]["product"] == "Tea"
+    for flags, named in (
+        (["--set", "product=Coffee"], "--set product"),
+        (["--seed", "9"], "--seed"),
+        (["--replicates", "3"], "--replicates"),
+    ):
+        refused = CliRunner().invoke(main, ["run", "plan.json", *flags])
+        assert refused.exit_code == 2
+        assert f"{named} would change a saved plan" in refused.stderr
