@@ -505,3 +505,16 @@ def test_a_saved_plan_refuses_other_params_seed_or_replicates(
         refused = CliRunner().invoke(main, ["run", "plan.json", *flags])
         assert refused.exit_code == 2
         assert f"{named} would change a saved plan" in refused.stderr
+
+
+def test_report_counts_each_agent_once_and_names_the_replicate(tmp_path: Path) -> None:
+    plan = planned(tmp_path, STUDY.replace("formats [csv, json]", "formats [json, md]"))
+    result = run(plan, scripted_client(), tmp_path)
+    assert result.exit_code == 0
+    report = (result.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "| Agents | 4 |" in report  # 8 rows: 4 agents in 2 replicates
+    arms = {r["agent"]: r["variant"] for r in result.rows}
+    for arm in ("plain", "control"):
+        count = sum(1 for variant in arms.values() if variant == arm)
+        assert f"| {arm} | {count} | {count} |" in report
+    assert "as a whole (replicate 2, step 08-extract_overall-poll@r2)" in report
