@@ -26,6 +26,7 @@ from tiny_dsl.plan import compile_plan
 from tiny_dsl.plan.model import Plan, ReplicateStep, replicate_of
 from tiny_dsl.reporting import diff_runs, diff_runs_json
 from tiny_dsl.runtime.cache import LLMCache
+from tiny_dsl.runtime.engines.tinytroupe import INSTALL_HINT, tinytroupe_installed
 from tiny_dsl.runtime.providers.base import ChatRequest, ProviderError
 from tiny_dsl.session import RunOutcome, Session
 from tiny_dsl.source import SourceFile
@@ -518,3 +519,63 @@ def test_report_counts_each_agent_once_and_names_the_replicate(tmp_path: Path) -
         count = sum(1 for variant in arms.values() if variant == arm)
         assert f"| {arm} | {count} | {count} |" in report
     assert "as a whole (replicate 2, step 08-extract_overall-poll@r2)" in report
+
+
+PERSONAS_ONLY = """\
+scenario pair {
+  seed 3
+  replicates 2
+}
+
+persona ann {
+  name "Ann Lee"
+  age 30
+  occupation "Nurse"
+}
+
+persona bob {
+  name "Bob Hart"
+  age 52
+  occupation "Baker"
+}
+
+world room {
+  mode focus_group
+  agents ann, bob
+}
+
+timeline {
+  ask room "What do you think of {topic}?"
+  run room 1 rounds
+}
+
+param topic "tea"
+
+extract from room {
+  score int 1..5 "How much the person likes it"
+}
+"""
+
+
+@pytest.mark.parametrize("engine", ["builtin", "tinytroupe"])
+def test_without_people_steps_replicates_start_from_the_set_up_agents(
+    tmp_path: Path, engine: str
+) -> None:
+    plan = planned(tmp_path, PERSONAS_ONLY)
+    opening = next(step for step in plan.steps if isinstance(step, ReplicateStep))
+    assert opening.after is None and opening.id == "replicate@r2"
+    if engine == "builtin":
+        client = scripted_client()
+        result = run(plan, client, tmp_path)
+    else:
+        if not tinytroupe_installed():
+            pytest.skip(INSTALL_HINT)
+        result, _ = run_tinytroupe(plan, tmp_path, HashProvider())
+    assert result.exit_code == 0, [d.message for d in result.diagnostics]
+    said: dict[str, list[str]] = {}
+    for event in result.transcript:
+        if event.kind == "action" and event.type == "TALK":
+            said.setdefault(event.step, []).append(f"{event.agent}: {event.content}")
+    # The same people, remembering nothing of replicate 1: the same first answers.
+    assert said["01-ask-room@r2"] == said["01-ask-room"]
+    assert [r["replicate"] for r in result.rows] == [1, 1, 2, 2]
