@@ -579,3 +579,23 @@ def test_without_people_steps_replicates_start_from_the_set_up_agents(
     # The same people, remembering nothing of replicate 1: the same first answers.
     assert said["01-ask-room@r2"] == said["01-ask-room"]
     assert [r["replicate"] for r in result.rows] == [1, 1, 2, 2]
+
+
+def test_every_replicate_starts_from_the_people_unchanged_by_earlier_ones(tmp_path: Path) -> None:
+    """Goals and thoughts that replicates 1 and 2 add to the generated people are not
+    in the state replicate 3 starts from."""
+    text = STUDY.replace("replicates 2", "replicates 3").replace(
+        "  deliver offer in poll\n",
+        '  goal panel "Find a good {product} deal."\n'
+        '  think panel "I am thirsty."\n'
+        "  deliver offer in poll\n",
+    )
+    plan = planned(tmp_path, text)
+    client = scripted_client()
+    result = run(plan, client, tmp_path)
+    assert result.exit_code == 0, [d.message for d in result.diagnostics]
+    for member in plan.agents:
+        acts = prompts(client, member.id)
+        assert len(acts) == 6  # two questions in three replicates
+        assert acts[0:2] == acts[2:4] == acts[4:6]
+        assert "Find a good VitaBoost deal." in acts[0]

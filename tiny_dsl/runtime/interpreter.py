@@ -34,6 +34,7 @@ LLM cache by the client, so they are not paid for twice.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
@@ -266,9 +267,10 @@ class _Run:
             for s in steps
         ]
         await self.engine.setup(self.plan)
-        if any(isinstance(s, ReplicateStep) and s.after is None for s in steps):
+        restarts = {s.after for s in steps if isinstance(s, ReplicateStep)}
+        if None in restarts:
             # No people steps: the replicates start from the state setup builds.
-            self.people_state = self.engine.dump_state()
+            self.people_state = copy.deepcopy(self.engine.dump_state())
         first = 0 if fresh else await self._restore()
         self._emit("run_started", restored=first)
         for index in range(first, len(steps)):
@@ -296,8 +298,10 @@ class _Run:
             if saved:
                 payload = self._payload(index)
                 self.store.save(step.hash, payload)
-                if step.id in self._replicates_after():
-                    self.people_state = payload["engine_state"]
+                if step.id in restarts:
+                    # A copy: an engine's dumped state may share lists with its live
+                    # agents, which the next steps change.
+                    self.people_state = copy.deepcopy(payload["engine_state"])
             self._measure(record, before, time.perf_counter() - began)
             self._emit(
                 "step_finished",
@@ -342,7 +346,9 @@ class _Run:
             return True
         if isinstance(step, ReplicateStep):
             seq = self.transcript[-1].seq if self.transcript else 0
-            self.engine.load_state(continued_state(self._people_state(step), seq), self.transcript)
+            # A copy each time: the engine may keep (and then change) what it loads.
+            state = copy.deepcopy(self._people_state(step))
+            self.engine.load_state(continued_state(state, seq), self.transcript)
         elif isinstance(step, ExtractStep):
             rows = [self._replicate(step, row) for row in await self.engine.extract(step)]
             self.rows = merge_rows(self.rows, rows)
@@ -354,14 +360,6 @@ class _Run:
             self._warn(f"step {step.id}: {note}")
         record.status = "executed"
         return True
-
-    def _replicates_after(self) -> set[str]:
-        """Ids of the steps whose end state the replicates start from."""
-        return {
-            step.after
-            for step in self.plan.steps
-            if isinstance(step, ReplicateStep) and step.after is not None
-        }
 
     def _people_state(self, step: ReplicateStep) -> dict[str, Any]:
         """The engine state right after `step.after`: kept when this run executed that
