@@ -28,7 +28,7 @@ from tiny_dsl.reporting import diff_runs, diff_runs_json
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.engines.tinytroupe import INSTALL_HINT, tinytroupe_installed
 from tiny_dsl.runtime.providers.base import ChatRequest, ProviderError
-from tiny_dsl.session import RunOutcome, Session
+from tiny_dsl.session import RunOptions, RunOutcome, Session
 from tiny_dsl.source import SourceFile
 from tiny_dsl.syntax.formatter import format_source
 
@@ -599,3 +599,34 @@ def test_every_replicate_starts_from_the_people_unchanged_by_earlier_ones(tmp_pa
         assert len(acts) == 6  # two questions in three replicates
         assert acts[0:2] == acts[2:4] == acts[4:6]
         assert "Find a good VitaBoost deal." in acts[0]
+
+
+@needs_tinytroupe
+def test_tinytroupe_every_replicate_starts_from_the_same_people(tmp_path: Path) -> None:
+    text = STUDY.replace("replicates 2", "replicates 3").replace(
+        "  deliver offer in poll\n",
+        '  goal panel "Find a good {product} deal."\n  deliver offer in poll\n',
+    )
+    plan = planned(tmp_path, text)
+    result, _ = run_tinytroupe(plan, tmp_path, HashProvider())
+    assert result.exit_code == 0, [d.message for d in result.diagnostics]
+    said: dict[str, list[str]] = {}
+    for event in result.transcript:
+        if event.kind == "action" and event.type == "TALK":
+            said.setdefault(event.step, []).append(f"{event.agent}: {event.content}")
+    ask = next(step.id for step in plan.steps if step.kind == "ask")
+    assert said[ask] == said[f"{ask}@r2"] == said[f"{ask}@r3"]
+
+
+def test_session_api_takes_params_seed_and_replicates(tmp_path: Path) -> None:
+    path = tmp_path / "study.tts"
+    path.write_text(STUDY, encoding="utf-8")
+    session = Session(root=tmp_path, state_dir=tmp_path / "state")
+    options = RunOptions(params={"product": "Kefir"}, seed=11, replicates=3)
+    assert session.check(path, options).program is not None
+    plan = session.plan(path, options).plan
+    assert plan is not None
+    assert (plan.settings.seed, plan.settings.replicates) == (11, 3)
+    assert plan.params["pitch"] == "Try Kefir today."
+    bad = session.plan(path, RunOptions(params={"produce": "x"}))
+    assert bad.plan is None and [d.code for d in bad.diagnostics] == ["E370"]

@@ -1,10 +1,14 @@
 """The hub: one `Session` holds what every command needs and runs the pipeline.
 
     session = Session(root=Path.cwd(), state_dir=Path(".tts"))
-    session.check(path)                  # CheckResult: every problem at once
+    session.check(path, options)         # CheckResult: every problem at once
     session.plan(path, options)          # Planned: the plan, or why there is none
     session.run(target, options)         # RunOutcome: exit code, diagnostics, run folder
     session.report(run_dir, formats)     # the reports of a finished run, recomputed
+
+`RunOptions` carries the command line's choices, among them `params` (`--set
+NAME=VALUE`), `seed` (`--seed`) and `replicates` (`--replicates`), which the
+checks apply; a saved `plan.json` refuses them unless they equal its own.
 
 A session knows the project root (where relative output paths lead), whether
 paths may leave the project (`allow_outside`), the standard library, the state
