@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from tiny_dsl.plan import compile_plan
 from tiny_dsl.plan.model import Plan, ReplicateStep, replicate_of
 from tiny_dsl.reporting import diff_runs, diff_runs_json
 from tiny_dsl.runtime.cache import LLMCache
+from tiny_dsl.runtime.checkpoints import CheckpointStore
 from tiny_dsl.runtime.engines.tinytroupe import INSTALL_HINT, tinytroupe_installed
 from tiny_dsl.runtime.providers.base import ChatRequest, ProviderError
 from tiny_dsl.session import RunOptions, RunOutcome, Session
@@ -630,3 +636,68 @@ def test_session_api_takes_params_seed_and_replicates(tmp_path: Path) -> None:
     assert plan.params["pitch"] == "Try Kefir today."
     bad = session.plan(path, RunOptions(params={"produce": "x"}))
     assert bad.plan is None and [d.code for d in bad.diagnostics] == ["E370"]
+
+
+KILL_DRIVER = """
+import sys
+from pathlib import Path
+from tests.test_runtime import scripted_client
+from tiny_dsl.runtime.cache import LLMCache
+from tiny_dsl.runtime.interpreter import load_plan
+from tiny_dsl.session import Session
+
+work = Path(sys.argv[1])
+seen = {"count": 0}
+
+def delay(request):
+    # Replicate 1 asks the second question of 4 members; then replicate 2 hangs
+    # there, so that the test kills the run in the middle of replicate 2.
+    if request.purpose.startswith("act") and "after thinking it over" in str(request.messages):
+        seen["count"] += 1
+        return 600.0 if seen["count"] > 4 else 0.0
+    return 0.0
+
+client = scripted_client(cache=LLMCache(work / "cache.sqlite"), delay=delay)
+plan = load_plan(work / "plan.json")
+Session(state_dir=work / "state").execute(plan, client, output_dir=work / "out")
+"""
+
+
+def test_a_run_killed_in_replicate_two_resumes_there(tmp_path: Path) -> None:
+    plan = planned(tmp_path, replicates=3)
+    reference = run(plan, scripted_client(), tmp_path / "reference")
+    (tmp_path / "plan.json").write_text(plan.model_dump_json(), encoding="utf-8")
+    (tmp_path / "driver.py").write_text(KILL_DRIVER, encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    store = CheckpointStore(tmp_path / "state", plan.settings.scenario)
+    last_done = next(s for s in plan.steps if s.id == "05-extract-poll@r2")
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not store.path(last_done.hash).exists():
+            assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "the run did not reach replicate 2"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into 06-ask-poll@r2, whose calls hang
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    client = scripted_client(cache=LLMCache(tmp_path / "cache.sqlite"))
+    resumed = run(plan, client, tmp_path)
+    assert resumed.exit_code == 0
+    assert resumed.restored[-1] == "05-extract-poll@r2"
+    assert resumed.executed[0] == "06-ask-poll@r2"
+    assert not [r for r in sent(client) if r.purpose.startswith("generate")]
+    assert resumed.rows == reference.rows
+    assert [e.to_json() for e in resumed.transcript] == [e.to_json() for e in reference.transcript]
