@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, SCENARIOS
 from tests.fuzzing import mutate_chars
-from tiny_dsl.checks import CheckResult, check_file, check_source, codes, loader
+from tiny_dsl.checks import CheckResult, Overrides, check_file, check_source, codes, loader
 from tiny_dsl.checks import model as m
 from tiny_dsl.diagnostics import CODES, Diagnostic, DiagnosticError, render_text
 from tiny_dsl.resources import stdlib_dir
@@ -40,6 +40,8 @@ CODES_TESTED_HERE = {
     codes.UNREADABLE_FILE: "test_unreadable_file",
     codes.INVALID_JSON: "test_invalid_json_names_line_and_column",
     codes.INVALID_TINYTROUPE_SPEC: "test_json_that_is_not_a_tinytroupe_spec",
+    # `--set NAME=VALUE` is a command-line value: no source line to mark in a case.
+    codes.UNKNOWN_PARAM: "test_set_naming_no_param",
 }
 # Codes whose diagnostics are in JSON files (people and demography files), and the
 # test of tests/test_people_files.py that covers each.
@@ -289,6 +291,17 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert "not UTF-8" in result.diagnostics[0].message
     missing = check_file(tmp_path / "nowhere.tts")
     assert _codes(missing) == [codes.FILE_NOT_FOUND] and missing.program is None
+
+
+def test_set_naming_no_param(tmp_path: Path) -> None:
+    _write(tmp_path, {"main.tts": 'param topic "tea"\nparam tone "calm"\n'})
+    result = check_file(tmp_path / "main.tts", overrides=Overrides(params={"tpic": "coffee"}))
+    assert _codes(result) == [codes.UNKNOWN_PARAM]
+    assert result.diagnostics[0].primary is None
+    assert result.diagnostics[0].help == (
+        "did you mean `topic`?",
+        "the scenario's params: `topic`, `tone`",
+    )
 
 
 def test_a_directory_given_as_the_scenario_names_the_scenarios_in_it(

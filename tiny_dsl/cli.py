@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,46 @@ EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 3
 
 _FORMATS = click.Choice(["text", "json"])
+
+
+def _parse_sets(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """`--set NAME=VALUE`, repeatable; the value is everything after the first `=`."""
+    params: dict[str, str] = {}
+    for item in values:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f'`{item}`: expected NAME=VALUE, for example topic="AI"')
+        params[name.strip()] = value
+    return params
+
+
+def _set_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--set",
+        "params",
+        multiple=True,
+        callback=_parse_sets,
+        metavar="NAME=VALUE",
+        help="Give param NAME the value VALUE (repeatable; overrides its default).",
+    )(command)
+
+
+def _seed_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        help="The scenario's seed (overrides `seed`): other samples and model seeds.",
+    )(command)
+
+
+def _replicates_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--replicates",
+        type=int,
+        help="Run the timeline N times on the same people (overrides `replicates`, 1..50).",
+    )(command)
 
 
 def _emit_diagnostics(
@@ -74,18 +115,27 @@ def main() -> None:
     is_flag=True,
     help="Let imports, `from` paths and output `dir` reach outside the project.",
 )
-def check(files: tuple[Path, ...], output_format: str, allow_outside: bool) -> None:
+@_set_option
+@_seed_option
+def check(
+    files: tuple[Path, ...],
+    output_format: str,
+    allow_outside: bool,
+    params: dict[str, str],
+    seed: int | None,
+) -> None:
     """Parse, resolve and type-check FILES; report every problem at once.
 
     Exit 0 when no file has errors (warnings allowed), 2 otherwise.
     """
-    from tiny_dsl.session import Session
+    from tiny_dsl.session import RunOptions, Session
 
     session = Session(allow_outside=allow_outside)
+    options = RunOptions(params=params, seed=seed)
     all_diagnostics: list[diag.Diagnostic] = []
     sources: dict[str, SourceFile] = {}
     for path in files:
-        result = session.check(path)
+        result = session.check(path, options)
         all_diagnostics.extend(result.diagnostics)
         sources.update(result.sources)
     _emit_diagnostics(all_diagnostics, sources, output_format)
@@ -191,6 +241,9 @@ def fmt(files: tuple[Path, ...], check_only: bool, show_diff: bool) -> None:
     show_default=True,
     help="Where checkpoints are kept (to show what is covered).",
 )
+@_set_option
+@_seed_option
+@_replicates_option
 def plan(
     file: Path,
     output: Path | None,
@@ -198,15 +251,19 @@ def plan(
     output_format: str,
     allow_outside: bool,
     state_dir: Path,
+    params: dict[str, str],
+    seed: int | None,
+    replicates: int | None,
 ) -> None:
     """Show the execution plan of FILE: steps, LLM calls, tokens and cost.
 
     Nothing is sent to any model. Exit 0, or 2 when the file has errors.
     """
     from tiny_dsl.plan import render_plan
-    from tiny_dsl.session import Session
+    from tiny_dsl.session import RunOptions, Session
 
-    planned = Session(allow_outside=allow_outside, state_dir=state_dir).plan(file)
+    options = RunOptions(params=params, seed=seed, replicates=replicates)
+    planned = Session(allow_outside=allow_outside, state_dir=state_dir).plan(file, options)
     diagnostics_format = "text" if as_json and output_format == "text" else output_format
     _emit_diagnostics(planned.diagnostics, planned.sources, diagnostics_format)
     execution_plan = planned.plan
@@ -270,6 +327,9 @@ def plan(
     show_default=True,
     help="Diagnostics and the run summary as text (stderr) or JSON (stdout).",
 )
+@_set_option
+@_seed_option
+@_replicates_option
 def run(
     target: Path,
     provider: str | None,
@@ -284,6 +344,9 @@ def run(
     allow_outside: bool,
     allow_over_budget: bool,
     output_format: str,
+    params: dict[str, str],
+    seed: int | None,
+    replicates: int | None,
 ) -> None:
     """Run TARGET (a .tts file or a saved plan.json) and write its outputs.
 
@@ -305,6 +368,9 @@ def run(
         quiet=quiet or output_format == "json",
         output_dir=output_dir,
         allow_over_budget=allow_over_budget,
+        params=params,
+        seed=seed,
+        replicates=replicates,
     )
     outcome = Session(allow_outside=allow_outside, state_dir=state_dir).run(target, options)
     if output_format == "json":

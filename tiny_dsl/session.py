@@ -1,10 +1,14 @@
 """The hub: one `Session` holds what every command needs and runs the pipeline.
 
     session = Session(root=Path.cwd(), state_dir=Path(".tts"))
-    session.check(path)                  # CheckResult: every problem at once
+    session.check(path, options)         # CheckResult: every problem at once
     session.plan(path, options)          # Planned: the plan, or why there is none
     session.run(target, options)         # RunOutcome: exit code, diagnostics, run folder
     session.report(run_dir, formats)     # the reports of a finished run, recomputed
+
+`RunOptions` carries the command line's choices, among them `params` (`--set
+NAME=VALUE`), `seed` (`--seed`) and `replicates` (`--replicates`), which the
+checks apply; a saved `plan.json` refuses them unless they equal its own.
 
 A session knows the project root (where relative output paths lead), whether
 paths may leave the project (`allow_outside`), the standard library, the state
@@ -25,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import tiny_dsl
 from tiny_dsl import diagnostics as diag
-from tiny_dsl.checks import CheckResult, check_file
+from tiny_dsl.checks import CheckResult, Overrides, check_file
 from tiny_dsl.checks.codes import PATH_OUTSIDE_ROOT
 from tiny_dsl.checks.loader import PathPolicy
 from tiny_dsl.checks.model import Program
@@ -124,6 +128,13 @@ class RunOptions:
     # Fault-injection tests shorten both to keep their runs brief.
     attempt_timeout_s: float | None = None
     backoff_base_s: float = 1.0
+    # `--set NAME=VALUE` (as typed), `--seed N`, `--replicates N`: applied by the checks.
+    params: Mapping[str, str] = field(default_factory=dict)
+    seed: int | None = None
+    replicates: int | None = None
+
+    def overrides(self) -> Overrides:
+        return Overrides(params=dict(self.params), seed=self.seed, replicates=self.replicates)
 
 
 class RunSetupError(Exception):
@@ -219,12 +230,18 @@ class Session:
 
     # ------------------------------------------------------------------ check, plan
 
-    def check(self, path: Path) -> CheckResult:
-        return check_file(path, allow_outside_root=self.allow_outside, stdlib=self.stdlib)
+    def check(self, path: Path, options: RunOptions | None = None) -> CheckResult:
+        """Check `path`, with `--set`, `--seed` and `--replicates` of `options` applied."""
+        return check_file(
+            path,
+            allow_outside_root=self.allow_outside,
+            stdlib=self.stdlib,
+            overrides=(options or RunOptions()).overrides(),
+        )
 
     def plan(self, path: Path, options: RunOptions | None = None) -> Planned:
         """Check `path` and compile its plan, with `--provider` and friends applied."""
-        result = self.check(path)
+        result = self.check(path, options)
         diagnostics = list(result.diagnostics)
         try:
             program = result.require_program()
@@ -412,6 +429,7 @@ class Session:
             for key, value in overrides.items()
             if value and value != settings[key]
         ]
+        different.extend(_run_shape_changes(plan, options))
         if different:
             raise _refusal(
                 codes.RUN_SETUP_FAILED,
@@ -567,6 +585,22 @@ def _with_overrides(program: Program, options: RunOptions) -> Program:
     if not changes:
         return program
     return dataclasses.replace(program, settings=dataclasses.replace(program.settings, **changes))
+
+
+def _run_shape_changes(plan: Plan, options: RunOptions) -> list[str]:
+    """The flags among `--set`, `--seed` and `--replicates` that a saved plan does not
+    already have (it was planned with its values; they cannot be changed after)."""
+    changed: list[str] = []
+    if options.seed is not None and options.seed != plan.settings.seed:
+        changed.append("--seed")
+    if options.replicates is not None and options.replicates != plan.settings.replicates:
+        changed.append("--replicates")
+    changed.extend(
+        f"--set {name}"
+        for name, value in options.params.items()
+        if name not in plan.params or str(plan.params[name]) != value
+    )
+    return changed
 
 
 def _refuse_over_limits(

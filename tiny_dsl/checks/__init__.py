@@ -17,12 +17,13 @@ from tiny_dsl.checks import codes
 from tiny_dsl.checks.context import Context
 from tiny_dsl.checks.loader import Loader, display_path
 from tiny_dsl.checks.model import Program
+from tiny_dsl.checks.params import Overrides
 from tiny_dsl.checks.program import check_program
 from tiny_dsl.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
 from tiny_dsl.resources import stdlib_dir
 from tiny_dsl.source import SourceFile
 
-__all__ = ["CheckResult", "check_file", "check_source"]
+__all__ = ["CheckResult", "Overrides", "check_file", "check_source"]
 
 
 @dataclass
@@ -58,7 +59,11 @@ class CheckResult:
 
 
 def check_file(
-    path: Path, *, allow_outside_root: bool = False, stdlib: Path | None = None
+    path: Path,
+    *,
+    allow_outside_root: bool = False,
+    stdlib: Path | None = None,
+    overrides: Overrides | None = None,
 ) -> CheckResult:
     """Check the scenario at `path` and everything it imports.
 
@@ -71,7 +76,7 @@ def check_file(
     text = loader.read_text(path, None)
     if text is None:
         return CheckResult(None, sort_diagnostics(ctx.diagnostics), {})
-    return _check(ctx, loader, display_path(path), text, path)
+    return _check(ctx, loader, display_path(path), text, path, overrides)
 
 
 def check_source(
@@ -80,6 +85,7 @@ def check_source(
     path: Path | None = None,
     allow_outside_root: bool = False,
     stdlib: Path | None = None,
+    overrides: Overrides | None = None,
 ) -> CheckResult:
     """Check text that is not (or not yet) saved: `path` is where it would live.
 
@@ -89,11 +95,18 @@ def check_source(
     ctx = Context()
     location = path if path is not None else Path(source.path)
     loader = Loader(ctx, location, stdlib or stdlib_dir(), allow_outside_root)
-    return _check(ctx, loader, source.path, source.text, location)
+    return _check(ctx, loader, source.path, source.text, location, overrides)
 
 
-def _check(ctx: Context, loader: Loader, display: str, text: str, path: Path) -> CheckResult:
+def _check(
+    ctx: Context,
+    loader: Loader,
+    display: str,
+    text: str,
+    path: Path,
+    overrides: Overrides | None = None,
+) -> CheckResult:
     loader.load(display, text, path)
-    program = check_program(ctx, loader)
+    program = check_program(ctx, loader, overrides)
     ctx.report_unresolved()
     return CheckResult(program, sort_diagnostics(ctx.diagnostics), dict(loader.sources))

@@ -66,6 +66,10 @@ BAD_MEMBER_ID = "E345"
 DUPLICATE_MEMBER = "E346"
 NO_MEMBERS = "E347"
 
+# Parameters and replicates (language v2, runs).
+UNKNOWN_PARAM = "E370"
+PARAM_CYCLE = "E371"
+
 # --------------------------------------------------------------------- warnings
 
 UNKNOWN_PERSONA_FIELD = "W101"
@@ -79,6 +83,7 @@ MANY_ROUNDS = "W108"
 DUPLICATE_PERSONA_NAME = "W109"
 AGENT_FILE_FIELD_TYPE = "W110"
 TURNS_IN_SURVEY = "W120"
+PARAM_LIKE_TEXT = "W170"
 
 # ------------------------------------------------------------------------ notes
 
@@ -598,4 +603,27 @@ register(
     snake case (for example two `Christian` tables), so the later one is
     named by its whole path (`religion_christian`). Segments constrain it by
     that name.""",
+)
+register(
+    UNKNOWN_PARAM,
+    "unknown-param",
+    """`--set NAME=VALUE` names a parameter the scenario does not declare.
+    Declare it at the top level, `param NAME "default"`, or correct the
+    name (the help line suggests close ones and lists the declared params).""",
+)
+register(
+    PARAM_CYCLE,
+    "param-cycle",
+    """Parameters use each other in a cycle (`param a "{b}"`, `param b
+    "{a}"`), so none of their values can be worked out. A param may use
+    others, in any order, as long as no chain leads back to itself; write one
+    of the values out.""",
+)
+register(
+    PARAM_LIKE_TEXT,
+    "param-like-text",
+    """A string holds `{word}` where `word` is not a declared param but is
+    close to one. Only `{NAME}` with NAME a declared param is replaced;
+    everything else in braces stays as written (so JSON and `{env.X}` are
+    safe). Correct the spelling if you meant the param.""",
 )

@@ -47,6 +47,10 @@ class Settings:
     # the plan's warnings and refusals to point at.
     budget_span: Span | None
     max_calls_span: Span | None
+    # How many times the timeline runs on the same people (`replicates N`, 1..50),
+    # and where `replicates` is written (None: not written).
+    replicates: int = 1
+    replicates_span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -508,3 +512,5 @@ class Program:
     extractions: tuple[Extraction, ...]
     analyses: tuple[Analysis, ...]
     output: OutputSpec
+    # `param NAME value` after `--set`, in declaration order (strings already substituted).
+    params: dict[str, str | int | float] = field(default_factory=dict)

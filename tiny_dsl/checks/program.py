@@ -8,6 +8,8 @@ before worlds, worlds before the timeline, extraction before analysis).
 
 from __future__ import annotations
 
+import dataclasses
+
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
@@ -22,11 +24,12 @@ from tiny_dsl.checks.context import (
 )
 from tiny_dsl.checks.demography_files import check_demographics_file
 from tiny_dsl.checks.loader import LoadedModule, Loader
+from tiny_dsl.checks.params import Overrides, check_params
 from tiny_dsl.checks.people_files import check_loaded_population
 from tiny_dsl.checks.personas import check_fragment, check_persona
 from tiny_dsl.checks.populations import check_demographics, check_population
 from tiny_dsl.checks.results import Analyses, check_extracts
-from tiny_dsl.checks.settings import check_output, check_scenario
+from tiny_dsl.checks.settings import MAX_REPLICATES, check_output, check_scenario
 from tiny_dsl.checks.steps import check_timeline
 from tiny_dsl.checks.usage import (
     check_duplicate_persona_name,
@@ -68,8 +71,15 @@ class RootBlocks:
         return self.first.get(kind)
 
 
-def check_program(ctx: Context, loader: Loader) -> m.Program | None:
-    """Check every declaration of every module; the `Program` if runnable and error-free."""
+def check_program(
+    ctx: Context, loader: Loader, overrides: Overrides | None = None
+) -> m.Program | None:
+    """Check every declaration of every module; the `Program` if runnable and error-free.
+
+    `overrides` are the command line's `--set`, `--seed` and `--replicates`."""
+    overrides = overrides or Overrides()
+    # First, so that every later check reads strings with `{NAME}` replaced.
+    params = check_params(ctx, loader, overrides)
     root = loader.modules[0]
     for loaded in loader.modules:
         for declaration in loaded.module.declarations:
@@ -97,7 +107,15 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
         check_intervention(ctx, declared)
 
     scenario = blocks.get(ast.Scenario)
-    settings = check_scenario(ctx, scenario) if isinstance(scenario, ast.Scenario) else None
+    settings = (
+        check_scenario(ctx, scenario, overrides.seed)
+        if isinstance(scenario, ast.Scenario)
+        else None
+    )
+    if overrides.replicates is not None and not check_replicates_option(ctx, overrides.replicates):
+        settings = None
+    elif settings is not None and overrides.replicates is not None:
+        settings = dataclasses.replace(settings, replicates=overrides.replicates)
     output_block = blocks.get(ast.Output)
     output = check_output(
         ctx, output_block if isinstance(output_block, ast.Output) else None, loader
@@ -139,7 +157,23 @@ def check_program(ctx: Context, loader: Loader) -> m.Program | None:
         extractions=tuple(extractions),
         analyses=lowered,
         output=output,
+        params=params,
     )
+
+
+def check_replicates_option(ctx: Context, replicates: int) -> bool:
+    """`--replicates N` within the range the `replicates` setting allows."""
+    if 1 <= replicates <= MAX_REPLICATES:
+        return True
+    ctx.report(
+        diag.error(
+            codes.OUT_OF_RANGE,
+            f"`--replicates {replicates}` is out of range",
+            None,
+            help=[f"a scenario runs 1 to {MAX_REPLICATES} replicates"],
+        )
+    )
+    return False
 
 
 def declare(ctx: Context, loaded: LoadedModule, node: NamedDeclaration) -> None:

@@ -36,19 +36,24 @@ SCENARIO_FIELDS = (
     "max_concurrency",
     "max_calls",
     "engine",
+    "replicates",
 )
 PROVIDERS = ("embedded", "openai", "azure", "openai-compatible")
 ENGINES: tuple[Literal["builtin", "tinytroupe"], ...] = ("builtin", "tinytroupe")
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_CONCURRENCY = 8
+MAX_REPLICATES = 50
 MAX_CONCURRENCY = 256
 OUTPUT_FIELDS = ("formats", "dir")
 FORMATS = ("csv", "json", "jsonl", "html", "md", "messages")
 DEFAULT_FORMATS = ("csv", "json")
 
 
-def check_scenario(ctx: Context, node: ast.Scenario) -> m.Settings | None:
-    """The run's settings; None when any of them is invalid."""
+def check_scenario(
+    ctx: Context, node: ast.Scenario, seed_override: int | None = None
+) -> m.Settings | None:
+    """The run's settings; None when any of them is invalid. `seed_override` is
+    `--seed N` (the command line's `--replicates N` applies at plan time)."""
     errors = ctx.error_count
     props = Props(ctx, node.body, f"scenario `{node.name.name}`", node.name.span, SCENARIO_FIELDS)
     props.report_unknown()
@@ -65,6 +70,9 @@ def check_scenario(ctx: Context, node: ast.Scenario) -> m.Settings | None:
     max_calls = props.integer("max_calls", 1, None)
     engine_node = props.value("engine")
     engine = read_choice(ctx, "engine", engine_node, ENGINES) if engine_node is not None else None
+    replicates = props.integer("replicates", 1, MAX_REPLICATES)
+    if seed_override is not None:
+        seed = seed_override
     if ctx.error_count != errors:
         return None
     return m.Settings(
@@ -83,6 +91,8 @@ def check_scenario(ctx: Context, node: ast.Scenario) -> m.Settings | None:
         span=node.span,
         budget_span=_property_span(props, "budget"),
         max_calls_span=_property_span(props, "max_calls"),
+        replicates=replicates or 1,
+        replicates_span=_property_span(props, "replicates"),
     )
 
 

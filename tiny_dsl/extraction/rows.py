@@ -17,6 +17,7 @@ from tiny_dsl.plan.model import AgentPlan, FieldPlan, InterventionPlan
 __all__ = [
     "FIXED_COLUMNS",
     "MISSING_COLUMN",
+    "REPLICATE_COLUMN",
     "build_row",
     "merge_rows",
     "persona_attributes",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 FIXED_COLUMNS = ("agent", "name", "world", "population", "segment")
+# 1..N in the rows of a plan with several replicates (absent: one replicate), the
+# column after the fixed ones.
+REPLICATE_COLUMN = "replicate"
 MISSING_COLUMN = "_missing"
 PERSONA_PREFIX = "persona_"
 # Persona keys worth a column: TinyTroupe's identity fields, which are scalars (or,
@@ -96,16 +100,17 @@ def merge_rows(
 ) -> list[dict[str, Any]]:
     """`rows` with the rows of one more `extract` step merged in.
 
-    A row is one agent in one world (`world` None: a group source), so the fields
-    of a later block for the same agent and world (a final verdict after a first
-    impression) join the row the earlier block made; other rows are appended.
+    A row is one agent in one world (`world` None: a group source) in one
+    replicate, so the fields of a later block for the same agent and world (a
+    final verdict after a first impression) join the row the earlier block made;
+    other rows are appended.
     The checks keep a field name to one block per agent and world, so nothing
     is overwritten.
     """
     merged = [dict(row) for row in rows]
-    index = {(row.get("agent"), row.get("world")): row for row in merged}
+    index = {_row_key(row): row for row in merged}
     for row in new:
-        key = (row.get("agent"), row.get("world"))
+        key = _row_key(row)
         known = index.get(key)
         if known is None:
             known = index[key] = dict(row)
@@ -115,6 +120,10 @@ def merge_rows(
         known.update({k: v for k, v in row.items() if k != MISSING_COLUMN})
         known[MISSING_COLUMN] = missing
     return merged
+
+
+def _row_key(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    return row.get("agent"), row.get("world"), row.get(REPLICATE_COLUMN)
 
 
 def result_columns(rows: Iterable[Mapping[str, Any]], fields: list[FieldPlan]) -> list[str]:
@@ -131,10 +140,11 @@ def result_columns(rows: Iterable[Mapping[str, Any]], fields: list[FieldPlan]) -
     if "variant" in present:
         variants.insert(0, "variant")
     persona = sorted(key for key in present if key.startswith(PERSONA_PREFIX))
-    known = {*FIXED_COLUMNS, *variants, *persona, *field_names, MISSING_COLUMN}
+    fixed = [*FIXED_COLUMNS, *([REPLICATE_COLUMN] if REPLICATE_COLUMN in present else [])]
+    known = {*fixed, *variants, *persona, *field_names, MISSING_COLUMN}
     # Anything else (a future engine's extra column) goes before the fields, sorted.
     extra = sorted(present - known)
-    return [*FIXED_COLUMNS, *variants, *persona, *extra, *field_names, MISSING_COLUMN]
+    return [*fixed, *variants, *persona, *extra, *field_names, MISSING_COLUMN]
 
 
 def _is_scalar(value: Any) -> bool:

@@ -32,6 +32,7 @@ from tiny_dsl.checks.model import (
 )
 from tiny_dsl.diagnostics import Diagnostic
 from tiny_dsl.plan.estimate import (
+    StepEstimate,
     budget_diagnostics,
     call_limit_diagnostics,
     estimate_steps,
@@ -39,7 +40,7 @@ from tiny_dsl.plan.estimate import (
     price_for,
 )
 from tiny_dsl.plan.estimate import cost as tokens_cost
-from tiny_dsl.plan.hashing import Digests, base_hash, source_hash, step_hash
+from tiny_dsl.plan.hashing import Digests, base_hash, plan_hash, source_hash, step_hash
 from tiny_dsl.plan.model import (
     AgentPlan,
     AnalysisPlan,
@@ -65,6 +66,7 @@ from tiny_dsl.plan.model import (
     PlanSettings,
     PopulationPlan,
     ProposeStep,
+    ReplicateStep,
     RunStep,
     Step,
     TellStep,
@@ -74,6 +76,7 @@ from tiny_dsl.plan.model import (
     VaryPlan,
     WaitStep,
     WorldPlan,
+    replicate_id,
 )
 from tiny_dsl.plan.sampling import (
     MemberSampler,
@@ -575,11 +578,15 @@ class _Compiler:
         digests = Digests(agents, worlds, interventions, populations_by_name)
         previous = base_hash(settings)
         steps: list[Step] = []
-        for ordinal, ((subject, draft), estimate) in enumerate(
-            zip(drafts, estimates, strict=True), 1
-        ):
+        numbered = [
+            (f"{ordinal:0{width}d}-{draft.kind}" + (f"-{subject}" if subject else ""), draft, guess)
+            for ordinal, ((subject, draft), guess) in enumerate(
+                zip(drafts, estimates, strict=True), 1
+            )
+        ]
+        origin = Origin.of(program.settings.replicates_span or program.settings.span)
+        for step_id, draft, estimate in replicated(numbered, settings.replicates, origin):
             previous = step_hash(previous, draft, digests.dependencies(draft))
-            step_id = f"{ordinal:0{width}d}-{draft.kind}" + (f"-{subject}" if subject else "")
             steps.append(
                 draft.model_copy(
                     update={
@@ -607,7 +614,8 @@ class _Compiler:
                 dir=program.output.dir or f"outputs/{program.settings.name}",
             ),
             estimate=_total(steps, settings),
-            plan_hash=previous,
+            plan_hash=plan_hash(previous, program.params),
+            params=_jsonable(program.params),
         )
 
 
@@ -634,6 +642,38 @@ def _vary_plans(population: Population) -> list[VaryPlan]:
     ]
 
 
+# Steps that make the people (members generated, values proposed): they run once,
+# before the replicates, which all start from the state they leave.
+PEOPLE_KINDS = frozenset({"generate", "propose"})
+_NO_CALLS = StepEstimate(0, 0, 0)
+
+
+def replicated(
+    numbered: Sequence[tuple[str, Step, StepEstimate]], replicates: int, origin: Origin
+) -> list[tuple[str, Step, StepEstimate]]:
+    """The steps of `replicates` replicates, in run order: the people steps once, the
+    timeline and its extractions once per replicate (replicate r >= 2 opened by a
+    `replicate` step, its copies' ids marked `@r<r>`), the analysis once, last,
+    over the rows of all of them. Replicate 1 is exactly the single-replicate plan."""
+    people = 0
+    while people < len(numbered) and numbered[people][1].kind in PEOPLE_KINDS:
+        people += 1
+    end = len(numbered)
+    if end > people and isinstance(numbered[-1][1], AnalyzeStep):
+        end -= 1
+    steps = list(numbered[:end])
+    after = numbered[people - 1][0] if people else None
+    for replicate in range(2, replicates + 1):
+        opening = ReplicateStep(id="", origin=origin, replicate=replicate, after=after)
+        steps.append((replicate_id("replicate", replicate), opening, _NO_CALLS))
+        steps.extend(
+            (replicate_id(step_id, replicate), step, guess)
+            for step_id, step, guess in numbered[people:end]
+        )
+    steps.extend(numbered[end:])
+    return steps
+
+
 def _subject(group: Sequence[GroupRef]) -> str:
     """A group in a step id: `think-lisa`, `tell-folk.young+tom`."""
     return "+".join(ref.text() for ref in group)
@@ -654,6 +694,7 @@ def _settings(program: Program) -> PlanSettings:
         max_concurrency=s.max_concurrency,
         max_calls=s.max_calls,
         engine=s.engine,
+        replicates=s.replicates,
     )
 
 

@@ -57,6 +57,10 @@ PROMPT_VERSION = "1"
 _UNHASHED = frozenset({"id", "origin", "hash", "calls", "input_tokens", "output_tokens", "of"})
 
 
+# Settings the chain does not start from (see `base_hash`).
+_RUN_SHAPE = frozenset({"replicates"})
+
+
 def canonical_json(value: object) -> str:
     """The one JSON spelling of a value: sorted keys, no spaces, UTF-8 kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -72,8 +76,18 @@ def source_hash(sources: Mapping[str, SourceFile]) -> str:
 
 
 def base_hash(settings: PlanSettings) -> str:
-    """The hash the step chain starts from: every setting, and the prompt version."""
-    return sha256(canonical_json(settings.hash_form()) + PROMPT_VERSION)
+    """The hash the step chain starts from: every setting (but `replicates`, which
+    the replicates' steps stand for), and the prompt version."""
+    return sha256(canonical_json(settings.hash_form(exclude=_RUN_SHAPE)) + PROMPT_VERSION)
+
+
+def plan_hash(last: str, params: Mapping[str, object]) -> str:
+    """The plan's hash: the last chained hash, and the params' values when there are
+    any. A param changes the steps that use it (its value is substituted there); one
+    no step uses still tells the runs apart, without invalidating any checkpoint."""
+    if not params:
+        return last
+    return sha256(last + canonical_json({"params": dict(params)}))
 
 
 def step_hash(previous: str, step: Step, uses: Mapping[str, str]) -> str:

@@ -48,6 +48,12 @@ class PlanSettings(_Model):
     max_concurrency: int
     max_calls: int | None
     engine: Literal["builtin", "tinytroupe"]
+    # `replicates N`: the timeline runs N times on the same people. Never hashed
+    # (`hashing.base_hash`): replicate 1's steps are the same whatever N is, so
+    # going from 1 to 2 replicates keeps replicate 1's checkpoints.
+    replicates: int = 1
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"replicates"})
 
 
 class AgentPlan(_Model):
@@ -373,6 +379,32 @@ class ExtractOverallStep(_Step):
     at: str | None = None
 
 
+class ReplicateStep(_Step):
+    """Replicate `replicate` (2..N) starts: the simulation returns to its state right
+    after the step `after` (the last people step; None: right after setup), so the
+    timeline runs again on the same people and assignment. No model call; the
+    copies of the timeline that follow have ids `<id>@r<replicate>`, hence other
+    derived seeds and other cache keys."""
+
+    kind: Literal["replicate"] = "replicate"
+    replicate: int
+    after: str | None
+
+
+REPLICATE_MARK = "@r"
+
+
+def replicate_of(step_id: str) -> int:
+    """The replicate a step belongs to: 1 for today's ids, r for `<id>@r<r>`."""
+    _, mark, number = step_id.rpartition(REPLICATE_MARK)
+    return int(number) if mark and number.isdigit() else 1
+
+
+def replicate_id(step_id: str, replicate: int) -> str:
+    """The id of replicate `replicate`'s copy of a replicate-1 step."""
+    return step_id if replicate == 1 else f"{step_id}{REPLICATE_MARK}{replicate}"
+
+
 class AnalysisPlan(_Model):
     """One `analyze` statement, resolved."""
 
@@ -414,7 +446,8 @@ Step = Annotated[
     | GoalStep
     | ContextStep
     | ExtractOverallStep
-    | ProposeStep,
+    | ProposeStep
+    | ReplicateStep,
     Field(discriminator="kind"),
 ]
 
@@ -446,7 +479,12 @@ class Plan(_Model):
     steps: list[Step]
     output: OutputPlan
     estimate: Estimate
-    plan_hash: str  # the last step's chained hash (or the base hash without steps)
+    # The last step's chained hash (or the base hash without steps); with params,
+    # sha256 of that and the params' values (`hashing.plan_hash`).
+    plan_hash: str
+    # `param NAME value` after `--set`, declaration order; their values are already
+    # substituted into the steps and definitions.
+    params: dict[str, str | int | float] = Field(default_factory=dict)
 
     def agent(self, agent_id: str) -> AgentPlan:
         for agent in self.agents:

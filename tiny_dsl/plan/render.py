@@ -30,11 +30,13 @@ from tiny_dsl.plan.model import (
     Origin,
     Plan,
     ProposeStep,
+    ReplicateStep,
     RunStep,
     Step,
     TellStep,
     ThinkStep,
     WaitStep,
+    replicate_of,
 )
 
 WIDTH = 100
@@ -167,6 +169,7 @@ class _View:
             ["seed", str(settings.seed)],
             ["model", f"{self._model()}, temperature {settings.temperature:g}"],
             ["engine", settings.engine],
+            *self._runs(),
             [
                 "plan",
                 f"{plan.plan_hash[:12]} ({_plural(len(plan.steps), 'step')}, "
@@ -175,6 +178,24 @@ class _View:
         ]
         lines.extend(_table(rows))
         return "\n".join(lines)
+
+    def _runs(self) -> list[list[str]]:
+        """The replicates and the params' values, when the scenario has them."""
+        plan = self.plan
+        rows: list[list[str]] = []
+        if plan.settings.replicates > 1:
+            each = sum(step.calls for step in plan.steps if replicate_of(step.id) == 2)
+            rows.append(
+                [
+                    "replicates",
+                    f"{plan.settings.replicates}: the timeline runs on the same people each "
+                    f"time, with other seeds ({_plural(each, 'LLM call')} each)",
+                ]
+            )
+        if plan.params:
+            shown = ", ".join(f"{name}={_param_text(value)}" for name, value in plan.params.items())
+            rows.append(["params", shown])
+        return rows
 
     def _embedded(self) -> bool:
         """Whether the plan runs on the embedded model, offline and free."""
@@ -392,6 +413,10 @@ class _View:
                 return f"extract overall from {step.world} (1 record){at}: {fields}"
             case AnalyzeStep():
                 return "analyze: " + "; ".join(analysis.text for analysis in step.analyses)
+            case ReplicateStep():
+                start = step.after or "setup"
+                of = self.plan.settings.replicates
+                return f"replicate {step.replicate} of {of}: restart after {start}"
         raise AssertionError(f"unknown step kind {step.kind}")
 
     def totals(self) -> str:
@@ -444,6 +469,13 @@ class _View:
             )
         used = estimate.cost_usd / budget if budget else 0.0
         return f"{usd(budget)}, headroom {_money(budget - estimate.cost_usd)} ({used:.1%} used)"
+
+
+def _param_text(value: str | int | float) -> str:
+    """A param's value on one line: strings quoted, long ones shortened."""
+    if isinstance(value, str):
+        return '"' + _truncate(_one_line(value), 40) + '"'
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _duration(seconds: float) -> str:

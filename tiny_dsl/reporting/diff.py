@@ -256,6 +256,13 @@ def _expectation_changes(
     return changes
 
 
+def _setup(run: RunData) -> dict[str, Any]:
+    """The plan's settings and, as `param NAME`, its params' values (`--set`)."""
+    params = run.plan.get("params")
+    named = {f"param {k}": v for k, v in params.items()} if isinstance(params, dict) else {}
+    return {**run.settings, **named}
+
+
 def _manifest_fields(run: RunData) -> dict[str, Any]:
     return run.manifest.model_dump(mode="json") if run.manifest else {}
 
@@ -268,7 +275,7 @@ def build_diff(run_a: Path, run_b: Path) -> RunDiff:
         run_a=str(run_a),
         run_b=str(run_b),
         problems=problems,
-        settings=_changes(a.settings, b.settings),
+        settings=_changes(_setup(a), _setup(b)),
         run=_changes(_manifest_fields(a), _manifest_fields(b), run_keys),
         steps=_step_changes(a, b),
         results=_result_diffs(a.analysis, b.analysis),

@@ -226,7 +226,9 @@ def _overview(run: RunData) -> Table:
         add("Model calls", f"{manifest.model_calls} ({manifest.cache_hits} from cache)")
         add("Tokens", f"{manifest.input_tokens} in, {manifest.output_tokens} out")
         add("Cost", f"{manifest.cost_usd:.4f} USD")
-    add("Agents", len(run.rows) if run.rows else None)
+    # Distinct agents: an agent has a row per world and per replicate.
+    agents = {row.get("agent") for row in run.rows}
+    add("Agents", len(agents) if run.rows else None)
     return table(["", ""], rows)
 
 
@@ -327,7 +329,7 @@ def _world_summaries(run: RunData) -> list[Table]:
         reasons = record.get("_missing") if isinstance(record.get("_missing"), dict) else {}
         rows: list[list[Cell | str]] = []
         for key, value in record.items():
-            if key in ("world", "step", "_missing"):
+            if key in ("world", "step", "_missing", "replicate"):
                 continue
             if value is None:
                 reason = reasons.get(key) if isinstance(reasons, dict) else None
@@ -338,7 +340,8 @@ def _world_summaries(run: RunData) -> list[Table]:
                 rows.append([key, "; ".join(str(item) for item in value)])
             else:
                 rows.append([key, str(value)])
-        caption = f"World `{record.get('world')}` as a whole (step {record.get('step')})"
+        replicate = f"replicate {record['replicate']}, " if "replicate" in record else ""
+        caption = f"World `{record.get('world')}` as a whole ({replicate}step {record.get('step')})"
         tables.append(table(["Field", "Value"], rows, caption))
     return tables
 
@@ -544,7 +547,8 @@ def _balance(run: RunData) -> list[Table]:
     tables = []
     for name, column in _arm_columns(run):
         counts: Counter[tuple[str, str]] = Counter()
-        for row in run.rows:
+        # Each agent once: its arm is the same in every world and replicate it has a row in.
+        for row in {str(row.get("agent")): row for row in run.rows}.values():
             arm = row.get(column)
             if arm is not None:
                 counts[(str(arm), str(row.get("segment") or "(none)"))] += 1

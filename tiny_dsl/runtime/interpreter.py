@@ -17,7 +17,10 @@ The run:
    summaries so far (the transcript once: engine states refer to its events by
    `seq`).
    `analyze` steps pass through: the statistics are the analysis stage's, computed
-   by the session from the rows this returns.
+   by the session from the rows this returns. A `replicate` step returns the
+   engine to its state right after the people steps (kept from that step's
+   checkpoint, so a resumed run has it too), numbering events on; the rows and
+   summary records of a plan with several replicates carry `replicate`.
 4. Returns a `RunResult`, everything the run produced, in memory; the session
    writes the run folder from it (`tiny_dsl.rundir`, `tiny_dsl.runtime.outputs`).
 
@@ -31,6 +34,7 @@ LLM cache by the client, so they are not paid for twice.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
@@ -52,13 +56,15 @@ from tiny_dsl.plan.model import (
     ExtractStep,
     Origin,
     Plan,
+    ReplicateStep,
     Step,
+    replicate_of,
 )
 from tiny_dsl.rundir import StepRecord
-from tiny_dsl.runtime.checkpoints import CheckpointStore
+from tiny_dsl.runtime.checkpoints import CheckpointCorrupt, CheckpointStore
 from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engines import make_engine
-from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent
+from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent, continued_state
 from tiny_dsl.runtime.outputs import step_label
 from tiny_dsl.runtime.progress import RunEvent, RunEventKind
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message, Provider
@@ -249,6 +255,8 @@ class _Run:
     summaries: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     records: list[StepRecord] = field(default_factory=list)
+    # The engine state every replicate starts from, once known (see `_people_state`).
+    people_state: dict[str, Any] | None = None
 
     async def execute(self, *, fresh: bool) -> RunResult:
         started_at = datetime.now(UTC)
@@ -259,6 +267,10 @@ class _Run:
             for s in steps
         ]
         await self.engine.setup(self.plan)
+        restarts = {s.after for s in steps if isinstance(s, ReplicateStep)}
+        if None in restarts:
+            # No people steps: the replicates start from the state setup builds.
+            self.people_state = copy.deepcopy(self.engine.dump_state())
         first = 0 if fresh else await self._restore()
         self._emit("run_started", restored=first)
         for index in range(first, len(steps)):
@@ -284,7 +296,12 @@ class _Run:
                 )
                 raise failure from exc
             if saved:
-                self.store.save(step.hash, self._payload(index))
+                payload = self._payload(index)
+                self.store.save(step.hash, payload)
+                if step.id in restarts:
+                    # A copy: an engine's dumped state may share lists with its live
+                    # agents, which the next steps change.
+                    self.people_state = copy.deepcopy(payload["engine_state"])
             self._measure(record, before, time.perf_counter() - began)
             self._emit(
                 "step_finished",
@@ -327,16 +344,44 @@ class _Run:
             # The statistics are computed from the finished run's rows, by the session.
             record.status = "executed"
             return True
-        if isinstance(step, ExtractStep):
-            self.rows = merge_rows(self.rows, await self.engine.extract(step))
+        if isinstance(step, ReplicateStep):
+            seq = self.transcript[-1].seq if self.transcript else 0
+            # A copy each time: the engine may keep (and then change) what it loads.
+            state = copy.deepcopy(self._people_state(step))
+            self.engine.load_state(continued_state(state, seq), self.transcript)
+        elif isinstance(step, ExtractStep):
+            rows = [self._replicate(step, row) for row in await self.engine.extract(step)]
+            self.rows = merge_rows(self.rows, rows)
         elif isinstance(step, ExtractOverallStep):
-            self.summaries.append(await self.engine.extract_overall(step))
+            self.summaries.append(self._replicate(step, await self.engine.extract_overall(step)))
         else:
             self.transcript.extend(await self.engine.execute(step))
         for note in self.engine.take_notes():
             self._warn(f"step {step.id}: {note}")
         record.status = "executed"
         return True
+
+    def _people_state(self, step: ReplicateStep) -> dict[str, Any]:
+        """The engine state right after `step.after`: kept when this run executed that
+        step, else read from its checkpoint (a run resumed past it)."""
+        if self.people_state is not None:
+            return self.people_state
+        assert step.after is not None  # the setup state is taken before any step runs
+        after = next(s for s in self.plan.steps if s.id == step.after)
+        try:
+            self.people_state = self.store.load(after.hash)["engine_state"]
+        except (OSError, CheckpointCorrupt, KeyError) as exc:
+            raise RuntimeError(
+                f"cannot start replicate {step.replicate}: the state after {after.id} "
+                f"is not readable ({exc}); run again with `--fresh`"
+            ) from exc
+        return self.people_state
+
+    def _replicate(self, step: Step, record: dict[str, Any]) -> dict[str, Any]:
+        """A row or summary record, with its replicate when the plan has several."""
+        if self.plan.settings.replicates == 1:
+            return record
+        return {**record, "replicate": replicate_of(step.id)}
 
     def _payload(self, index: int) -> dict[str, Any]:
         step = self.plan.steps[index]

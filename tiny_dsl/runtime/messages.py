@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tiny_dsl.extraction import persona_attributes
-from tiny_dsl.plan.model import Plan
+from tiny_dsl.plan.model import Plan, replicate_of
 from tiny_dsl.runtime.engines.core import TranscriptEvent
 
 __all__ = [
@@ -74,7 +74,6 @@ def message_rows(
     """The rows of `messages.jsonl`/`.csv`, in the order things were said."""
     agents = {agent.id: agent for agent in plan.agents}
     worlds = {world.name: world for world in plan.worlds}
-    replicates = _replicates(plan)
     clocks: dict[tuple[str | None, str | None], _Clock] = {}
     rows: list[dict[str, Any]] = []
     for event in _utterances(transcript):
@@ -89,7 +88,7 @@ def message_rows(
         clock.now += timedelta(seconds=typing_seconds(event.content))
         agent = agents.get(event.agent)
         row: dict[str, Any] = {
-            "replicate": replicates.get(event.step, 1),
+            "replicate": replicate_of(event.step),
             "world": event.world,
             "step": event.step,
             "time": spoken_at.isoformat(timespec="seconds"),
@@ -123,15 +122,6 @@ def _utterances(transcript: Sequence[TranscriptEvent]) -> Iterator[TranscriptEve
     for event in sorted(transcript, key=lambda item: item.seq):
         if event.kind == "action" and event.type in UTTERANCE_TYPES and event.content.strip():
             yield event
-
-
-def _replicates(plan: Plan) -> dict[str, int]:
-    """Step id -> replicate number, for plans whose steps carry one (default 1)."""
-    return {
-        step.id: replicate
-        for step in plan.steps
-        if isinstance(replicate := getattr(step, "replicate", 1), int)
-    }
 
 
 def messages_jsonl(rows: Sequence[Mapping[str, Any]]) -> str:

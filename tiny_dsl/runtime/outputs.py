@@ -115,6 +115,8 @@ def step_label(step: Step) -> str:
             return f"converse {', '.join(step.agents)} with {step.partner}"
         case "context":
             return f"context {step.world}"
+        case "replicate":
+            return f"replicate {step.replicate}"
         case _:
             return step.kind
 

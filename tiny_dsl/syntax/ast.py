@@ -191,6 +191,16 @@ class Import:
 
 
 @dataclass(frozen=True)
+class Param:
+    """`param NAME value`: `{NAME}` in the scenario's strings stands for `value`
+    (a string or a number; `--set NAME=VALUE` replaces it)."""
+
+    name: Ident
+    value: Value
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class PersonaInline:
     name: Ident
     body: Block
@@ -512,6 +522,7 @@ class Analyze:
 Declaration = (
     Scenario
     | Import
+    | Param
     | PersonaInline
     | PersonaFile
     | FragmentInline

@@ -435,6 +435,9 @@ class _Printer:
             case ast.PersonaFile() if declaration.body is not None:
                 header = f"persona {declaration.name.name} from {_value(declaration.path)}"
                 self._block(header, 0, start, declaration.body)
+            case ast.Param():
+                text = f"param {declaration.name.name} {_value(declaration.value)}"
+                self._emit(0, text, _Role.ITEM, start, end)
             case ast.PersonaFile() | ast.FragmentFile():
                 word = "persona" if isinstance(declaration, ast.PersonaFile) else "fragment"
                 text = f"{word} {declaration.name.name} from {_value(declaration.path)}"
@@ -478,7 +481,7 @@ _BLOCK_KEYWORDS: dict[type, str] = {
     ast.World: "world",
     ast.Intervention: "intervention",
 }
-_ONE_LINE_DECLARATIONS = (ast.Import, ast.PersonaFile, ast.FragmentFile)
+_ONE_LINE_DECLARATIONS = (ast.Import, ast.Param, ast.PersonaFile, ast.FragmentFile)
 
 
 def _one_line(declaration: ast.Declaration) -> bool:

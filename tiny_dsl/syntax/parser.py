@@ -34,6 +34,7 @@ from tiny_dsl.syntax import ast
 DECLARATION_KEYWORDS = (
     "scenario",
     "import",
+    "param",
     "persona",
     "fragment",
     "demographics",
@@ -685,6 +686,10 @@ class _ToAst(Transformer[Token, Any]):
 
     def import_decl(self, keyword: Token, path: Token) -> ast.Import:
         return ast.Import(self._str(path), self._span_of(keyword, path))
+
+    def param_decl(self, keyword: Token, name: Token, value: Any) -> ast.Param:
+        default = self._value(value)
+        return ast.Param(self._ident(name), default, self._span_of(keyword, default))
 
     def persona_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.PersonaInline:
         return ast.PersonaInline(self._ident(name), body, self._span_of(keyword, body))

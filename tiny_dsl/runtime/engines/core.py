@@ -63,6 +63,7 @@ __all__ = [
     "EngineStateError",
     "EventKind",
     "TranscriptEvent",
+    "continued_state",
     "iso_time",
 ]
 
@@ -305,6 +306,13 @@ class EngineCore(abc.ABC):
         return int(state["seq"]), {
             world: datetime.fromisoformat(clock) for world, clock in saved.items()
         }
+
+
+def continued_state(state: Mapping[str, Any], seq: int) -> dict[str, Any]:
+    """A saved state that numbers its next events after `seq`: an earlier state (the
+    people before the timeline) restored later in the same run, for a replicate,
+    whose events must not take numbers the run has handed out already."""
+    return {**state, "seq": seq}
 
 
 def iso_time(moment: datetime) -> str:
