@@ -56,7 +56,11 @@ def test_brainstorm_runs_on_the_embedded_model(workdir: Path) -> None:
     assert done.exit_code == 0, done.output
     run_dir = (workdir / "outputs" / "brainstorm" / "latest").resolve()
     plan = _read(run_dir / "plan.json")
-    assert _read(run_dir / "manifest.json")["model_calls"] == plan["estimate"]["calls"] == 17
+    manifest = _read(run_dir / "manifest.json")
+    # As planned, plus the re-asks of answers that broke their schema (a ranking that is
+    # not a permutation is the small model's usual one).
+    assert plan["estimate"]["calls"] == 17
+    assert manifest["model_calls"] == 17 + manifest["repairs"] + manifest["retries"]
     # Oscar was written by the model from his description and saved as an agent file.
     oscar = _read(run_dir / "personas" / "oscar.agent.json")["persona"]
     assert oscar["name"]
