@@ -352,8 +352,6 @@ SHARED = [
     "household_income",
     "regions",
     "marital_status",
-    "employment_status",
-    "non_christian",
 ]
 
 
@@ -363,24 +361,24 @@ SHARED = [
         (
             "usa",
             [*SHARED, "viewed_as_top_policy_priority"],
-            ["Political Affiliation (shares add up to 124.1%", "Educational Attainment (shares"],
+            [
+                "Political Affiliation (shares add up to 124.1%",
+                "Educational Attainment (shares",
+                "Employment Status (shares add up to 65.9%: not one answer per person)",
+            ],
         ),
         (
             "spain",
-            [*SHARED[:-1], "political_affiliation", "non_christian"],
-            ["Educational Attainment (shares add up to 121%", "Religion > Christian (shares"],
+            [*SHARED, "political_affiliation"],
+            ["Educational Attainment (shares add up to 121%", "Religion"],
         ),
         (
             "brazil",
             [
-                *SHARED[:7],
+                *SHARED,
                 "language_spoken_at_home",
-                "nativity_and_immigration",
-                "disability_status",
-                "veteran_status",
                 "housing_tenure",
                 "political_affiliation",
-                "non_christian",
             ],
             ["Educational Attainment (shares add up to 167%", "Political Demographics"],
         ),

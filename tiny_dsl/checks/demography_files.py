@@ -15,8 +15,10 @@ prompt). The rules:
   things are distributions of their own (`regions`);
 - shares adding up to more than 100.5% are several answers per person (the USA
   political affiliation at 124%, "... or higher" education levels): text. A
-  categorical map under 99.5% leaves the rest to `other`, as inline
-  distributions do; a numeric one is text, with why;
+  categorical map short of 100% by no more than the rounding of its shares
+  (half a point each) leaves the rest to `other`, as inline distributions do;
+  one further short holds rates or a subgroup (labour force participation and
+  unemployment; the 6% of another religion): text, as is a numeric one, with why;
 - everything else (strings, lists, maps of lists, single shares) is text.
 
 `tts check` lists the keys taken as text in one note per file (N101); a name
@@ -45,6 +47,9 @@ from tiny_dsl.checks.loader import (
 )
 from tiny_dsl.checks.located_json import JsonFile, JsonPath
 from tiny_dsl.checks.populations import GENERAL, OTHER, RESERVED_ATTRIBUTES, TOLERANCE
+
+# Percentage points a share printed as a whole number may be off by.
+ROUNDING_PER_SHARE = 0.5
 from tiny_dsl.diagnostics import Label
 from tiny_dsl.source import Span
 from tiny_dsl.syntax import ast
@@ -240,6 +245,15 @@ def _distribution(
     if numeric and total < 100 - TOLERANCE:
         reading.text_keys.append(
             f"{_shown(path)} (age-like brackets covering {total:g}%, not the whole population)"
+        )
+        return None
+    # A table of one answer per person adds up to 100% but for the rounding of its
+    # shares (half a point each). Well under that it is rates or a subgroup (labour
+    # force participation and unemployment; the 6% who follow another religion), and
+    # sampling it with `other` for the rest would give people an absurd attribute.
+    if total < 100 - max(TOLERANCE, ROUNDING_PER_SHARE * len(shares)):
+        reading.text_keys.append(
+            f"{_shown(path)} (shares add up to {total:g}%: not one answer per person)"
         )
         return None
     if numeric and _overlapping([b for b in brackets if b is not None]):

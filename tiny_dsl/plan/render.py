@@ -93,7 +93,7 @@ def _person(agent: AgentPlan) -> str:
     spec: Mapping[str, Any] = agent.persona or {}
     if agent.generate is not None:
         given = [str(spec[key]) for key in ("name", "age") if key in spec]
-        return ", ".join([*given, f"generated: {agent.generate}"])
+        return ", ".join([*given, f"generated: {' '.join(agent.generate.split())}"])
     occupation = spec.get("occupation")
     if isinstance(occupation, Mapping):
         occupation = occupation.get("title")
