@@ -47,14 +47,13 @@ from tiny_dsl.checks.loader import (
 )
 from tiny_dsl.checks.located_json import JsonFile, JsonPath
 from tiny_dsl.checks.populations import GENERAL, OTHER, RESERVED_ATTRIBUTES, TOLERANCE
-
-# Percentage points a share printed as a whole number may be off by.
-ROUNDING_PER_SHARE = 0.5
 from tiny_dsl.diagnostics import Label
 from tiny_dsl.source import Span
 from tiny_dsl.syntax import ast
 
 UPPER_AGE = 99  # the upper bound of an open bracket such as `65+`
+# Percentage points a share printed as a whole number may be off by.
+ROUNDING_PER_SHARE = 0.5
 DESCRIPTIVE_KEYS = ("title", "description", "source")
 _BRACKET = re.compile(r"\s*(\d+)\s*(?:-|\u2013|to)\s*(\d+)\s*")
 _OPEN_BRACKET = re.compile(r"\s*(\d+)\s*\+\s*")
