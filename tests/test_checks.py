@@ -637,10 +637,15 @@ def test_every_step_kind_and_analysis_is_lowered() -> None:
     assert end.name == "end"
 
     compare, summarize, funnel, share_of, share, between = program.analyses
-    assert compare == m.CompareAnalysis("mood", "tip", "compare mood by tip", compare.span)
+    arms = m.Grouping("tip", None, intervention="tip")
+    assert compare == m.CompareAnalysis("mood", "tip", "compare mood by tip", compare.span, arms)
     # the text is the statement as written, whitespace collapsed
     assert summarize == m.SummarizeAnalysis(
-        "score", "segment", "summarize score by segment", summarize.span
+        "score",
+        "segment",
+        "summarize score by segment",
+        summarize.span,
+        m.Grouping("segment", "segment"),
     )
     assert funnel == m.FunnelAnalysis(("liked", "paid"), "funnel liked, paid", funnel.span)
     assert (share_of.aggregate, share_of.comparator, share_of.bound) == (

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import ROOT
 from tests.test_runtime import prompts, run, scripted_client, sent
 from tests.test_tinytroupe_engine import HashProvider, needs_tinytroupe
 from tests.test_tinytroupe_engine import run as run_tinytroupe
@@ -454,22 +455,12 @@ def test_tts_run_with_set_and_replicates(tmp_path: Path, monkeypatch: pytest.Mon
 
 # ------------------------------------------------------------ the normative example
 
-# The language contract's examples live in `shared/spec` beside the repository (or
-# a folder above it); a checkout without them skips the test.
-CAMPAIGN = Path("shared/spec/examples/v2/campaign_sequence.tts")
+CAMPAIGN = ROOT / "scenarios" / "v2" / "campaign_sequence.tts"
 
 
 def campaign_text() -> str:
-    """`campaign_sequence.tts` without what other parts of the language bring (its
-    `analyze` block's filters and the `messages` format): its params and replicates."""
-    here = Path(__file__).resolve()
-    path = next((p / CAMPAIGN for p in here.parents if (p / CAMPAIGN).is_file()), None)
-    if path is None:
-        pytest.skip("the normative v2 examples are not in this checkout")
-    text = path.read_text(encoding="utf-8")
-    analyze = text.index("analyze {")
-    text = text[:analyze] + text[text.index("}\n", analyze) + 2 :]
-    return text.replace("formats [csv, messages, html]", "formats [csv, json]")
+    """The normative `campaign_sequence.tts`, unchanged."""
+    return CAMPAIGN.read_text(encoding="utf-8")
 
 
 def test_campaign_example_params_and_replicates_run_on_the_builtin_engine(
@@ -492,6 +483,18 @@ def test_campaign_example_params_and_replicates_run_on_the_builtin_engine(
     assert sorted(rows) == [1, 2] and len(rows[1]) == len(rows[2]) == 12
     assert [r["agent"] for r in rows[1]] == [r["agent"] for r in rows[2]]
     assert all(r["intent_first"] is not None and r["intent_final"] is not None for r in result.rows)
+    # The analyses run over both replicates' rows: by income (a demographics attribute),
+    # by replicate, and the expectations with filters and an aggregate as the bound.
+    assert result.analysis is not None
+    by_income, per_replicate = result.analysis.summaries
+    assert sum(group.n for group in per_replicate.groups) == 24
+    assert [group.group for group in per_replicate.groups] == ["1", "2"]
+    assert sum(group.n for group in by_income.groups) == 24
+    families, versus = result.analysis.expectations
+    assert families.n == 2 * 6 and families.passed
+    assert versus.bound is not None and versus.reason
+    messages = (result.run_dir / "messages.jsonl").read_text(encoding="utf-8").splitlines()
+    assert {json.loads(line)["replicate"] for line in messages} == {1, 2}
 
 
 def test_a_saved_plan_refuses_other_params_seed_or_replicates(

@@ -68,7 +68,7 @@ def compare(
     else:
         result.problem = f"`{name}` is {field.kind}: compare needs a number, bool or enum field"
         return result
-    groups = grouping(frame, by, interventions)
+    groups = grouping(frame, by, interventions, plan.column, plan.brackets)
     if groups is None:
         result.problem = grouping_problem(by, interventions)
         return result

@@ -18,7 +18,7 @@ import pandas as pd
 
 from tiny_dsl.analysis.model import FieldCoverage
 from tiny_dsl.analysis.stats import finite, rank_stats
-from tiny_dsl.plan.model import FieldPlan, InterventionPlan
+from tiny_dsl.plan.model import BracketPlan, FieldPlan, InterventionPlan, RowFilterPlan
 
 NUMERIC_KINDS = frozenset({"int", "float"})
 CATEGORICAL_KINDS = frozenset({"bool", "enum"})
@@ -144,27 +144,76 @@ def _intervention_grouping(frame: pd.DataFrame, column: str, plan: InterventionP
 
 
 def grouping(
-    frame: pd.DataFrame, by: str, interventions: Sequence[InterventionPlan]
+    frame: pd.DataFrame,
+    by: str,
+    interventions: Sequence[InterventionPlan],
+    column: str | None = None,
+    brackets: Sequence[BracketPlan] = (),
 ) -> Grouping | None:
     """Groups for `by`: an intervention's arms, or the values of a result column.
 
-    `by variant` means the arms of the only intervention. For a plain column,
-    rows without a value form the group `(none)` and groups keep the order in
-    which they first appear (the agents' order).
+    `by variant` means the arms of the only intervention. `column` is the row
+    column of an attribute (`persona_income`), and `brackets` group a numeric
+    one's values in bracket order. For a plain column, rows without a value
+    form the group `(none)` and groups keep the order in which they first
+    appear (the agents' order); `replicate` groups in number order.
     """
     by_name = {plan.name: plan for plan in interventions}
-    if by in by_name:
-        column = f"variant_{by}"
-        if column not in frame.columns and len(interventions) == 1:
-            column = "variant"
-        return _intervention_grouping(frame, column, by_name[by])
-    if by == "variant" and len(interventions) == 1:
+    if column is None and by in by_name:
+        column_name = f"variant_{by}"
+        if column_name not in frame.columns and len(interventions) == 1:
+            column_name = "variant"
+        return _intervention_grouping(frame, column_name, by_name[by])
+    if column is None and by == "variant" and len(interventions) == 1:
         return grouping(frame, interventions[0].name, interventions)
-    if by not in frame.columns:
+    name = column or by
+    if name not in frame.columns:
+        if by == "replicate":  # one replicate: the rows carry no column
+            labels = pd.Series(["1"] * len(frame), index=frame.index, dtype=object)
+            return Grouping(labels=labels, order=["1"] if len(frame) else [], reference="1")
         return None
-    labels = frame[by].map(lambda v: _label(v) or NO_GROUP).astype(object)
+    if brackets:
+        labels = frame[name].map(lambda v: _bracket(v, brackets) or NO_GROUP).astype(object)
+        order = [b.label for b in brackets if (labels == b.label).any()]
+        if (labels == NO_GROUP).any():
+            order.append(NO_GROUP)
+        return Grouping(labels=labels, order=order, reference=order[0] if order else None)
+    labels = frame[name].map(lambda v: _label(v) or NO_GROUP).astype(object)
     order = list(dict.fromkeys(labels))
+    if by == "replicate":
+        order.sort(key=lambda label: (not label.isdigit(), int(label) if label.isdigit() else 0))
     return Grouping(labels=labels, order=order, reference=order[0] if order else None)
+
+
+def _bracket(value: Any, brackets: Sequence[BracketPlan]) -> str | None:
+    number = as_number(value)
+    if number is None:
+        return None
+    for bracket in brackets:
+        if bracket.low <= number <= bracket.high:
+            return bracket.label
+    return None
+
+
+def filter_rows(frame: pd.DataFrame, row_filter: RowFilterPlan | None) -> pd.DataFrame:
+    """The rows `for GROUP` or `for ATTRIBUTE == value` keeps (all rows without a filter)."""
+    if row_filter is None:
+        return frame
+    if row_filter.agents is not None:
+        if "agent" not in frame.columns:
+            return frame.iloc[0:0]
+        return frame[frame["agent"].isin(set(row_filter.agents))]
+    column = row_filter.column or ""
+    if column not in frame.columns:
+        if column == "replicate":
+            column_values = pd.Series(["1"] * len(frame), index=frame.index, dtype=object)
+        else:
+            return frame.iloc[0:0]
+    else:
+        column_values = frame[column].map(lambda v: _label(v) or "")
+    wanted = str(row_filter.value).casefold()
+    equal = column_values.map(lambda v: str(v).casefold() == wanted).astype(bool)
+    return frame[equal] if row_filter.comparator != "!=" else frame[~equal]
 
 
 def grouping_problem(by: str, interventions: Sequence[InterventionPlan]) -> str:

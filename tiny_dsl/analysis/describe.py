@@ -103,7 +103,7 @@ def summarize(
         result.problem = f"no extracted field named `{name}`"
         return result
     result.kind = field.kind
-    groups = grouping(frame, by, interventions)
+    groups = grouping(frame, by, interventions, plan.column, plan.brackets)
     if groups is None:
         result.problem = grouping_problem(by, interventions)
         return result

@@ -11,6 +11,7 @@ from tiny_dsl.analysis.describe import funnel, summarize
 from tiny_dsl.analysis.expect import expect
 from tiny_dsl.analysis.model import Adjustment, AnalysisResult
 from tiny_dsl.analysis.stats import ALPHA, holm
+from tiny_dsl.analysis.validate import metrics_of, validate
 from tiny_dsl.plan.model import (
     AnalysisPlan,
     AnalyzeStep,
@@ -45,6 +46,7 @@ def analyze(
         fields=[coverage(frame, field) for field in fields],
         adjustment=Adjustment(family_size=0, alpha=ALPHA, note=ADJUSTMENT_NOTE),
     )
+    metrics: dict[str, dict[str, float | None]] = {}  # by field, from `validate`
     for plan in analyses:
         if plan.kind == "compare":
             result.compares.append(compare(plan, frame, by_name, interventions))
@@ -52,8 +54,13 @@ def analyze(
             result.summaries.append(summarize(plan, frame, by_name, interventions))
         elif plan.kind == "funnel":
             result.funnels.append(funnel(plan, frame, by_name))
+        elif plan.kind == "validate":
+            validation = validate(plan, frame, by_name, interventions)
+            result.validations.append(validation)
+            known = metrics.setdefault(validation.field, {})
+            known.update({k: v for k, v in metrics_of(validation).items() if v is not None})
         else:
-            result.expectations.append(expect(plan, frame, by_name))
+            result.expectations.append(expect(plan, frame, by_name, metrics))
 
     family = [
         test for item in result.compares for test in all_tests(item) if test.p_value is not None

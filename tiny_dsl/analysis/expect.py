@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from tiny_dsl.analysis import text
-from tiny_dsl.analysis.data import NUMERIC_KINDS, as_flag, as_number, field_series
+from tiny_dsl.analysis.data import (
+    NUMERIC_KINDS,
+    as_flag,
+    as_number,
+    field_series,
+    filter_rows,
+)
 from tiny_dsl.analysis.model import ExpectationResult
-from tiny_dsl.plan.model import AnalysisPlan, FieldPlan
+from tiny_dsl.checks.analyses import METRICS, PROPORTIONS
+from tiny_dsl.plan.model import AnalysisPlan, FieldPlan, RowFilterPlan
+
+METRIC_NAMES = frozenset(METRICS)
+PROPORTION_NAMES = frozenset(PROPORTIONS)
 
 
 def _close(a: float, b: float) -> bool:
@@ -61,21 +71,28 @@ def _predicate(
 
 
 def _aggregate(
-    plan: AnalysisPlan, field: FieldPlan, present: pd.Series
+    aggregate: str,
+    match_comparator: str | None,
+    match_value: Any,
+    match_values: Sequence[Any],
+    field: FieldPlan,
+    present: pd.Series,
 ) -> tuple[float | None, str]:
     """The aggregate over the present answers, or None and why it is not defined."""
-    aggregate = plan.aggregate or ""
-    if plan.match_comparator is not None or plan.match_value is not None:
-        predicate, problem = _predicate(field, plan.match_comparator or "==", plan.match_value)
+    if match_comparator == "in":
+        tests = [_predicate(field, "==", value) for value in match_values]
+        problems = [problem for predicate, problem in tests if predicate is None]
+        if problems:
+            return None, problems[0]
+        predicates = [predicate for predicate, _ in tests if predicate is not None]
+        hits = present.map(lambda value: any(test(value) for test in predicates)).astype(bool)
+        return _counted(aggregate, hits)
+    if match_comparator is not None or match_value is not None:
+        predicate, problem = _predicate(field, match_comparator or "==", match_value)
         if predicate is None:
             return None, problem
-        hits = present.map(predicate).astype(bool)
-        if aggregate == "share":
-            return float(hits.mean()), ""
-        if aggregate == "count":
-            return float(hits.sum()), ""
-        return None, f"{aggregate}() takes a field, not a comparison: use share() or count()"
-    if aggregate in ("mean", "median"):
+        return _counted(aggregate, present.map(predicate).astype(bool))
+    if aggregate in ("mean", "median", "sd"):
         if field.kind in NUMERIC_KINDS:
             numbers = present.astype(float)
         elif field.kind == "bool":
@@ -85,6 +102,10 @@ def _aggregate(
                 None,
                 f"{aggregate}() needs a number or bool field; `{field.name}` is {field.kind}",
             )
+        if aggregate == "sd":
+            if len(numbers) < 2:
+                return None, f"not enough data: sd() needs two answers, {len(numbers)} given"
+            return float(numbers.std(ddof=1)), ""
         return float(numbers.mean() if aggregate == "mean" else numbers.median()), ""
     if aggregate == "share":
         if field.kind == "bool":
@@ -95,16 +116,79 @@ def _aggregate(
         )
     if aggregate == "count":
         return float(len(present)), ""
-    return None, f"unknown aggregate `{aggregate}` (use mean, median, share or count)"
+    return None, f"unknown aggregate `{aggregate}` (use mean, median, sd, share or count)"
 
 
-def _call(plan: AnalysisPlan) -> str:
-    inner = plan.field or ""
-    if plan.match_comparator is not None or plan.match_value is not None:
-        value = plan.match_value
-        shown = str(value).lower() if isinstance(value, bool) else value
-        inner += f" {plan.match_comparator or '=='} {shown}"
-    return f"{plan.aggregate}({inner})"
+def _counted(aggregate: str, hits: pd.Series) -> tuple[float | None, str]:
+    if aggregate == "share":
+        return float(hits.mean()), ""
+    if aggregate == "count":
+        return float(hits.sum()), ""
+    return None, f"{aggregate}() takes a field, not a comparison: use share() or count()"
+
+
+def _side(
+    aggregate: str,
+    field_name: str,
+    match_comparator: str | None,
+    match_value: Any,
+    match_values: Sequence[Any],
+    row_filter: RowFilterPlan | None,
+    frame: pd.DataFrame,
+    fields: dict[str, FieldPlan],
+    metrics: Mapping[str, Mapping[str, float | None]],
+) -> tuple[float | None, int, str]:
+    """One side of an expectation: its value, the answers it is over, or why it has none."""
+    if aggregate in METRIC_NAMES:
+        value = metrics.get(field_name, {}).get(aggregate)
+        if value is None:
+            return None, 0, f"`{aggregate}({field_name})`: not enough data to validate"
+        return value, int(metrics[field_name].get("n") or 0), ""
+    field = fields.get(field_name)
+    if field is None:
+        return None, 0, f"no extracted field named `{field_name}`"
+    rows = filter_rows(frame, row_filter)
+    present = field_series(rows, field).dropna()
+    if present.empty:
+        where = f" for {row_filter.text}" if row_filter is not None else ""
+        return (
+            None,
+            0,
+            (
+                f"no answers for `{field.name}`{where}: all {len(rows)} agents are missing it"
+                if len(rows)
+                else f"no agents in the results{where}"
+            ),
+        )
+    observed, problem = _aggregate(
+        aggregate, match_comparator, match_value, match_values, field, present
+    )
+    return observed, len(present), problem
+
+
+def _call(
+    aggregate: str | None,
+    field: str | None,
+    match_comparator: str | None,
+    match_value: Any,
+    match_values: Sequence[Any],
+    row_filter: RowFilterPlan | None,
+) -> str:
+    inner = field or ""
+    if match_comparator == "in":
+        inner += " in [" + ", ".join(_shown(value) for value in match_values) + "]"
+    elif match_comparator is not None or match_value is not None:
+        inner += f" {match_comparator or '=='} {_shown(match_value)}"
+    call = f"{aggregate}({inner})"
+    return call + (f" for {row_filter.text}" if row_filter is not None else "")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _statement(plan: AnalysisPlan, call: str, comparator: str) -> str:
@@ -119,11 +203,24 @@ def _statement(plan: AnalysisPlan, call: str, comparator: str) -> str:
 
 
 def expect(
-    plan: AnalysisPlan, frame: pd.DataFrame, fields: dict[str, FieldPlan]
+    plan: AnalysisPlan,
+    frame: pd.DataFrame,
+    fields: dict[str, FieldPlan],
+    metrics: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> ExpectationResult:
-    """Evaluate one expectation: `between low and high` (inclusive) or `OP bound`."""
+    """Evaluate one expectation: `between low and high` (inclusive), `OP bound`, or
+    `OP` another aggregate. `metrics` are the `validate` results by field."""
+    metrics = metrics or {}
     comparator = plan.comparator or "between"
-    call = _call(plan)
+    call = _call(
+        plan.aggregate,
+        plan.field,
+        plan.match_comparator,
+        plan.match_value,
+        plan.match_values,
+        plan.filter,
+    )
+    other = plan.other
     result = ExpectationResult(
         statement=plan.text or _statement(plan, call, comparator),
         origin=str(plan.origin),
@@ -140,25 +237,22 @@ def expect(
         passed=False,
         reason="",
     )
-    field = fields.get(result.field)
-    if field is None:
-        result.reason = f"no extracted field named `{result.field}`"
-        return result
-    present = field_series(frame, field).dropna()
-    result.n = len(present)
-    if result.n == 0:
-        result.reason = (
-            f"no answers for `{field.name}`: all {len(frame)} agents are missing it"
-            if len(frame)
-            else "no agents in the results"
-        )
-        return result
-    observed, problem = _aggregate(plan, field, present)
+    observed, result.n, problem = _side(
+        plan.aggregate or "",
+        plan.field or "",
+        plan.match_comparator,
+        plan.match_value,
+        plan.match_values,
+        plan.filter,
+        frame,
+        fields,
+        metrics,
+    )
     if observed is None:
         result.reason = problem
         return result
     result.observed = observed
-    as_share = result.aggregate == "share"
+    as_share = result.aggregate in PROPORTION_NAMES
 
     def show(value: float) -> str:
         return text.percent(value) if as_share else text.number(value)
@@ -175,10 +269,46 @@ def expect(
         where = "within" if result.passed else "outside"
         result.reason = f"{seen}, {where} {bound_text(plan.low)}..{bound_text(plan.high)}"
         return result
-    bound = plan.bound
     check = COMPARATORS.get(comparator)
-    if bound is None or check is None:
-        result.reason = f"cannot evaluate comparator `{comparator}` with bound {bound}"
+    if check is None:
+        result.reason = f"cannot evaluate comparator `{comparator}`"
+        return result
+    if other is not None:
+        other_call = _call(
+            other.aggregate,
+            other.field,
+            other.match_comparator,
+            other.match_value,
+            other.match_values,
+            other.filter,
+        )
+        bound, other_n, problem = _side(
+            other.aggregate,
+            other.field,
+            other.match_comparator,
+            other.match_value,
+            other.match_values,
+            other.filter,
+            frame,
+            fields,
+            metrics,
+        )
+        if bound is None:
+            result.reason = f"{seen}; {problem}"
+            return result
+        result.bound = bound
+        result.passed = check(observed, bound)
+        verdict = "holds" if result.passed else "does not hold"
+        shown_other = (
+            text.percent(bound) if other.aggregate in PROPORTION_NAMES else text.number(bound)
+        )
+        result.reason = (
+            f"{seen}; {other_call} = {shown_other} over {other_n} answers; {comparator} {verdict}"
+        )
+        return result
+    bound = plan.bound
+    if bound is None:
+        result.reason = f"cannot evaluate comparator `{comparator}` without a bound"
         return result
     result.passed = check(observed, bound)
     verdict = "holds" if result.passed else "does not hold"

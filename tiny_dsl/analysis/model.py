@@ -186,6 +186,58 @@ class ExpectationResult(_Result):
     reason: str
 
 
+class SideStats(_Result):
+    """One side of a validation: the simulated or the real answers."""
+
+    n: int
+    mean: float | None = None
+    median: float | None = None
+    sd: float | None = None
+    counts: list[int] = Field(default_factory=list)  # per category, as `categories`
+
+
+class MarginRow(_Result):
+    group: str
+    simulated: float
+    real: float
+
+
+class ValidationResult(_Result):
+    """`validate FIELD against ...`: the metrics (None where a test cannot run)."""
+
+    statement: str
+    origin: str
+    field: str
+    path: str
+    kind: Literal["numeric", "categorical", "margins"] | None = None
+    simulated: SideStats = Field(default_factory=lambda: SideStats(n=0))
+    real: SideStats = Field(default_factory=lambda: SideStats(n=0))
+    categories: list[str] = Field(default_factory=list)
+    mean_difference: float | None = None  # simulated minus real
+    difference_ci: tuple[float, float] | None = None
+    welch_t: float | None = None  # real first, as TinyTroupe reports it
+    welch_df: float | None = None
+    welch_p: float | None = None
+    mann_whitney_u: float | None = None
+    mann_whitney_p: float | None = None
+    ks: float | None = None
+    ks_p: float | None = None
+    wasserstein: float | None = None
+    chi2: float | None = None
+    chi2_df: int | None = None
+    chi2_p: float | None = None
+    sd_ratio: float | None = None
+    overlap: float | None = None
+    statistic: str | None = None  # margins: mean or share
+    margins: list[MarginRow] = Field(default_factory=list)
+    missing_groups: list[str] = Field(default_factory=list)
+    correlation: float | None = None
+    mae: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    problem: str | None = None
+
+
 class FieldCoverage(_Result):
     """How many agents answered each extracted field, and why the others did not."""
 
@@ -215,6 +267,7 @@ class AnalysisResult(_Result):
     summaries: list[SummaryResult] = Field(default_factory=list)
     funnels: list[FunnelResult] = Field(default_factory=list)
     expectations: list[ExpectationResult] = Field(default_factory=list)
+    validations: list[ValidationResult] = Field(default_factory=list)
     expectations_failed: list[ExpectationResult] = Field(default_factory=list)
     adjustment: Adjustment
 

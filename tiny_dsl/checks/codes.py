@@ -66,6 +66,9 @@ BAD_MEMBER_ID = "E345"
 DUPLICATE_MEMBER = "E346"
 NO_MEMBERS = "E347"
 
+# Analyses over any group, and validation against real data (language v2).
+METRIC_WITHOUT_VALIDATE = "E350"
+DATA_FILE = "E351"
 # Parameters and replicates (language v2, runs).
 UNKNOWN_PARAM = "E370"
 PARAM_CYCLE = "E371"
@@ -603,6 +606,28 @@ register(
     snake case (for example two `Christian` tables), so the later one is
     named by its whole path (`religion_christian`). Segments constrain it by
     that name.""",
+)
+register(
+    METRIC_WITHOUT_VALIDATE,
+    "metric-without-validate",
+    """`expect` bounds a validation metric (`ks`, `sd_ratio`, `welch_p`,
+    `correlation`, ...) of a field that no `validate` statement before it in
+    the `analyze` block compares with real data, or a metric of the other
+    kind: `correlation` and `mae` compare group margins (`validate F by G
+    against "margins.csv"`), the others real answers (`validate F against
+    "real.csv" column "C"`). Metrics take the field alone: no comparison
+    inside and no `for`.""",
+)
+register(
+    DATA_FILE,
+    "data-file",
+    """The real data a `validate` statement names cannot be used: the file
+    cannot be read, is not a UTF-8 CSV with a header row, has no column of
+    the name given (or no column named like the grouping and no `mean` or
+    `share` column, for margins), holds values that are not answers to the
+    field (numbers for `int`/`float`, true/false for `bool`, members for
+    `enum`; empty cells are missing answers), or too few of them to compare.
+    The file is read by `tts check`, and its contents are part of the plan.""",
 )
 register(
     UNKNOWN_PARAM,

@@ -218,6 +218,18 @@ class Loader:
         check_file_not_found(self.ctx, node.path, candidates, ".tts")
         return None
 
+    def data_path(self, importer: Path, path_node: ast.Str) -> Path | None:
+        """A data file a statement names, relative to its file's folder, or None after
+        reporting why it may not or cannot be read."""
+        target = importer.parent / path_node.value
+        if not self.paths.may_read(target):
+            check_path_outside_root(self.ctx, path_node, "data file")
+            return None
+        if not is_file(target):
+            check_file_not_found(self.ctx, path_node, [target], Path(path_node.value).suffix)
+            return None
+        return real_path(target)
+
     # ------------------------------------------------------------- JSON files
 
     def load_json_spec(

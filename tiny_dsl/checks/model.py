@@ -437,23 +437,41 @@ Step = (
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """What `by G` groups rows by: an intervention's arms, or a result column.
+
+    `column` is None for an intervention's arms (`by campaign`, `by variant`);
+    otherwise the row column (`segment`, `world`, `replicate`, `persona_income`).
+    `brackets` are set for a numeric demographics attribute: its values are grouped
+    by the distribution's brackets, in bracket order.
+    """
+
+    name: str  # as written: `campaign`, `variant`, `income`, ...
+    column: str | None
+    intervention: str | None = None
+    brackets: tuple[Share, ...] = ()
+
+
+@dataclass(frozen=True)
 class CompareAnalysis:
-    """`compare FIELD by INTERVENTION`."""
+    """`compare FIELD by G`."""
 
     field: str
-    by: str  # the intervention whose arms are compared
+    by: str  # as written
     text: str  # the statement as written, whitespace collapsed
     span: Span
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
 class SummarizeAnalysis:
-    """`summarize FIELD by GROUP`."""
+    """`summarize FIELD by G`."""
 
     field: str
-    by: str  # a result column (`segment`, ...), `variant`, or an intervention
+    by: str  # as written
     text: str
     span: Span
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
@@ -466,21 +484,36 @@ class FunnelAnalysis:
 
 
 @dataclass(frozen=True)
-class Aggregate:
-    """`mean(field)`, or `share(field == member)` (`comparator` and `member` set)."""
+class RowFilter:
+    """`for GROUP` (`agents`: its members' ids, resolved at plan time from `group`) or
+    `for ATTRIBUTE == value` (`column` and `value`)."""
 
-    function: str  # mean, median, share or count
-    field: str
+    text: str  # as written, after `for`
+    group: tuple[GroupRef, ...] = ()
+    column: str | None = None
     comparator: str | None = None  # `==` or `!=`
-    member: str | None = None  # the enum member compared with
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """`mean(field)`, `share(field == member)`, `share(field >= 4)`, `share(field in [4, 5])`,
+    or a validation metric (`ks(field)`), optionally `for` some rows."""
+
+    function: str  # mean, median, sd, share, count, or a metric of `validate`
+    field: str
+    comparator: str | None = None  # ==, !=, >, <, >=, <= or in
+    member: str | float | None = None  # what the field is compared with
+    members: tuple[str | float, ...] = ()  # for `in [..]`
+    filter: RowFilter | None = None
 
 
 @dataclass(frozen=True)
 class ExpectAnalysis:
-    """`expect AGG between LOW and HIGH` or `expect AGG OP BOUND`.
+    """`expect AGG between LOW and HIGH`, `expect AGG OP BOUND` or `expect AGG OP AGG`.
 
     Bounds are numbers; a percentage is read as its fraction (`40%` is 0.4).
-    `low` and `high` are set for `between`, `bound` for every other comparator.
+    `low` and `high` are set for `between`, `bound` or `other` for every other comparator.
     """
 
     aggregate: Aggregate
@@ -490,9 +523,27 @@ class ExpectAnalysis:
     low: float | None = None
     high: float | None = None
     bound: float | None = None
+    other: Aggregate | None = None
 
 
-Analysis = CompareAnalysis | SummarizeAnalysis | FunnelAnalysis | ExpectAnalysis
+@dataclass(frozen=True)
+class ValidateAnalysis:
+    """`validate FIELD against "real.csv" column "C"` (real answers, `real`) or
+    `validate FIELD by G against "margins.csv"` (real group margins, `margins`)."""
+
+    field: str
+    path: str  # as written
+    sha256: str  # of the file read, so that a changed file changes the plan
+    text: str
+    span: Span
+    column: str | None = None
+    real: tuple[str | float, ...] = ()
+    grouping: Grouping | None = None
+    statistic: str | None = None  # `mean` or `share`: the margins' column
+    margins: tuple[tuple[str, float], ...] = ()
+
+
+Analysis = CompareAnalysis | SummarizeAnalysis | FunnelAnalysis | ExpectAnalysis | ValidateAnalysis
 
 
 @dataclass

@@ -13,6 +13,7 @@ import dataclasses
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
+from tiny_dsl.checks.analyses import Analyses
 from tiny_dsl.checks.context import (
     ARTICLE,
     KIND_OF,
@@ -28,7 +29,7 @@ from tiny_dsl.checks.params import Overrides, check_params
 from tiny_dsl.checks.people_files import check_loaded_population
 from tiny_dsl.checks.personas import check_fragment, check_persona
 from tiny_dsl.checks.populations import check_demographics, check_population
-from tiny_dsl.checks.results import Analyses, check_extracts
+from tiny_dsl.checks.results import check_extracts
 from tiny_dsl.checks.settings import MAX_REPLICATES, check_output, check_scenario
 from tiny_dsl.checks.steps import check_timeline
 from tiny_dsl.checks.usage import (
@@ -124,7 +125,7 @@ def check_program(
     steps = check_timeline(ctx, timeline) if isinstance(timeline, ast.Timeline) else ()
     extractions, fields = check_extracts(ctx, blocks.extracts, steps)
     analyze = blocks.get(ast.Analyze)
-    analyses = Analyses(ctx, fields, loader.sources)
+    analyses = Analyses(ctx, fields, loader.sources, loader, root.path)
     lowered = analyses.check(analyze) if isinstance(analyze, ast.Analyze) else ()
 
     if not ctx.incomplete:

@@ -20,22 +20,17 @@ from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
 from tiny_dsl.checks.context import Context, check_unknown_name
-from tiny_dsl.checks.populations import check_unknown_label
 from tiny_dsl.checks.values import (
     as_float,
-    check_invalid_choice,
-    check_out_of_range,
     check_reversed_range,
     check_wrong_type,
     describe,
-    show_number,
 )
 from tiny_dsl.checks.worlds import resolve_group
 from tiny_dsl.diagnostics import Label
 from tiny_dsl.source import SourceFile, Span
 from tiny_dsl.syntax import ast
 
-AGGREGATES = ("mean", "median", "share", "count")
 # What `summarize ... by` groups by, besides an intervention's name (its arms):
 # the columns every result row has, and `variant` (the arms of the only intervention).
 SUMMARY_GROUPS = ("segment", "population", "world", "variant")
@@ -303,252 +298,7 @@ def check_duplicate_field(ctx: Context, ident: ast.Ident, first: ast.Ident) -> N
     )
 
 
-# --------------------------------------------------------------------- analyze
-
-
-class Analyses:
-    """Checks the statements of `analyze` against the extracted fields.
-
-    `sources` holds the text of the file the statements are in, which each
-    lowered analysis quotes.
-    """
-
-    def __init__(
-        self, ctx: Context, fields: dict[str, FieldInfo], sources: Mapping[str, SourceFile]
-    ):
-        self.ctx = ctx
-        self.fields = fields
-        self.sources = sources
-        self.used: set[str] = set()
-
-    def check(self, block: ast.Analyze) -> tuple[m.Analysis, ...]:
-        """Check every statement; the lowered analyses of those without errors."""
-        lowered: list[m.Analysis] = []
-        for statement in block.statements:
-            errors = self.ctx.error_count
-            if isinstance(statement, ast.CompareStmt):
-                self.check_compare(statement)
-            elif isinstance(statement, ast.SummarizeStmt):
-                self.check_summarize(statement)
-            elif isinstance(statement, ast.FunnelStmt):
-                self.check_funnel(statement)
-            else:
-                self.check_expect(statement)
-            if self.ctx.error_count == errors:
-                lowered.append(self.lower(statement))
-        return tuple(lowered)
-
-    def lower(self, statement: ast.Analysis) -> m.Analysis:
-        """The analysis a statement that checked clean stands for."""
-        text = _statement_text(statement.span, self.sources)
-        span = statement.span
-        if isinstance(statement, ast.CompareStmt):
-            return m.CompareAnalysis(statement.field.name, statement.by.name, text, span)
-        if isinstance(statement, ast.SummarizeStmt):
-            return m.SummarizeAnalysis(statement.field.name, statement.by.name, text, span)
-        if isinstance(statement, ast.FunnelStmt):
-            return m.FunnelAnalysis(tuple(f.name for f in statement.fields), text, span)
-        written = statement.aggregate
-        aggregate = m.Aggregate(
-            written.function.name,
-            written.field.name,
-            written.comparator,
-            _member(written.value),
-        )
-        if isinstance(statement, ast.ExpectBetween):
-            return m.ExpectAnalysis(
-                aggregate,
-                "between",
-                text,
-                span,
-                low=_bound(statement.low),
-                high=_bound(statement.high),
-            )
-        return m.ExpectAnalysis(
-            aggregate, statement.comparator, text, span, bound=_bound(statement.bound)
-        )
-
-    def field(self, ident: ast.Ident) -> FieldInfo | None:
-        """The field `ident` names; reports an unknown one (unless syntax errors may hide it)."""
-        self.used.add(ident.name)
-        found = self.fields.get(ident.name)
-        if found is None and not self.ctx.incomplete:
-            check_unknown_name(
-                self.ctx,
-                ident.name,
-                ident.span,
-                "extracted field",
-                "`analyze`",
-                self.fields,
-                declare_hint="fields are declared in an `extract from SOURCE { ... }` block",
-            )
-        return found
-
-    def check_compare(self, statement: ast.CompareStmt) -> None:
-        """`compare F by I`: F groupable, I delivered in F's world."""
-        info = self.field(statement.field)
-        found = self.ctx.resolve(
-            statement.by.name, statement.by.span, ("intervention",), "`compare ... by`"
-        )
-        if info is None or info.spec is None:
-            return
-        if info.spec.kind in (*UNGROUPABLE, "rank"):
-            check_field_type_mismatch(self.ctx, statement.field, info.spec, "`compare`", GROUPABLE)
-        if found is not None:
-            self.check_arms(statement.by, info, found.name)
-
-    def check_summarize(self, statement: ast.SummarizeStmt) -> None:
-        """`summarize F by G`: G a result column, `variant`, or an intervention of F's world."""
-        info = self.field(statement.field)
-        by = statement.by.name
-        interventions = self.ctx.declared["intervention"]
-        if by not in interventions and by not in SUMMARY_GROUPS:
-            check_invalid_choice(
-                self.ctx,
-                "summarize ... by",
-                by,
-                statement.by.span,
-                [*SUMMARY_GROUPS, *interventions],
-            )
-            return
-        if info is None or info.spec is None:
-            return
-        if info.spec.kind in UNGROUPABLE:
-            check_field_type_mismatch(
-                self.ctx, statement.field, info.spec, "`summarize`", GROUPABLE
-            )
-        if by == "variant":
-            if len(interventions) == 1:
-                self.check_arms(statement.by, info, next(iter(interventions)))
-            else:
-                check_ambiguous_variant(self.ctx, statement, list(interventions))
-        elif by in interventions:
-            self.check_arms(statement.by, info, by)
-
-    def check_arms(self, by: ast.Ident, info: FieldInfo, intervention: str) -> None:
-        """Grouping by an intervention's arms needs it delivered in a world of the field."""
-        if self.ctx.incomplete:
-            return
-        delivered = self.ctx.delivered.get(intervention, set())
-        # A group source's rows belong to no world: its members may be targeted anywhere.
-        if None in info.worlds or any(world in delivered for world in info.worlds):
-            return
-        check_intervention_not_in_world(self.ctx, by, info, f"`{intervention}` is never delivered")
-
-    def check_funnel(self, statement: ast.FunnelStmt) -> None:
-        """`funnel F1, F2, ...`: at least two distinct `bool` stages."""
-        if len(statement.fields) < 2:
-            self.ctx.report(
-                diag.error(
-                    codes.FUNNEL_TOO_SHORT,
-                    "a funnel needs at least two stages",
-                    statement.span,
-                    "only one stage",
-                    help=["list the stages in order: `funnel opened, clicked, bought`"],
-                )
-            )
-        seen: dict[str, ast.Ident] = {}
-        for ident in statement.fields:
-            if ident.name in seen:
-                self.ctx.report(
-                    diag.error(
-                        codes.DUPLICATE_NAME,
-                        f"stage `{ident.name}` is listed twice",
-                        ident.span,
-                        "listed again here",
-                        secondary=[Label(seen[ident.name].span, "first listed here")],
-                        help=["list every stage once"],
-                    )
-                )
-                continue
-            seen[ident.name] = ident
-            info = self.field(ident)
-            if info is not None and info.spec is not None and info.spec.kind != "bool":
-                check_field_type_mismatch(
-                    self.ctx, ident, info.spec, "a funnel stage", "a `bool` field"
-                )
-
-    def check_expect(self, statement: ast.ExpectBetween | ast.ExpectCompare) -> None:
-        """`expect AGG(F) between a and b` / `expect AGG(F) > x`."""
-        aggregate = statement.aggregate
-        function = aggregate.function.name
-        if function not in AGGREGATES:
-            check_invalid_choice(self.ctx, "expect", function, aggregate.function.span, AGGREGATES)
-        info = self.field(aggregate.field)
-        if info is not None and info.spec is not None and function in AGGREGATES:
-            self.check_aggregate(aggregate, info.spec)
-        bounds = (
-            [statement.low, statement.high]
-            if isinstance(statement, ast.ExpectBetween)
-            else [statement.bound]
-        )
-        valid = all([self.check_bound(function, bound) for bound in bounds])
-        if valid and isinstance(statement, ast.ExpectBetween):
-            # Compare as proportions, so that `between 0.2 and 80%` is in order.
-            written = ast.Range(
-                ast.Number(_proportion(statement.low), _show(statement.low)),
-                ast.Number(_proportion(statement.high), _show(statement.high)),
-                statement.low.span.to(statement.high.span),
-            )
-            check_reversed_range(self.ctx, f"{function}(...)", written, strict=True)
-
-    def check_aggregate(self, aggregate: ast.Aggregate, spec: m.FieldSpec) -> None:
-        """Which field types each aggregate accepts, and `F == member` for enums."""
-        function = aggregate.function.name
-        ident = aggregate.field
-        if aggregate.comparator is not None:
-            if function not in ("share", "count") or spec.kind != "enum":
-                check_field_type_mismatch(
-                    self.ctx,
-                    ident,
-                    spec,
-                    f"`{function}({ident.name} {aggregate.comparator} ...)`",
-                    "an `enum` field in `share(...)` or `count(...)`",
-                )
-                return
-            if aggregate.comparator not in ("==", "!="):
-                check_invalid_choice(
-                    self.ctx, f"{function}(...)", aggregate.comparator, aggregate.span, ["==", "!="]
-                )
-                return
-            value = aggregate.value
-            if isinstance(value, ast.Ref) and len(value.parts) == 1:
-                member = value.parts[0]
-            elif isinstance(value, ast.Str):
-                member = value.value
-            else:
-                if value is not None:
-                    check_not_a_member(self.ctx, aggregate, spec, value)
-                return
-            if member not in spec.members:
-                check_unknown_label(
-                    self.ctx, member, value.span, f"a member of `{ident.name}`", list(spec.members)
-                )
-            return
-        if function in ("mean", "median") and spec.kind not in NUMERIC:
-            check_field_type_mismatch(
-                self.ctx, ident, spec, f"`{function}`", "an `int` or `float` field"
-            )
-        elif function == "share" and spec.kind != "bool":
-            hint = "`share(field == member)`" if spec.kind == "enum" else "a `bool` field"
-            check_field_type_mismatch(self.ctx, ident, spec, "`share`", hint)
-
-    def check_bound(self, function: str, bound: ast.Number | ast.Percent) -> bool:
-        """Percentages only for `share`; a share is within 0..1 (or 0%..100%)."""
-        if isinstance(bound, ast.Percent):
-            if function != "share":
-                check_percent_not_allowed(self.ctx, function, bound)
-                return False
-            if not 0 <= bound.value <= 100:
-                check_out_of_range(self.ctx, "share", bound.span, bound.raw, 0, 100, unit="%")
-                return False
-            return True
-        if as_float(self.ctx, function, bound) is None:
-            return False
-        if function == "share" and not 0 <= bound.value <= 1:
-            check_out_of_range(self.ctx, "share", bound.span, show_number(bound), 0, 1)
-            return False
-        return True
+# --------------------------------------------------------- shared with analyses
 
 
 def _statement_text(span: Span, sources: Mapping[str, SourceFile]) -> str:
@@ -637,9 +387,10 @@ def check_intervention_not_in_world(
 
 
 def check_ambiguous_variant(
-    ctx: Context, statement: ast.SummarizeStmt, interventions: list[str]
+    ctx: Context, statement: ast.SummarizeStmt | ast.CompareStmt, interventions: list[str]
 ) -> None:
     """`by variant` names the arms of the only intervention; with none or several it cannot."""
+    keyword = "compare" if isinstance(statement, ast.CompareStmt) else "summarize"
     problem = (
         "there is no intervention"
         if not interventions
@@ -648,11 +399,11 @@ def check_ambiguous_variant(
     ctx.report(
         diag.error(
             codes.INTERVENTION_NOT_IN_WORLD,
-            f"`summarize ... by variant` needs exactly one intervention, but {problem}",
+            f"`{keyword} ... by variant` needs exactly one intervention, but {problem}",
             statement.by.span,
             "which intervention?",
             help=[
-                f"name the intervention: `summarize {statement.field.name} by "
+                f"name the intervention: `{keyword} {statement.field.name} by "
                 f"{interventions[0] if interventions else 'INTERVENTION'}`"
             ],
         )

@@ -14,9 +14,9 @@ one place (`_Compiler._steps`, `_analysis`); the chained step hashes are
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import tiny_dsl
 from tiny_dsl.checks import model as checked
@@ -43,9 +43,11 @@ from tiny_dsl.plan.estimate import cost as tokens_cost
 from tiny_dsl.plan.hashing import Digests, base_hash, plan_hash, source_hash, step_hash
 from tiny_dsl.plan.model import (
     AgentPlan,
+    AggregatePlan,
     AnalysisPlan,
     AnalyzeStep,
     AskStep,
+    BracketPlan,
     BroadcastStep,
     CheckpointStep,
     ContextStep,
@@ -67,6 +69,7 @@ from tiny_dsl.plan.model import (
     PopulationPlan,
     ProposeStep,
     ReplicateStep,
+    RowFilterPlan,
     RunStep,
     Step,
     TellStep,
@@ -568,7 +571,7 @@ class _Compiler:
             drafts.append(self._extract(extraction, worlds))
         if program.analyses:
             origin = Origin.of(program.analyses[0].span)
-            analyses = [_analysis(item) for item in program.analyses]
+            analyses = [_analysis(item, self._expand) for item in program.analyses]
             drafts.append(("", AnalyzeStep(id="", origin=origin, analyses=analyses)))
 
         estimates = estimate_steps(
@@ -741,30 +744,98 @@ def _at(now: datetime, timing: str | None) -> datetime:
     return now.replace(hour=hour, minute=minute, second=0, microsecond=0)
 
 
-def _analysis(analysis: checked.Analysis) -> AnalysisPlan:
-    """The plan form of one checked `analyze` statement."""
+def _analysis(
+    analysis: checked.Analysis, expand: Callable[[Iterable[GroupRef]], list[str]]
+) -> AnalysisPlan:
+    """The plan form of one checked `analyze` statement; `expand` gives a group's agents."""
     common: dict[str, Any] = {"origin": Origin.of(analysis.span), "text": analysis.text}
     match analysis:
-        case checked.CompareAnalysis():
-            return AnalysisPlan(kind="compare", field=analysis.field, by=analysis.by, **common)
-        case checked.SummarizeAnalysis():
-            return AnalysisPlan(kind="summarize", field=analysis.field, by=analysis.by, **common)
+        case checked.CompareAnalysis() | checked.SummarizeAnalysis():
+            kind: Literal["compare", "summarize"] = (
+                "compare" if isinstance(analysis, checked.CompareAnalysis) else "summarize"
+            )
+            return AnalysisPlan(
+                kind=kind,
+                field=analysis.field,
+                by=analysis.by,
+                **_grouping(analysis.grouping),
+                **common,
+            )
         case checked.FunnelAnalysis():
             return AnalysisPlan(kind="funnel", fields=list(analysis.fields), **common)
+        case checked.ValidateAnalysis():
+            grouping = analysis.grouping
+            return AnalysisPlan(
+                kind="validate",
+                field=analysis.field,
+                by=grouping.name if grouping is not None else None,
+                **_grouping(grouping),
+                path=analysis.path,
+                sha256=analysis.sha256,
+                real_column=analysis.column,
+                real=list(analysis.real),
+                statistic=analysis.statistic,
+                margins=dict(analysis.margins),
+                **common,
+            )
         case checked.ExpectAnalysis():
             aggregate = analysis.aggregate
+            other = analysis.other
             return AnalysisPlan(
                 kind="expect",
                 field=aggregate.field,
                 aggregate=aggregate.function,
                 match_comparator=aggregate.comparator,
                 match_value=aggregate.member,
+                match_values=list(aggregate.members),
+                filter=_row_filter(aggregate.filter, expand),
                 comparator=analysis.comparator,
                 low=analysis.low,
                 high=analysis.high,
                 bound=analysis.bound,
+                other=(
+                    AggregatePlan(
+                        aggregate=other.function,
+                        field=other.field,
+                        match_comparator=other.comparator,
+                        match_value=other.member,
+                        match_values=list(other.members),
+                        filter=_row_filter(other.filter, expand),
+                    )
+                    if other is not None
+                    else None
+                ),
                 **common,
             )
+
+
+def _grouping(grouping: checked.Grouping | None) -> dict[str, Any]:
+    """The plan fields of `by` an attribute: its row column and numeric brackets. Groupings
+    the analysis finds from `by` alone (arms, `segment`, `world`...) need none, which
+    keeps v1 plans as they were."""
+    if grouping is None or grouping.column is None or grouping.column == grouping.name:
+        return {}
+    brackets = [
+        BracketPlan(label=share.label, low=share.low, high=share.high)
+        for share in grouping.brackets
+        if share.low is not None and share.high is not None
+    ]
+    return {"column": grouping.column, "brackets": brackets}
+
+
+def _row_filter(
+    row_filter: checked.RowFilter | None, expand: Callable[[Iterable[GroupRef]], list[str]]
+) -> RowFilterPlan | None:
+    if row_filter is None:
+        return None
+    if row_filter.group:
+        return RowFilterPlan(text=row_filter.text, agents=expand(row_filter.group))
+    return RowFilterPlan(
+        text=row_filter.text,
+        column=row_filter.column,
+        comparator=row_filter.comparator,
+        value=row_filter.value,
+    )
 
 
 def plan_diagnostics(program: Program, plan: Plan | None = None) -> list[Diagnostic]:

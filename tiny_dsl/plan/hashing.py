@@ -196,6 +196,13 @@ class Digests:
             case ContextStep():
                 return {"world": self._world(step.world), "agents": self._agents(step.agents)}
             case AnalyzeStep():
-                used = sorted({a.by for a in step.analyses if a.kind == "compare" and a.by})
+                # Arms compared: the assignment is part of what the analysis reads.
+                used = sorted(
+                    {
+                        a.by
+                        for a in step.analyses
+                        if a.kind == "compare" and a.by is not None and a.by in self.interventions
+                    }
+                )
                 return {name: self._intervention(name) for name in used}
         return {}

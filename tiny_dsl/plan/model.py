@@ -405,15 +405,44 @@ def replicate_id(step_id: str, replicate: int) -> str:
     return step_id if replicate == 1 else f"{step_id}{REPLICATE_MARK}{replicate}"
 
 
+class BracketPlan(_Model):
+    """A numeric demographics bracket that groups an attribute's values."""
+
+    label: str
+    low: float
+    high: float
+
+
+class RowFilterPlan(_Model):
+    """`for GROUP` (`agents`) or `for ATTRIBUTE == value` (`column`, `comparator`, `value`)."""
+
+    text: str
+    agents: list[str] | None = None
+    column: str | None = None
+    comparator: str | None = None
+    value: str | None = None
+
+
+class AggregatePlan(_Model):
+    """The right-hand side of `expect AGG OP AGG`."""
+
+    aggregate: str
+    field: str
+    match_comparator: str | None = None
+    match_value: Any = None
+    match_values: list[Any] = Field(default_factory=list)
+    filter: RowFilterPlan | None = None
+
+
 class AnalysisPlan(_Model):
     """One `analyze` statement, resolved."""
 
-    kind: Literal["compare", "summarize", "funnel", "expect"]
+    kind: Literal["compare", "summarize", "funnel", "expect", "validate"]
     origin: Origin
     field: str | None = None
     fields: list[str] = Field(default_factory=list)
     by: str | None = None  # intervention (compare) or grouping (summarize)
-    aggregate: str | None = None  # mean, median, share, count
+    aggregate: str | None = None  # mean, median, sd, share, count, or a validation metric
     comparator: str | None = None  # for expect: between, >, <, >=, <=, ==, !=; share(f == v)
     match_value: Any = None
     # the comparison inside the aggregate: `share(f == member)` -> "==" (None: none)
@@ -422,6 +451,37 @@ class AnalysisPlan(_Model):
     high: float | None = None
     bound: float | None = None  # `expect ... > bound` (any comparator but `between`)
     text: str = ""  # the statement as written, for reports
+    # `by` an attribute: the row column (`persona_income`) and, for a numeric
+    # demographics attribute, the brackets its values are grouped by
+    column: str | None = None
+    brackets: list[BracketPlan] = Field(default_factory=list)
+    match_values: list[Any] = Field(default_factory=list)  # `share(f in [4, 5])`
+    filter: RowFilterPlan | None = None  # `AGG(f) for ...`
+    other: AggregatePlan | None = None  # `expect AGG OP AGG`
+    # validate: the file (as written, and its sha256), and the real answers of
+    # `column`, or the real group margins of `statistic` (mean or share) by `by`
+    path: str | None = None
+    sha256: str | None = None
+    real: list[Any] = Field(default_factory=list)
+    statistic: str | None = None
+    margins: dict[str, float] = Field(default_factory=dict)
+    real_column: str | None = None
+
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset(
+        {
+            "column",
+            "brackets",
+            "match_values",
+            "filter",
+            "other",
+            "path",
+            "sha256",
+            "real",
+            "statistic",
+            "margins",
+            "real_column",
+        }
+    )
 
 
 class AnalyzeStep(_Step):

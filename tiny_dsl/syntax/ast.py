@@ -462,11 +462,22 @@ class Extract:
 
 @dataclass(frozen=True)
 class Aggregate:
-    """`mean(field)`, or `share(field == value)`."""
+    """`mean(field)`, `share(field == value)`, `share(field >= 4)` or
+    `share(field in [4, 5])` (comparator `in`, value a list)."""
 
     function: Ident
     field: Ident
     comparator: str | None
+    value: Value | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`for GROUP` or `for ATTRIBUTE == value` after an aggregate."""
+
+    subject: Ref
+    comparator: str | None  # `==` or `!=`; None: `subject` is a group
     value: Value | None
     span: Span = _span()
 
@@ -500,6 +511,7 @@ class ExpectBetween:
     low: Bound
     high: Bound
     span: Span = _span()
+    filter: Filter | None = None
 
 
 @dataclass(frozen=True)
@@ -508,9 +520,41 @@ class ExpectCompare:
     comparator: str
     bound: Bound
     span: Span = _span()
+    filter: Filter | None = None
 
 
-Analysis = CompareStmt | SummarizeStmt | FunnelStmt | ExpectBetween | ExpectCompare
+@dataclass(frozen=True)
+class ExpectVersus:
+    """`expect AGG [for F] OP AGG [for F]`: an aggregate bounded by another."""
+
+    aggregate: Aggregate
+    comparator: str
+    other: Aggregate
+    span: Span = _span()
+    filter: Filter | None = None
+    other_filter: Filter | None = None
+
+
+@dataclass(frozen=True)
+class ValidateStmt:
+    """`validate FIELD [by G] against "file.csv" [column "C"]`."""
+
+    field: Ident
+    by: Ident | None
+    path: Str
+    column: Str | None
+    span: Span = _span()
+
+
+Analysis = (
+    CompareStmt
+    | SummarizeStmt
+    | FunnelStmt
+    | ExpectBetween
+    | ExpectCompare
+    | ExpectVersus
+    | ValidateStmt
+)
 
 
 @dataclass(frozen=True)

@@ -261,11 +261,16 @@ def _fields(fields: Sequence[ast.Field]) -> list[str]:
     return lines
 
 
-def _aggregate(aggregate: ast.Aggregate) -> str:
+def _aggregate(aggregate: ast.Aggregate, filter_: ast.Filter | None = None) -> str:
     inner = aggregate.field.name
     if aggregate.comparator is not None and aggregate.value is not None:
         inner += f" {aggregate.comparator} {_value(aggregate.value)}"
-    return f"{aggregate.function.name}({inner})"
+    text = f"{aggregate.function.name}({inner})"
+    if filter_ is not None:
+        text += f" for {_value(filter_.subject)}"
+        if filter_.comparator is not None and filter_.value is not None:
+            text += f" {filter_.comparator} {_value(filter_.value)}"
+    return text
 
 
 def _analysis(statement: ast.Analysis) -> str:
@@ -278,10 +283,24 @@ def _analysis(statement: ast.Analysis) -> str:
             return "funnel " + ", ".join(name.name for name in statement.fields)
         case ast.ExpectBetween():
             low, high = _value(statement.low), _value(statement.high)
-            return f"expect {_aggregate(statement.aggregate)} between {low} and {high}"
+            aggregate = _aggregate(statement.aggregate, statement.filter)
+            return f"expect {aggregate} between {low} and {high}"
         case ast.ExpectCompare():
             bound = _value(statement.bound)
-            return f"expect {_aggregate(statement.aggregate)} {statement.comparator} {bound}"
+            aggregate = _aggregate(statement.aggregate, statement.filter)
+            return f"expect {aggregate} {statement.comparator} {bound}"
+        case ast.ExpectVersus():
+            left = _aggregate(statement.aggregate, statement.filter)
+            right = _aggregate(statement.other, statement.other_filter)
+            return f"expect {left} {statement.comparator} {right}"
+        case ast.ValidateStmt():
+            text = f"validate {statement.field.name}"
+            if statement.by is not None:
+                text += f" by {statement.by.name}"
+            text += f" against {_value(statement.path)}"
+            if statement.column is not None:
+                text += f" column {_value(statement.column)}"
+            return text
         case _:
             assert_never(statement)
 

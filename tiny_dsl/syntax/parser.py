@@ -62,7 +62,7 @@ TIMELINE_STEPS = (
     "goal",
     "context",
 )
-ANALYSES = ("compare", "summarize", "funnel", "expect")
+ANALYSES = ("compare", "summarize", "funnel", "expect", "validate")
 STATEMENT_KINDS = (
     ("a timeline step", TIMELINE_STEPS),
     ("an analysis", ANALYSES),
@@ -119,7 +119,8 @@ _DISPLAY = {
     "DOT": "`.`",
     "RANGE_DOTS": "`..`",
     "SEMICOLON": "`;`",
-    "COMPARATOR": "a comparison (>, <, >=, <=, ==, !=)",
+    "EQUALITY": "a comparison (>, <, >=, <=, ==, !=)",
+    "ORDER": "a comparison (>, <, >=, <=, ==, !=)",
     "_NL": "end of line",
     "$END": "end of file",
     "ROUNDS": "`rounds`",
@@ -1008,6 +1009,7 @@ class _ToAst(Transformer[Token, Any]):
         self,
         keyword: Token,
         aggregate: ast.Aggregate,
+        filter_: ast.Filter | None,
         _between: Token,
         low: Any,
         _and: Token,
@@ -1016,14 +1018,82 @@ class _ToAst(Transformer[Token, Any]):
         low_v, high_v = self._value(low), self._value(high)
         assert isinstance(low_v, ast.Number | ast.Percent)
         assert isinstance(high_v, ast.Number | ast.Percent)
-        return ast.ExpectBetween(aggregate, low_v, high_v, self._span_of(keyword, high_v))
+        return ast.ExpectBetween(
+            aggregate, low_v, high_v, self._span_of(keyword, high_v), filter=filter_
+        )
 
     def expect_compare(
-        self, keyword: Token, aggregate: ast.Aggregate, comparator: Token, bound: Any
+        self,
+        keyword: Token,
+        aggregate: ast.Aggregate,
+        filter_: ast.Filter | None,
+        comparator: Token,
+        bound: Any,
     ) -> ast.ExpectCompare:
         value = self._value(bound)
         assert isinstance(value, ast.Number | ast.Percent)
-        return ast.ExpectCompare(aggregate, str(comparator), value, self._span_of(keyword, value))
+        return ast.ExpectCompare(
+            aggregate, str(comparator), value, self._span_of(keyword, value), filter=filter_
+        )
+
+    def expect_versus(
+        self,
+        keyword: Token,
+        aggregate: ast.Aggregate,
+        filter_: ast.Filter | None,
+        comparator: Token,
+        other: ast.Aggregate,
+        other_filter: ast.Filter | None,
+    ) -> ast.ExpectVersus:
+        end = other_filter if other_filter is not None else other
+        return ast.ExpectVersus(
+            aggregate,
+            str(comparator),
+            other,
+            self._span_of(keyword, end),
+            filter=filter_,
+            other_filter=other_filter,
+        )
+
+    def comparator(self, token: Token) -> Token:
+        return token
+
+    def agg_filter(
+        self, keyword: Token, subject: Any, equality: Token | None, value: Any
+    ) -> ast.Filter:
+        ref = self._value(subject)
+        assert isinstance(ref, ast.Ref)
+        shown = self._value(value) if value is not None else None
+        return ast.Filter(
+            ref,
+            str(equality) if equality is not None else None,
+            shown,
+            self._span_of(keyword, shown if shown is not None else ref),
+        )
+
+    def validate_stmt(
+        self,
+        keyword: Token,
+        name: Token,
+        _by: Token | None,
+        by: Token | None,
+        _against: Token,
+        path: Token,
+        _column: Token | None,
+        column: Token | None,
+    ) -> ast.ValidateStmt:
+        path_value = self._value(path)
+        assert isinstance(path_value, ast.Str)
+        column_value = self._value(column) if column is not None else None
+        assert column_value is None or isinstance(column_value, ast.Str)
+        end = column_value if column_value is not None else path_value
+        return ast.ValidateStmt(
+            self._ident(name),
+            self._ident(by) if by is not None else None,
+            path_value,
+            column_value,
+            self._span_of(keyword, end),
+        )
 
     def aggregate(
         self,
