@@ -374,8 +374,11 @@ def test_html_report_has_charts_tables_expectations_and_transcripts(run_dir: Pat
     written = report(run_dir)
     assert written == [run_dir / "report.html", run_dir / "report.md"]
     html = (run_dir / "report.html").read_text()
-    # two compares, two summaries and a funnel, each with an inline SVG chart
-    assert html.count("<svg") == 5
+    # two compares, two summaries and a funnel, each with an inline SVG chart; a
+    # histogram per group for the three of them on a number, bool or enum field, and
+    # one per such field (four) in Distributions
+    assert html.count("<svg") == 5 + 3 + 4
+    assert html.count("answers per group") >= 7 and 'id="distributions"' in html
     assert "mean with 95% CI" in html and "share with 95% CI" in html
     assert "Welch&#39;s t-test" in html and "Holm p" in html and "Cohen&#39;s d" in html
     assert "One-way ANOVA" in html and "Chi-square test of independence" in html
@@ -563,7 +566,8 @@ def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
     assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
     assert console_errors(log) == []
-    assert dom.count("<svg") == 5
+    assert dom.count("<svg") == 5 + 3 + 4  # as in the HTML: nothing dropped by the browser
+    assert 'id="verdicts"' in dom and 'id="distributions"' in dom
     assert dom.count("<path") > 20  # the charts' marks made it into the rendered DOM
     assert 'id="agent-consumers-023"' in dom
 

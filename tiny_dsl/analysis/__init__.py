@@ -1,4 +1,4 @@
-"""Statistics over a run's result rows: compare, summarize, funnel and expect.
+"""Statistics over a run's result rows: compare, summarize, funnel, validate and expect.
 
 `analyze(...)` is what the runtime calls for an `analyze` step; its
 `AnalysisResult.to_json()` is the run's `analysis.json`.
@@ -7,10 +7,12 @@
 from tiny_dsl.analysis.engine import analyze, analyze_plan
 from tiny_dsl.analysis.model import (
     AnalysisResult,
+    Bin,
     CompareResult,
     Effect,
     ExpectationResult,
     FieldCoverage,
+    FieldDistribution,
     FunnelResult,
     FunnelStage,
     GroupStats,
@@ -18,17 +20,22 @@ from tiny_dsl.analysis.model import (
     LevelShare,
     PairComparison,
     RankStats,
+    ReplicateSpread,
+    SideStats,
     StatTest,
     SummaryResult,
+    ValidationResult,
 )
 from tiny_dsl.analysis.stats import holm
 
 __all__ = [
     "AnalysisResult",
+    "Bin",
     "CompareResult",
     "Effect",
     "ExpectationResult",
     "FieldCoverage",
+    "FieldDistribution",
     "FunnelResult",
     "FunnelStage",
     "GroupStats",
@@ -36,8 +43,11 @@ __all__ = [
     "LevelShare",
     "PairComparison",
     "RankStats",
+    "ReplicateSpread",
+    "SideStats",
     "StatTest",
     "SummaryResult",
+    "ValidationResult",
     "analyze",
     "analyze_plan",
     "holm",

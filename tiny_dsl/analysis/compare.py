@@ -5,7 +5,8 @@ routinely have) with Mann-Whitney U as the rank-based check, and ANOVA / Kruskal
 Wallis over three or more arms with pairwise Welch tests against the reference arm.
 Bool and enum fields get a contingency-table test (chi-square, or Fisher's exact test
 for small 2x2 tables). `conclude` runs after the Holm adjustment, because the verdict
-depends on the adjusted p-values of every compare statement in the scenario.
+depends on the adjusted p-values of every compare statement in the scenario, and so
+does `verdict`, the one sentence per compare the report opens with.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from tiny_dsl.analysis.data import (
     grouping_problem,
     levels,
 )
-from tiny_dsl.analysis.describe import group_stats
-from tiny_dsl.analysis.model import CompareResult, PairComparison, StatTest
+from tiny_dsl.analysis.describe import group_stats, histogram_edges, replicate_spreads
+from tiny_dsl.analysis.model import CompareResult, Interval, PairComparison, StatTest
 from tiny_dsl.analysis.stats import (
     ALPHA,
     MIN_ARM_N,
@@ -73,7 +74,8 @@ def compare(
         result.problem = grouping_problem(by, interventions)
         return result
     if len(groups.order) < 2:
-        result.problem = f"`{by}` has fewer than two arms"
+        noun = "arms" if plan.column is None and by != "replicate" else "groups in the results"
+        result.problem = f"`{by}` has fewer than two {noun}"
         return result
 
     values = field_series(frame, field)
@@ -83,9 +85,11 @@ def compare(
         result.problem = f"no agent in the results is assigned to an arm of `{by}`"
         return result
     order = levels(field, values) if result.kind == "categorical" else ()
+    edges = histogram_edges(field, values) if result.kind == "numeric" else ()
     result.arms = [
-        group_stats(arm, values[groups.labels == arm], field, order) for arm in groups.order
+        group_stats(arm, values[groups.labels == arm], field, order, edges) for arm in groups.order
     ]
+    result.spreads = replicate_spreads(frame, values, groups, field, order)
     small_arms = [f"'{arm.group}' ({arm.n})" for arm in result.arms if arm.n < MIN_ARM_N]
     if small_arms:
         result.small_sample = True
@@ -266,3 +270,53 @@ def _excluded(result: CompareResult) -> str:
             f"{result.not_assigned} agent{'s' if result.not_assigned != 1 else ''} in no arm"
         )
     return f" Excluded: {', '.join(parts)}." if parts else ""
+
+
+def verdict(result: CompareResult) -> str:
+    """One sentence for the report's verdict box: which group is ahead, by how much,
+    with the 95% interval and the Holm-adjusted p; or why no group can be called ahead.
+
+    It rests on the same evidence as `conclude`, so it never says more: the primary
+    test must be significant after adjustment, and then the pair with the smallest
+    adjusted p is named.
+    """
+    subject = f"{result.field} by {result.by}"
+    if result.problem:
+        return f"{subject}: not enough data ({result.problem})."
+    if result.small_sample:
+        return f"{subject}: not enough data ({'; '.join(result.cautions)})."
+    primary = primary_test(result)
+    if primary is None or primary.p_adjusted is None:
+        return f"{subject}: not enough data (no test could be made)."
+    if primary.p_adjusted >= ALPHA:
+        return (
+            f"{subject}: no group is clearly ahead "
+            f"({primary.label}, Holm-adjusted {text.p_equals(primary.p_adjusted)})."
+        )
+    pairs = [pair for pair in result.pairs if pair.tests and pair.tests[0].p_adjusted is not None]
+    if not pairs:
+        return f"{subject}: the groups differ (Holm-adjusted {text.p_equals(primary.p_adjusted)})."
+    pair = min(pairs, key=lambda item: item.tests[0].p_adjusted or 1.0)
+    p = text.p_equals(pair.tests[0].p_adjusted)
+    effects = {effect.name: effect for effect in pair.effects if effect.level in (None, "true")}
+    for effect, unit, what in (
+        (effects.get("mean_difference"), "", "on average"),
+        (effects.get("proportion_difference"), "pts", "in the share answering true"),
+    ):
+        if effect is None or effect.value is None:
+            continue
+        ahead, behind, value, ci = pair.arm, pair.reference, effect.value, effect.ci
+        if value < 0:  # name the group ahead first, with the interval turned round
+            ahead, behind, value = behind, ahead, -value
+            if ci is not None:
+                ci = Interval(low=-ci.high, high=-ci.low)
+        amount = text.points(value).lstrip("+") if unit else text.number(value)
+        return (
+            f"{subject}: '{ahead}' is ahead of '{behind}' by {amount} {what} "
+            f"(95% CI {text.interval(ci, unit)}, Holm-adjusted {p})."
+        )
+    cramer = effects.get("cramers_v")
+    return (
+        f"{subject}: '{pair.arm}' and '{pair.reference}' answer differently "
+        f"(Cramér's V = {text.number(cramer.value if cramer else None)}, Holm-adjusted {p})."
+    )

@@ -195,6 +195,19 @@ def _bracket(value: Any, brackets: Sequence[BracketPlan]) -> str | None:
     return None
 
 
+def replicate_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's replicate as a label (`"1"`, `"2"`, ...); rows of a run without
+    replicates carry no column and are all replicate `"1"`."""
+    if "replicate" not in frame.columns:
+        return pd.Series(["1"] * len(frame), index=frame.index, dtype=object)
+    return frame["replicate"].map(_replicate).astype(object)
+
+
+def _replicate(value: Any) -> str:
+    number = as_number(value)
+    return str(int(number)) if number is not None and number.is_integer() else "1"
+
+
 def filter_rows(frame: pd.DataFrame, row_filter: RowFilterPlan | None) -> pd.DataFrame:
     """The rows `for GROUP` or `for ATTRIBUTE == value` keeps (all rows without a filter)."""
     if row_filter is None:

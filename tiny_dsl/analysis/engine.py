@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tiny_dsl.analysis.compare import all_tests, compare, conclude
-from tiny_dsl.analysis.data import coverage, results_frame
-from tiny_dsl.analysis.describe import funnel, summarize
+import pandas as pd
+
+from tiny_dsl.analysis.compare import all_tests, compare, conclude, verdict
+from tiny_dsl.analysis.data import (
+    CATEGORICAL_KINDS,
+    NUMERIC_KINDS,
+    coverage,
+    grouping,
+    replicate_labels,
+    results_frame,
+)
+from tiny_dsl.analysis.describe import distribution, funnel, summarize
 from tiny_dsl.analysis.expect import expect
-from tiny_dsl.analysis.model import Adjustment, AnalysisResult
+from tiny_dsl.analysis.model import Adjustment, AnalysisResult, FieldDistribution
 from tiny_dsl.analysis.stats import ALPHA, holm
 from tiny_dsl.analysis.validate import metrics_of, validate
 from tiny_dsl.plan.model import (
@@ -70,8 +79,43 @@ def analyze(
     result.adjustment.family_size = len(family)
     for item in result.compares:
         item.conclusion = conclude(item)
+        item.verdict = verdict(item)
+    result.distributions = distributions(analyses, frame, fields, interventions)
+    result.replicates = len(set(replicate_labels(frame))) if len(frame) else 1
     result.expectations_failed = [item for item in result.expectations if not item.passed]
     return result
+
+
+def distributions(
+    analyses: Sequence[AnalysisPlan],
+    frame: pd.DataFrame,
+    fields: Sequence[FieldPlan],
+    interventions: Sequence[InterventionPlan],
+) -> list[FieldDistribution]:
+    """Every number, bool and enum field's histogram per group: grouped as the first
+    `compare`/`summarize` of the field, else by the only intervention, else not."""
+    found = []
+    for field in fields:
+        if field.kind not in NUMERIC_KINDS | CATEGORICAL_KINDS:
+            continue
+        first = next(
+            (
+                plan
+                for plan in analyses
+                if plan.kind in ("compare", "summarize") and plan.field == field.name
+            ),
+            None,
+        )
+        by: str | None = None
+        groups = None
+        if first is not None and first.by:
+            by = first.by
+            groups = grouping(frame, by, interventions, first.column, first.brackets)
+        elif len(interventions) == 1:
+            by = interventions[0].name
+            groups = grouping(frame, by, interventions)
+        found.append(distribution(frame, field, by, groups))
+    return found
 
 
 def analyze_plan(plan: Plan, rows: Sequence[dict[str, Any]]) -> AnalysisResult:

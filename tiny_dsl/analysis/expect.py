@@ -30,6 +30,13 @@ METRIC_NAMES = frozenset(METRICS)
 PROPORTION_NAMES = frozenset(PROPORTIONS)
 
 
+def shown_value(aggregate: str, value: float | None) -> str:
+    """An aggregate's value as reports write it: a proportion in percent, a count whole."""
+    if value is not None and aggregate == "count":
+        return f"{value:.0f}"
+    return text.percent(value) if aggregate in PROPORTION_NAMES else text.number(value)
+
+
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
@@ -254,13 +261,10 @@ def expect(
     result.observed = observed
     as_share = result.aggregate in PROPORTION_NAMES
 
-    def show(value: float) -> str:
-        return text.percent(value) if as_share else text.number(value)
-
     def bound_text(value: float) -> str:
         return text.percent(value) if as_share else text.plain(value)
 
-    seen = f"{call} = {show(observed)} over {result.n} answers"
+    seen = f"{call} = {shown_value(result.aggregate, observed)} over {result.n} answers"
     if comparator == "between":
         if plan.low is None or plan.high is None:
             result.reason = "`between` needs two bounds"
@@ -299,11 +303,9 @@ def expect(
         result.bound = bound
         result.passed = check(observed, bound)
         verdict = "holds" if result.passed else "does not hold"
-        shown_other = (
-            text.percent(bound) if other.aggregate in PROPORTION_NAMES else text.number(bound)
-        )
         result.reason = (
-            f"{seen}; {other_call} = {shown_other} over {other_n} answers; {comparator} {verdict}"
+            f"{seen}; {other_call} = {shown_value(other.aggregate, bound)} "
+            f"over {other_n} answers; {comparator} {verdict}"
         )
         return result
     bound = plan.bound

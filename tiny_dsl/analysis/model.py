@@ -60,6 +60,16 @@ class RankStats(_Result):
     borda: int
 
 
+class Bin(_Result):
+    """One bar of a number field's histogram: the answers within [low, high)
+    (the last bin includes `high`); `label` is the value itself for integer bins."""
+
+    label: str
+    low: float
+    high: float
+    count: int
+
+
 class GroupStats(_Result):
     """Descriptive statistics of one field in one group (an arm, a segment, everyone)."""
 
@@ -75,6 +85,7 @@ class GroupStats(_Result):
     levels: list[LevelShare] = Field(default_factory=list)
     top_items: list[ItemCount] = Field(default_factory=list)
     ranks: list[RankStats] = Field(default_factory=list)  # a `rank` field's members, best first
+    histogram: list[Bin] = Field(default_factory=list)  # a number field, bins shared by all groups
 
 
 class StatTest(_Result):
@@ -117,6 +128,20 @@ class PairComparison(_Result):
     effects: list[Effect] = Field(default_factory=list)
 
 
+class ReplicateSpread(_Result):
+    """One statistic of one group, computed in each replicate separately: how much
+    it moves when only the model's seed changes."""
+
+    group: str
+    statistic: str  # "mean", or "share true" / "share <member>"
+    values: list[float | None]  # per replicate, in replicate order (None: no answers)
+    replicates: list[str]
+    mean: float | None = None  # of the replicates' values
+    sd: float | None = None  # across replicates (ddof 1)
+    min: float | None = None
+    max: float | None = None
+
+
 class CompareResult(_Result):
     statement: str
     origin: str
@@ -133,6 +158,8 @@ class CompareResult(_Result):
     cautions: list[str] = Field(default_factory=list)
     conclusion: str = ""
     problem: str | None = None  # why the comparison could not be made
+    verdict: str = ""  # one sentence for the report's verdict box
+    spreads: list[ReplicateSpread] = Field(default_factory=list)  # with 2+ replicates
 
 
 class SummaryResult(_Result):
@@ -145,6 +172,17 @@ class SummaryResult(_Result):
     overall: GroupStats | None = None
     cautions: list[str] = Field(default_factory=list)
     problem: str | None = None
+    spreads: list[ReplicateSpread] = Field(default_factory=list)  # with 2+ replicates
+
+
+class FieldDistribution(_Result):
+    """A number, bool or enum field's answers per group (its histogram per group),
+    grouped as the first `compare`/`summarize` of the field (else everyone)."""
+
+    field: str
+    kind: FieldKind
+    by: str | None
+    groups: list[GroupStats] = Field(default_factory=list)
 
 
 class FunnelStage(_Result):
@@ -194,6 +232,8 @@ class SideStats(_Result):
     median: float | None = None
     sd: float | None = None
     counts: list[int] = Field(default_factory=list)  # per category, as `categories`
+    # a number field that is not a whole-number scale: counts over bins both sides share
+    histogram: list[Bin] = Field(default_factory=list)
 
 
 class MarginRow(_Result):
@@ -236,6 +276,7 @@ class ValidationResult(_Result):
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     problem: str | None = None
+    verdict: str = ""  # one sentence for the report's verdict box
 
 
 class FieldCoverage(_Result):
@@ -270,6 +311,8 @@ class AnalysisResult(_Result):
     validations: list[ValidationResult] = Field(default_factory=list)
     expectations_failed: list[ExpectationResult] = Field(default_factory=list)
     adjustment: Adjustment
+    distributions: list[FieldDistribution] = Field(default_factory=list)
+    replicates: int = 1  # distinct replicates in the rows
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

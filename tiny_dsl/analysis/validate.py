@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tiny_dsl.analysis import text
 from tiny_dsl.analysis.data import NUMERIC_KINDS, field_series, grouping
+from tiny_dsl.analysis.describe import MAX_BINS, histogram
 from tiny_dsl.analysis.model import MarginRow, SideStats, ValidationResult
 from tiny_dsl.analysis.stats import finite
 from tiny_dsl.plan.model import AnalysisPlan, FieldPlan, InterventionPlan
@@ -59,7 +61,36 @@ def validate(
         _against_margins(result, plan, frame, field, interventions)
     else:
         _against_answers(result, plan, field_series(frame, field).dropna().tolist(), field)
+    result.verdict = verdict(result)
     return result
+
+
+def verdict(result: ValidationResult) -> str:
+    """One sentence for the report's verdict box: how close the simulated answers
+    come to the real ones, leading with a too-narrow spread when there is one."""
+    subject = f"{result.field} against {'real margins' if result.margins else 'real answers'}"
+    if result.problem:
+        return f"{subject}: {result.problem}."
+    if result.kind == "margins":
+        return (
+            f"{subject}: correlation r = {text.number(result.correlation)}, mean absolute "
+            f"error {text.number(result.mae)} over {len(result.margins)} groups."
+        )
+    sim, real = result.simulated, result.real
+    sides = f"n = {sim.n} simulated, {real.n} real"
+    if result.kind == "categorical":
+        return f"{subject} ({sides}): chi-square {text.p_equals(result.chi2_p)}."
+    spread = (
+        f"SD {text.number(sim.sd)} against {text.number(real.sd)} "
+        f"(ratio {text.number(result.sd_ratio)})"
+    )
+    if result.sd_ratio is not None and result.sd_ratio < SD_RATIO_WARNING:
+        spread += ": the simulated spread is much narrower than the real one"
+    return (
+        f"{subject} ({sides}): mean {text.number(sim.mean)} against "
+        f"{text.number(real.mean)}; {spread}; KS D = {text.number(result.ks)} "
+        f"({text.p_equals(result.ks_p)})."
+    )
 
 
 # ------------------------------------------------------------------- answers
@@ -77,6 +108,10 @@ def _against_answers(
         result.real = _side(ref)
         _numeric_metrics(result, sim, ref)
         categories = _whole_scale(sim, ref, field)
+        if not categories and len(sim) and len(ref):
+            edges = _shared_edges(np.concatenate([sim, ref]))
+            result.simulated.histogram = histogram(sim, edges)
+            result.real.histogram = histogram(ref, edges)
     else:
         categories = _labels(field, simulated, real)
         sim_labels = [_label(v) for v in simulated]
@@ -159,6 +194,14 @@ def _overlap(ref: np.ndarray, sim: np.ndarray) -> float | None:
     sim_hist, _ = np.histogram(sim, bins=edges, density=True)
     larger = float(np.sum(np.maximum(ref_hist, sim_hist)))
     return float(np.sum(np.minimum(ref_hist, sim_hist))) / larger if larger > 0 else None
+
+
+def _shared_edges(values: np.ndarray) -> list[float]:
+    """Histogram edges over both sides' answers, so that their bars line up."""
+    edges = np.histogram_bin_edges(values, bins="auto")
+    if len(edges) > MAX_BINS + 1:
+        edges = np.histogram_bin_edges(values, bins=MAX_BINS)
+    return [float(edge) for edge in edges]
 
 
 def _whole_scale(sim: np.ndarray, ref: np.ndarray, field: FieldPlan) -> list[str]:

@@ -17,9 +17,15 @@ from contextlib import AbstractContextManager
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from tiny_dsl.analysis import FieldCoverage, FunnelResult, GroupStats
+from tiny_dsl.analysis import (
+    FieldCoverage,
+    FunnelResult,
+    GroupStats,
+    ReplicateSpread,
+    ValidationResult,
+)
 from tiny_dsl.analysis.data import CONTROL
 
 _PALETTE = ["#3569a8", "#e0782c", "#3f9652", "#8e63b5", "#c2403c", "#2a9d8f", "#a67c00"]
@@ -197,4 +203,170 @@ def funnel_chart(prefix: str, result: FunnelResult) -> str | None:
         axes.xaxis.set_major_formatter(PercentFormatter(1.0))
         axes.set_xlabel("share of all agents passing the stage")
         axes.set_title(result.statement, loc="left")
+        return _svg(figure, prefix)
+
+
+def histogram_chart(
+    prefix: str, title: str, groups: Sequence[GroupStats], levels: Sequence[str] = ()
+) -> str | None:
+    """How many answers fell on each value (a number field's bins, or each category
+    in `levels`), one bar per group side by side: the distribution behind a mean."""
+    shown = [stats for stats in groups if stats.n > 0]
+    if not shown:
+        return None
+    if levels:
+        categories = list(levels)
+        counts = [
+            [{s.level: s.count for s in stats.levels}.get(level, 0) for level in categories]
+            for stats in shown
+        ]
+    else:
+        categories = [item.label for item in shown[0].histogram]
+        counts = [[item.count for item in stats.histogram] for stats in shown]
+    if not categories:
+        return None
+    with _style():
+        figure = Figure(figsize=(_WIDTH, 3.0))
+        axes = figure.add_subplot()
+        width = 0.8 / len(shown)
+        colors = _colors([stats.group for stats in shown])
+        for index, (stats, color, heights) in enumerate(zip(shown, colors, counts, strict=True)):
+            xs = [x - 0.4 + width * (index + 0.5) for x in range(len(categories))]
+            axes.bar(
+                xs,
+                heights,
+                width=width * 0.9,
+                color=color,
+                label=_label(stats).replace("\n", ", "),
+            )
+        axes.set_xticks(range(len(categories)), categories)
+        if len(categories) > 8:
+            axes.tick_params(axis="x", labelrotation=45)
+        axes.set_ylabel("answers")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(axis="y", alpha=0.3)
+        if len(shown) > 1:
+            axes.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        axes.set_title(title, loc="left")
+        return _svg(figure, prefix)
+
+
+def spread_chart(prefix: str, title: str, spreads: Sequence[ReplicateSpread]) -> str | None:
+    """Each group's statistic across replicates: the mean of the replicates' values
+    with error bars from the lowest to the highest, and each replicate as a dot."""
+    shown = [spread for spread in spreads if spread.mean is not None]
+    if not shown:
+        return None
+    proportion = all(spread.statistic.startswith("share") for spread in shown)
+    with _style():
+        figure = Figure(figsize=(_WIDTH, 3.2))
+        axes = figure.add_subplot()
+        colors = _colors([spread.group for spread in shown])
+        for x, (spread, color) in enumerate(zip(shown, colors, strict=True)):
+            mean = spread.mean or 0.0
+            low, high = spread.min or mean, spread.max or mean
+            axes.errorbar(
+                x, mean, yerr=[[mean - low], [high - mean]], fmt="o", color=color, capsize=6, ms=8
+            )
+            dots = [value for value in spread.values if value is not None]
+            axes.plot([x + 0.12] * len(dots), dots, ".", color="#333333", ms=5)
+        labels = [
+            spread.group
+            if len({s.statistic for s in shown}) == 1
+            else f"{spread.group}\n{spread.statistic}"
+            for spread in shown
+        ]
+        axes.set_xticks(range(len(shown)), labels)
+        axes.set_xlim(-0.6, len(shown) - 0.4)
+        if proportion:
+            axes.set_ylim(0, 1.05)
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+        axes.set_ylabel(f"{shown[0].statistic.split(' ')[0]} per replicate (min to max)")
+        axes.grid(axis="y", alpha=0.3)
+        axes.set_title(title, loc="left")
+        return _svg(figure, prefix)
+
+
+_SIMULATED_COLOR = _PALETTE[0]
+_REAL_COLOR = "#333333"
+
+
+def validation_chart(prefix: str, title: str, result: ValidationResult) -> str | None:
+    """Simulated and real answers overlaid, as shares of each side (the sides may
+    differ in size): side-by-side bars per category, or outlined histograms over the
+    bins both sides share. A narrower simulated spread shows as a taller, thinner shape."""
+    sim, real = result.simulated, result.real
+    if not sim.n or not real.n:
+        return None
+    with _style():
+        figure = Figure(figsize=(_WIDTH, 3.2))
+        axes = figure.add_subplot()
+        if result.categories:
+            xs = range(len(result.categories))
+            for offset, side, color, name in (
+                (-0.2, sim, _SIMULATED_COLOR, "simulated"),
+                (0.2, real, _REAL_COLOR, "real"),
+            ):
+                shares = [count / side.n for count in side.counts]
+                axes.bar(
+                    [x + offset for x in xs],
+                    shares,
+                    width=0.38,
+                    color=color,
+                    alpha=0.85,
+                    label=f"{name}, n={side.n}",
+                )
+            axes.set_xticks(list(xs), result.categories)
+        elif sim.histogram and real.histogram:
+            edges = [item.low for item in sim.histogram] + [sim.histogram[-1].high]
+            for side, color, name, fill in (
+                (sim, _SIMULATED_COLOR, "simulated", True),
+                (real, _REAL_COLOR, "real", False),
+            ):
+                shares = [item.count / side.n for item in side.histogram]
+                axes.stairs(
+                    shares,
+                    edges,
+                    fill=fill,
+                    alpha=0.5 if fill else 1.0,
+                    color=color,
+                    lw=2,
+                    label=f"{name}, n={side.n}",
+                )
+        else:
+            return None
+        axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        axes.set_ylabel("share of each side's answers")
+        axes.grid(axis="y", alpha=0.3)
+        axes.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        axes.set_title(title, loc="left")
+        return _svg(figure, prefix)
+
+
+def margins_chart(prefix: str, title: str, result: ValidationResult) -> str | None:
+    """Each group's simulated value against the real one; the diagonal is agreement."""
+    if not result.margins:
+        return None
+    with _style():
+        figure = Figure(figsize=(_WIDTH * 0.7, 3.6))
+        axes = figure.add_subplot()
+        reals = [row.real for row in result.margins]
+        sims = [row.simulated for row in result.margins]
+        low, high = min(reals + sims), max(reals + sims)
+        pad = (high - low) * 0.1 or 0.5
+        axes.plot([low - pad, high + pad], [low - pad, high + pad], "--", color="#999999", lw=1)
+        axes.plot(reals, sims, "o", color=_SIMULATED_COLOR, ms=8)
+        for row in result.margins:
+            axes.annotate(
+                row.group, (row.real, row.simulated), xytext=(6, 4), textcoords="offset points"
+            )
+        axes.set_xlim(low - pad, high + pad)
+        axes.set_ylim(low - pad, high + pad)
+        if result.statistic == "share":
+            axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        axes.set_xlabel(f"real {result.statistic}")
+        axes.set_ylabel(f"simulated {result.statistic}")
+        axes.grid(alpha=0.3)
+        axes.set_title(title, loc="left")
         return _svg(figure, prefix)

@@ -65,6 +65,12 @@ def render_markdown(view: ReportView) -> str:
     lines += [f"- {problem}" for problem in view.problems]
     if view.problems:
         lines.append("")
+    if view.verdicts:
+        lines += ["> **Verdict**", ">"]
+        lines += [
+            f"> - {'**' + v.text + '**' if v.tone == 'good' else v.text}" for v in view.verdicts
+        ]
+        lines.append("")
     if view.expectations:
         verdict = "all passed" if not view.failed else f"**{view.failed} failed**"
         lines += [f"**Expectations:** {view.passed} passed, {view.failed} failed ({verdict}).", ""]
@@ -79,6 +85,8 @@ def render_markdown(view: ReportView) -> str:
         ("Comparisons", view.compares),
         ("Summaries", view.summaries),
         ("Funnels", view.funnels),
+        ("Validation against real data", view.validations),
+        ("Distributions", view.distributions),
     )
     for title, blocks in sections:
         if not blocks:

@@ -19,16 +19,22 @@ from tiny_dsl.analysis import (
     CompareResult,
     Effect,
     FieldCoverage,
+    FieldDistribution,
     FunnelResult,
     GroupStats,
+    Interval,
     RankStats,
+    ReplicateSpread,
     StatTest,
     SummaryResult,
+    ValidationResult,
     text,
 )
 from tiny_dsl.analysis.compare import primary_test
 from tiny_dsl.analysis.data import CONTROL
+from tiny_dsl.analysis.expect import shown_value
 from tiny_dsl.analysis.stats import ALPHA
+from tiny_dsl.analysis.validate import SD_RATIO_WARNING
 from tiny_dsl.reporting import charts
 from tiny_dsl.reporting.rundir import RunData
 
@@ -77,6 +83,8 @@ class Block:
     cautions: list[str]
     chart: str | None
     tables: list[Table]
+    # further charts after the first: the distribution per group, the replicates' spread
+    charts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +138,12 @@ class ReportView:
     steps: Table | None = None
     agents: list[AgentSection] = field(default_factory=list)
     adjustment: str = ""
+    # The verdict box at the top: one sentence per `compare` (tone "good": a group is ahead).
+    verdicts: list[Cell] = field(default_factory=list)
+    # Every number, bool and enum field's histogram per group.
+    distributions: list[Block] = field(default_factory=list)
+    # Each `validate`: both distributions overlaid, the metrics, a too-narrow spread.
+    validations: list[Block] = field(default_factory=list)
 
 
 def anchor(agent: str) -> str:
@@ -241,9 +255,7 @@ def _expectations(analysis: AnalysisResult) -> Table | None:
     rows: list[list[Cell | str]] = []
     for item in analysis.expectations:
         status = Cell("PASS", tone="pass") if item.passed else Cell("FAIL", tone="fail")
-        observed = (
-            text.percent(item.observed) if item.aggregate == "share" else text.number(item.observed)
-        )
+        observed = shown_value(item.aggregate, item.observed)
         rows.append([status, item.statement, observed, item.reason, item.origin])
     return table(["Result", "Expectation", "Observed", "Detail", "Where"], rows)
 
@@ -379,6 +391,7 @@ def _compare_block(index: int, result: CompareResult, fields: dict[str, FieldCov
     levels = _field_levels(field, result.arms)
     tables = []
     chart = None
+    extra: list[str] = []
     if not result.problem:
         tables.append(_arm_table(result.arms, kind, levels, "Arm"))
         test_rows = [_test_row("all arms", test) for test in result.tests]
@@ -409,23 +422,24 @@ def _compare_block(index: int, result: CompareResult, fields: dict[str, FieldCov
             chart = charts.means_chart(prefix, f"{title}: mean with 95% CI", result.arms, field)
         else:
             chart = charts.shares_chart(prefix, f"{title}: share with 95% CI", result.arms, levels)
-    primary = primary_test(result)
-    evidence = (
-        primary is not None
-        and primary.p_adjusted is not None
-        and primary.p_adjusted < ALPHA
-        and not result.small_sample
-    )
-    tone = "warn" if result.problem or result.small_sample else ("good" if evidence else "")
+        histogram = charts.histogram_chart(
+            f"{prefix}-histogram",
+            f"{title}: answers per group",
+            result.arms,
+            levels if result.kind == "categorical" else (),
+        )
+        extra = [histogram] if histogram else []
+        extra += _spreads(prefix, title, result.spreads, tables)
     return Block(
         anchor=f"compare-{index}",
         title=result.statement,
         origin=result.origin,
         conclusion=result.conclusion,
-        tone=tone,
+        tone=_compare_tone(result),
         cautions=[],  # conclude() already names them
         chart=chart,
         tables=tables,
+        charts=extra,
     )
 
 
@@ -434,6 +448,7 @@ def _summary_block(index: int, result: SummaryResult, fields: dict[str, FieldCov
     prefix = f"summary-{index}"
     chart = None
     tables = []
+    extra: list[str] = []
     if not result.problem and result.kind is not None:
         groups = [*result.groups, *([result.overall] if result.overall else [])]
         levels = _field_levels(field, groups)
@@ -447,6 +462,15 @@ def _summary_block(index: int, result: SummaryResult, fields: dict[str, FieldCov
             )
         elif result.overall is not None:
             chart = charts.items_chart(prefix, f"{result.field}: most frequent", result.overall)
+        if result.kind in ("int", "float", "bool", "enum"):
+            histogram = charts.histogram_chart(
+                f"{prefix}-histogram",
+                f"{title}: answers per group",
+                result.groups,
+                levels if result.kind in ("bool", "enum") else (),
+            )
+            extra += [histogram] if histogram else []
+        extra += _spreads(prefix, title, result.spreads, tables)
     return Block(
         anchor=prefix,
         title=result.statement,
@@ -456,6 +480,237 @@ def _summary_block(index: int, result: SummaryResult, fields: dict[str, FieldCov
         cautions=list(result.cautions),
         chart=chart,
         tables=tables,
+        charts=extra,
+    )
+
+
+def _compare_tone(result: CompareResult) -> str:
+    """ "good": a group is ahead after adjustment; "warn": too little data to say."""
+    if result.problem or result.small_sample:
+        return "warn"
+    primary = primary_test(result)
+    ahead = primary is not None and primary.p_adjusted is not None and primary.p_adjusted < ALPHA
+    return "good" if ahead else ""
+
+
+def _spreads(
+    prefix: str, title: str, spreads: Sequence[ReplicateSpread], tables: list[Table]
+) -> list[str]:
+    """With replicates: the spread table (appended to `tables`) and its error-bar chart."""
+    if not spreads:
+        return []
+    tables.append(_spread_table(spreads))
+    chart = charts.spread_chart(f"{prefix}-spread", f"{title}: across replicates", spreads)
+    return [chart] if chart else []
+
+
+def _spread_table(spreads: Sequence[ReplicateSpread]) -> Table:
+    """Each group's statistic per replicate, their mean, SD and range."""
+    names = spreads[0].replicates
+    proportion = all(spread.statistic.startswith("share") for spread in spreads)
+
+    def shown(value: float | None) -> str:
+        return text.percent(value) if proportion else text.number(value)
+
+    rows = [
+        [
+            spread.group,
+            spread.statistic,
+            *(shown(value) for value in spread.values),
+            shown(spread.mean),
+            text.points(spread.sd) if proportion else text.number(spread.sd),
+            f"{shown(spread.min)} to {shown(spread.max)}",
+        ]
+        for spread in spreads
+    ]
+    return table(
+        ["Group", "Statistic", *(f"replicate {name}" for name in names), "Mean", "SD", "Range"],
+        rows,
+        caption=f"Across {len(names)} replicates (same people, other model seeds)",
+        numeric=range(2, 5 + len(names)),
+    )
+
+
+def _validation_block(index: int, result: ValidationResult) -> Block:
+    """Simulated against real: the overlay chart, each side's figures and every metric."""
+    prefix = f"validation-{index}"
+    tables: list[Table] = []
+    chart = None
+    if result.kind == "margins":
+        chart = charts.margins_chart(prefix, f"{result.field}: simulated against real", result)
+        share = result.statistic == "share"
+
+        def shown(value: float | None) -> str:
+            return text.percent(value) if share else text.number(value)
+
+        rows = [
+            [
+                row.group,
+                shown(row.simulated),
+                shown(row.real),
+                text.points(row.simulated - row.real)
+                if share
+                else text.number(row.simulated - row.real),
+            ]
+            for row in result.margins
+        ]
+        rows += [[group, "no answers", "", ""] for group in result.missing_groups]
+        tables.append(
+            table(
+                [
+                    "Group",
+                    f"Simulated {result.statistic}",
+                    f"Real {result.statistic}",
+                    "Difference",
+                ],
+                rows,
+                caption=f"Real margins from {result.path}",
+                numeric=(1, 2, 3),
+            )
+        )
+        metrics: list[list[Cell | str]] = [
+            ["Pearson correlation", text.number(result.correlation), "1: the groups rank alike"],
+            ["Mean absolute error", shown(result.mae), "0: every group's value matches"],
+        ]
+    elif result.kind is not None:
+        chart = charts.validation_chart(prefix, f"{result.field}: simulated and real", result)
+        tables.append(_sides_table(result))
+        metrics = _metric_rows(result)
+    else:
+        metrics = []
+    if metrics:
+        tables.append(table(["Metric", "Value", "Reads"], metrics, caption="Metrics", numeric=(1,)))
+    return Block(
+        anchor=prefix,
+        title=result.statement,
+        origin=result.origin,
+        conclusion=result.verdict,
+        tone="warn" if result.warnings or result.problem else "",
+        cautions=[*result.warnings, *result.notes],
+        chart=chart,
+        tables=tables,
+    )
+
+
+def _sides_table(result: ValidationResult) -> Table:
+    """Each side's figures (numbers), or the counts and shares of each answer."""
+    sim, real = result.simulated, result.real
+    if result.kind == "numeric" and not result.categories:
+        return table(
+            ["Side", "n", "Mean", "Median", "SD"],
+            [
+                [name, str(side.n), *(text.number(v) for v in (side.mean, side.median, side.sd))]
+                for name, side in (("simulated", sim), ("real", real))
+            ],
+            caption=f"Real answers from {result.path}",
+            numeric=(1, 2, 3, 4),
+        )
+
+    def cell(count: int, n: int) -> str:
+        return f"{count} ({text.percent(count / n if n else None)})"
+
+    rows = [
+        [category, cell(s, sim.n), cell(r, real.n)]
+        for category, s, r in zip(result.categories, sim.counts, real.counts, strict=True)
+    ]
+    if result.kind == "numeric":
+        rows += [
+            [label, *(text.number(getattr(side, name)) for side in (sim, real))]
+            for label, name in (("Mean", "mean"), ("Median", "median"), ("SD", "sd"))
+        ]
+    return table(
+        ["Answer", f"Simulated (n={sim.n})", f"Real (n={real.n})"],
+        rows,
+        caption=f"Real answers from {result.path}",
+        numeric=(1, 2),
+    )
+
+
+def _metric_rows(result: ValidationResult) -> list[list[Cell | str]]:
+    """Every metric the validation computed, with how to read it; n/a where a test
+    could not run (the notes say why)."""
+    rows: list[list[Cell | str]] = []
+    if result.kind == "numeric":
+        ratio = result.sd_ratio
+        narrow = ratio is not None and ratio < SD_RATIO_WARNING
+        rows += [
+            [
+                "SD ratio (simulated / real)",
+                Cell(text.number(ratio), tone="warn" if narrow else ""),
+                f"1: the same spread; below {SD_RATIO_WARNING:g}: much narrower",
+            ],
+            [
+                "Mean difference (simulated - real)",
+                text.number(result.mean_difference),
+                "95% CI " + _pair(result.difference_ci),
+            ],
+            [
+                "Welch's t-test",
+                f"t = {text.number(result.welch_t)}, df = {text.number(result.welch_df)}",
+                f"{text.p_equals(result.welch_p)} (t real first, as TinyTroupe)",
+            ],
+            [
+                "Mann-Whitney U",
+                text.number(result.mann_whitney_u),
+                text.p_equals(result.mann_whitney_p),
+            ],
+            [
+                "Kolmogorov-Smirnov D",
+                text.number(result.ks),
+                f"{text.p_equals(result.ks_p)}; 0: the same distribution",
+            ],
+            ["Wasserstein-1", text.number(result.wasserstein), "in the field's units; 0: equal"],
+            ["Overlap coefficient", text.number(result.overlap), "1: the histograms coincide"],
+        ]
+    if result.categories:
+        rows.append(
+            [
+                "Chi-square (counts of each answer)",
+                f"χ² = {text.number(result.chi2)}, df = {text.number(result.chi2_df)}",
+                text.p_equals(result.chi2_p),
+            ]
+        )
+    return rows
+
+
+def _pair(values: tuple[float, float] | None) -> str:
+    return text.interval(Interval(low=values[0], high=values[1]) if values else None)
+
+
+def _distribution_block(index: int, result: FieldDistribution) -> Block:
+    """A field's histogram per group, with the counts as a table (for Markdown too)."""
+    prefix = f"distribution-{index}"
+    by = f" by {result.by}" if result.by else ""
+    numeric = result.kind in ("int", "float")
+    if numeric:
+        categories = [item.label for item in result.groups[0].histogram] if result.groups else []
+        counts = [[item.count for item in stats.histogram] for stats in result.groups]
+    else:
+        categories = _field_levels(None, result.groups)
+        counts = [
+            [{s.level: s.count for s in stats.levels}.get(level, 0) for level in categories]
+            for stats in result.groups
+        ]
+    rows = [
+        [category, *(str(column[row]) for column in counts)]
+        for row, category in enumerate(categories)
+    ]
+    headers = ["Answer", *(f"{stats.group} (n={stats.n})" for stats in result.groups)]
+    chart = charts.histogram_chart(
+        prefix,
+        f"{result.field}{by}: answers per group",
+        result.groups,
+        () if numeric else categories,
+    )
+    return Block(
+        anchor=prefix,
+        title=f"{result.field}{by}",
+        origin="",
+        conclusion="",
+        tone="",
+        cautions=[],
+        chart=chart,
+        tables=[table(headers, rows, numeric=range(1, len(headers)))] if rows else [],
     )
 
 
@@ -719,6 +974,12 @@ def _agents(run: RunData, fields: Sequence[FieldCoverage]) -> list[AgentSection]
     return sections
 
 
+def _verdict(result: CompareResult) -> Cell:
+    """A compare's sentence for the verdict box, toned like its block."""
+    # Analyses from before the verdict box (an older analysis.json) fall back to the conclusion.
+    return Cell(result.verdict or result.conclusion, tone=_compare_tone(result))
+
+
 def build_view(run: RunData) -> ReportView:
     """Everything the report shows, as text, from a loaded run directory."""
     view = ReportView(
@@ -745,6 +1006,16 @@ def build_view(run: RunData) -> ReportView:
     view.failed = len(analysis.expectations_failed)
     view.expectations = _expectations(analysis)
     view.compares = [_compare_block(i, r, by_name) for i, r in enumerate(analysis.compares, 1)]
+    view.verdicts = [_verdict(result) for result in analysis.compares]
+    view.verdicts += [
+        Cell(result.verdict, tone="warn" if result.warnings else "")
+        for result in analysis.validations
+        if result.verdict
+    ]
+    view.validations = [_validation_block(i, r) for i, r in enumerate(analysis.validations, 1)]
+    view.distributions = [
+        _distribution_block(i, r) for i, r in enumerate(analysis.distributions, 1)
+    ]
     view.summaries = [_summary_block(i, r, by_name) for i, r in enumerate(analysis.summaries, 1)]
     view.funnels = [_funnel_block(i, r) for i, r in enumerate(analysis.funnels, 1)]
     view.coverage = _coverage(analysis)
