@@ -82,14 +82,17 @@ def check_extracts(
 
     Rows are one per agent and world (one per agent for a group source), and
     the blocks of one source fill the same rows, so a field name is declared
-    once per source; across sources it may repeat with one type, and the
-    analyses pool it. `overall` fields are a world's summary, not row fields:
+    once per source (once per agent among group sources: `extract from banker`
+    and `extract from monk` may both declare it, `from consumers` and
+    `from consumers.young` may not); across sources it may repeat with one
+    type, and the analyses pool it. `overall` fields are a world's summary, not row fields:
     they are unique within their world and not analysed.
     """
     checkpoints = [step.name for step in timeline if isinstance(step, m.CheckpointStep)]
     extractions: list[m.Extraction] = []
     fields: dict[str, FieldInfo] = {}
     declared: dict[tuple[bool, str | None, str], ast.Field] = {}
+    by_group: dict[str, list[tuple[tuple[m.GroupRef, ...], ast.Field]]] = {}
     overall_specs: dict[tuple[str | None, str], m.FieldSpec] = {}
     for block in blocks:
         errors = ctx.error_count
@@ -101,6 +104,11 @@ def check_extracts(
             name = item.name.name
             key = (block.overall, world, name)
             first = declared.get(key)
+            if group:  # group sources share world None: only overlapping groups collide
+                first = next(
+                    (field for refs, field in by_group.get(name, ()) if _overlap(refs, group)),
+                    None,
+                )
             spec = check_field(ctx, item)
             if first is not None:
                 first_spec = (
@@ -115,7 +123,9 @@ def check_extracts(
                 else:
                     check_duplicate_field(ctx, item.name, first.name)
                 continue
-            declared[key] = item
+            declared.setdefault(key, item)
+            if group:
+                by_group.setdefault(name, []).append((group, item))
             if spec is None:
                 continue
             specs.append(spec)
@@ -183,6 +193,19 @@ def check_extract_checkpoint(ctx: Context, at: ast.Ident, checkpoints: list[str]
             f"add `checkpoint {at.name}` to the timeline at the point the extraction reads up to"
         ),
     )
+
+
+def _overlap(first: tuple[m.GroupRef, ...], second: tuple[m.GroupRef, ...]) -> bool:
+    """Whether two group sources share an agent: the same persona, or a population
+    and itself or one of its segments (segments of one population are disjoint)."""
+    for a in first:
+        for b in second:
+            if a.kind == "persona" or b.kind == "persona":
+                if a.kind == b.kind and a.name == b.name:
+                    return True
+            elif a.name == b.name and (a.segment is None or b.segment is None or a == b):
+                return True
+    return False
 
 
 def _type_of(spec: m.FieldSpec) -> tuple[object, ...]:
