@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,63 @@ def test_synthetic_data_generation_runs_on_the_embedded_model(workdir: Path) -> 
     assert all(m["population"] == "workers" and m["world"] == "some_corp" for m in messages)
     times = [m["time"] for m in messages]
     assert times == sorted(times) and len(set(times)) == len(times)
+
+
+def _run_to_the_end(workdir: Path, name: str, calls: int) -> Path:
+    """Run notebook `name` whose expectations the small model may fail (exit 1): it
+    finishes, with the calls its plan estimated plus the re-asks of broken answers."""
+    finished = _run(workdir, name)
+    assert finished.returncode in (0, 1), finished.stderr
+    run_dir = (workdir / "outputs" / name / "latest").resolve()
+    manifest = _read(run_dir / "manifest.json")
+    assert _read(run_dir / "plan.json")["estimate"]["calls"] == calls
+    assert manifest["model_calls"] == calls + manifest["repairs"] + manifest["retries"]
+    return run_dir
+
+
+@pytest.mark.model
+def test_creating_and_validating_agents_runs_on_the_embedded_model(workdir: Path) -> None:
+    run_dir = _run_to_the_end(workdir, "creating_and_validating_agents", 10)
+    # Both people were written by the model from their descriptions and saved.
+    for agent in ("banker", "monk"):
+        assert _read(run_dir / "personas" / f"{agent}.agent.json")["persona"]["name"]
+    # One row per person; the banker's expectations were scored for both of them.
+    rows = {row["agent"]: row for row in _read(run_dir / "results.json")}
+    assert sorted(rows) == ["banker", "monk"]
+    assert "banker_score" in rows["banker"] and "monk_score" not in rows["banker"]
+    assert {"monk_score", "banker_score"} <= set(rows["monk"])
+    analysis = _read(run_dir / "analysis.json")
+    statements = [item["statement"] for item in analysis["expectations"]]
+    assert statements == [
+        "expect mean(banker_score) for banker >= 0.5",
+        "expect mean(monk_score) >= 0.5",
+        "expect mean(banker_score) for monk < 0.5",
+    ]
+    # `for banker` and `for monk` each read one row of the pooled column.
+    assert [item["n"] for item in analysis["expectations"]] == [
+        int(rows["banker"]["banker_score"] is not None),
+        int(rows["monk"]["monk_score"] is not None),
+        int(rows["monk"]["banker_score"] is not None),
+    ]
+
+
+@pytest.mark.model
+def test_gazpacho_market_research_runs_on_the_embedded_model(workdir: Path) -> None:
+    run_dir = _run_to_the_end(workdir, "gazpacho_market_research", 13)
+    plan = _read(run_dir / "plan.json")
+    rows = _read(run_dir / "results.json")
+    assert len(rows) == 4
+    # Sampled from TinyTroupe's USA file, adults only, plus the ten `vary` dimensions.
+    assert all(row["persona_age"] >= 18 for row in rows)
+    dimensions = [v["name"] for v in plan["populations"][0]["vary"]]
+    assert len(dimensions) == 10
+    for dimension in dimensions:
+        assert all(row[f"persona_{dimension}"] for row in rows)
+        # the quota: every value the model proposed is held by as many members, give or take one
+        counts = Counter(row[f"persona_{dimension}"] for row in rows)
+        assert max(counts.values()) - min(counts.values()) <= 1
+    analysis = _read(run_dir / "analysis.json")
+    (validation,) = analysis["validations"]
+    assert validation["real"]["n"] == 50
+    assert validation["simulated"]["n"] == sum(row.get("response") is not None for row in rows)
+    assert (run_dir / "report.html").read_text(encoding="utf-8").count('id="validation-1"') == 1

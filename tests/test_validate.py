@@ -3,6 +3,7 @@ over result rows and compared with direct scipy/pandas computations."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from tests.conftest import ROOT
-from tiny_dsl.analysis import analyze_plan
+from tests.origins import origin_at
+from tiny_dsl.analysis import analyze, analyze_plan
 from tiny_dsl.checks import check_file
 from tiny_dsl.plan import compile_plan
-from tiny_dsl.plan.model import AnalyzeStep, Plan
+from tiny_dsl.plan.model import AnalysisPlan, AnalyzeStep, FieldPlan, Plan
 
 # TinyTroupe's notebook "Bottled Gazpacho Market Research 5": the 50 real votes
 # (`control_data`) and the 50 simulated ones (`treatment_data`), as its outputs show.
@@ -273,3 +275,107 @@ def test_aggregates_and_filters_agree_with_pandas(
         assert versus.bound == pytest.approx(np.mean(general))
         assert versus.passed == (np.mean(young_scores) >= np.mean(general) - 1e-12)
     assert "NaN" not in result.to_json()
+
+
+# ------------------------------------------------------------------ properties
+
+GROUPS = ["a", "b", "c", "d"]
+SCORE = FieldPlan(name="score", kind="int", low=1, high=5)
+# Random answers in random groups: empty and one-answer groups, ties, constant values.
+grouped_answers = st.lists(
+    st.tuples(st.sampled_from(GROUPS), st.one_of(st.none(), st.integers(1, 5), st.just(3))),
+    max_size=40,
+)
+
+
+def _by_g(data: list[tuple[str, int | None]]) -> list[dict[str, Any]]:
+    return [{"agent": f"p/{i}", "persona_g": g, "score": v} for i, (g, v) in enumerate(data)]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's own calls on constant samples
+@settings(max_examples=60, deadline=None)
+@given(grouped_answers)
+def test_compare_and_summarize_by_an_attribute_equal_scipy_and_never_nan(
+    data: list[tuple[str, int | None]],
+) -> None:
+    plans = [
+        AnalysisPlan(kind=kind, origin=origin_at(), field="score", by="g", column="persona_g")
+        for kind in ("compare", "summarize")
+    ]
+    result = analyze(plans, _by_g(data), [SCORE], [])
+    _no_nan(result.model_dump())
+    compare, summary = result.compares[0], result.summaries[0]
+    present = list(dict.fromkeys(g for g, _ in data))  # groups in first-appearance order
+    samples = [
+        np.array([v for g, v in data if g == name and v is not None], float) for name in present
+    ]
+    assert [group.n for group in summary.groups] == [len(s) for s in samples]
+    for group, sample in zip(summary.groups, samples, strict=True):
+        assert group.mean == (pytest.approx(sample.mean()) if len(sample) else None)
+        assert sum(b.count for b in group.histogram) == len(sample)
+    assert compare.verdict and compare.conclusion
+    if len(present) < 2:
+        assert compare.problem is not None and "not enough data" in compare.verdict
+        return
+    if len(present) > 2:
+        anova = next(test for test in compare.tests if test.name == "anova")
+        usable = [s for s in samples if len(s)]
+        if anova.p_value is not None:
+            assert anova.p_value == pytest.approx(stats.f_oneway(*usable).pvalue)
+        else:
+            assert anova.note
+    for pair, sample in zip(compare.pairs, samples[1:], strict=True):
+        welch = pair.tests[0]
+        if welch.p_value is not None:
+            expected = stats.ttest_ind(sample, samples[0], equal_var=False)
+            assert welch.p_value == pytest.approx(expected.pvalue)
+        else:
+            assert welch.note
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 5), max_size=30),
+    st.lists(st.integers(1, 5), min_size=2, max_size=30),
+)
+def test_validation_metrics_equal_scipy_and_never_nan(
+    simulated: list[int], real: list[int]
+) -> None:
+    plan = AnalysisPlan(
+        kind="validate", origin=origin_at(), field="score", real=[float(v) for v in real]
+    )
+    rows = [{"agent": f"p/{i}", "score": v} for i, v in enumerate(simulated)]
+    (validation,) = analyze([plan], rows, [SCORE], []).validations
+    _no_nan(validation.model_dump())
+    assert validation.verdict
+    sim, ref = np.array(simulated, float), np.array(real, float)
+    if len(sim) < 2:
+        assert validation.problem is not None and validation.ks is None
+        return
+    assert validation.ks == pytest.approx(stats.ks_2samp(ref, sim).statistic)
+    assert validation.wasserstein == pytest.approx(stats.wasserstein_distance(sim, ref))
+    if np.var(sim) + np.var(ref) > 0:
+        assert validation.welch_p == pytest.approx(
+            stats.ttest_ind(ref, sim, equal_var=False).pvalue
+        )
+        assert validation.mann_whitney_p == pytest.approx(
+            stats.mannwhitneyu(sim, ref, alternative="two-sided").pvalue
+        )
+    else:
+        assert validation.welch_p is None and validation.notes
+    if np.std(ref) > 0:
+        assert validation.sd_ratio == pytest.approx(np.std(sim, ddof=1) / np.std(ref, ddof=1))
+    assert validation.simulated.counts == [simulated.count(v) for v in range(1, 6)]
+
+
+def _no_nan(value: Any) -> None:
+    """No NaN or infinity anywhere (pydantic would write them to JSON as null, hiding them)."""
+    if isinstance(value, float):
+        assert math.isfinite(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _no_nan(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _no_nan(item)
