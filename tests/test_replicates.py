@@ -704,3 +704,35 @@ def test_a_run_killed_in_replicate_two_resumes_there(tmp_path: Path) -> None:
     assert not [r for r in sent(client) if r.purpose.startswith("generate")]
     assert resumed.rows == reference.rows
     assert [e.to_json() for e in resumed.transcript] == [e.to_json() for e in reference.transcript]
+
+
+@needs_tinytroupe
+def test_campaign_example_runs_unchanged_on_tinytroupe(tmp_path: Path) -> None:
+    """The normative campaign on `--engine tinytroupe`: both touches reach each target
+    in the arm it got, in both replicates, and the analyses read both replicates."""
+    plan = planned(tmp_path, campaign_text())
+    result, _ = run_tinytroupe(plan, tmp_path, HashProvider())
+    assert result.exit_code in (0, 1), [d.message for d in result.diagnostics]
+    assert result.manifest is not None and result.manifest.engine == "tinytroupe"
+    rows = by_replicate(result.rows)
+    assert sorted(rows) == [1, 2] and len(rows[1]) == len(rows[2]) == 12
+    assert [r["variant_campaign"] for r in rows[1]] == [r["variant_campaign"] for r in rows[2]]
+    heard = [
+        (event.step, event.agent, event.content)
+        for event in result.transcript
+        if event.kind == "stimulus" and "-deliver-" in event.step
+    ]
+    assignment = plan.interventions[0].assignment
+    contents = {
+        variant.name: [touch.content for touch in variant.touches]
+        for variant in plan.interventions[0].variants
+    }
+    for _, agent, content in heard:  # framed by its channel: `[email] You receive ...`
+        got = [arm for arm, texts in contents.items() if any(t in content for t in texts)]
+        assert got == [assignment[agent]]
+    assert len({step for step, _, _ in heard}) == 4  # two touches, two replicates
+    assert result.analysis is not None
+    by_income, per_replicate = result.analysis.summaries
+    assert [group.group for group in per_replicate.groups] == ["1", "2"]
+    assert sum(group.n for group in by_income.groups) == 24
+    assert len(result.analysis.expectations) == 2
