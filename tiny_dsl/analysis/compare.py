@@ -220,10 +220,10 @@ def conclude(result: CompareResult) -> str:
     p = text.p_equals(primary.p_adjusted)
     if primary.p_adjusted >= ALPHA:
         return (
-            f"No clear difference between arms ({primary.label}, Holm-adjusted {p}); "
+            f"No clear difference between groups ({primary.label}, Holm-adjusted {p}); "
             f"this does not show that they are equal.{excluded}"
         )
-    verdict = f"Evidence of a difference between arms ({primary.label}, Holm-adjusted {p})."
+    verdict = f"Evidence of a difference between groups ({primary.label}, Holm-adjusted {p})."
     if len(result.pairs) == 1:
         return f"{verdict} {_direction(result.pairs[0])}{excluded}"
     differing = [
