@@ -138,7 +138,8 @@ class ReportView:
     steps: Table | None = None
     agents: list[AgentSection] = field(default_factory=list)
     adjustment: str = ""
-    # The verdict box at the top: one sentence per `compare` (tone "good": a group is ahead).
+    # The verdict box at the top: one sentence per `compare` (tone "good": a group is
+    # ahead) and per `validate` (tone "warn": the simulated spread is too narrow).
     verdicts: list[Cell] = field(default_factory=list)
     # Every number, bool and enum field's histogram per group.
     distributions: list[Block] = field(default_factory=list)
@@ -485,7 +486,8 @@ def _summary_block(index: int, result: SummaryResult, fields: dict[str, FieldCov
 
 
 def _compare_tone(result: CompareResult) -> str:
-    """ "good": a group is ahead after adjustment; "warn": too little data to say."""
+    """The block's tone: "good" when a group is ahead after adjustment, "warn" when
+    there is too little data to say."""
     if result.problem or result.small_sample:
         return "warn"
     primary = primary_test(result)
