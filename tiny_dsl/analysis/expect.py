@@ -24,7 +24,7 @@ from tiny_dsl.analysis.data import (
 )
 from tiny_dsl.analysis.model import ExpectationResult
 from tiny_dsl.checks.analyses import METRICS, PROPORTIONS
-from tiny_dsl.plan.model import AnalysisPlan, FieldPlan, RowFilterPlan
+from tiny_dsl.plan.model import AggregatePlan, AnalysisPlan, FieldPlan
 
 METRIC_NAMES = frozenset(METRICS)
 PROPORTION_NAMES = frozenset(PROPORTIONS)
@@ -134,18 +134,26 @@ def _counted(aggregate: str, hits: pd.Series) -> tuple[float | None, str]:
     return None, f"{aggregate}() takes a field, not a comparison: use share() or count()"
 
 
+def _left(plan: AnalysisPlan) -> AggregatePlan:
+    """The aggregate an expectation bounds, in the form of its right-hand side."""
+    return AggregatePlan(
+        aggregate=plan.aggregate or "",
+        field=plan.field or "",
+        match_comparator=plan.match_comparator,
+        match_value=plan.match_value,
+        match_values=plan.match_values,
+        filter=plan.filter,
+    )
+
+
 def _side(
-    aggregate: str,
-    field_name: str,
-    match_comparator: str | None,
-    match_value: Any,
-    match_values: Sequence[Any],
-    row_filter: RowFilterPlan | None,
+    side: AggregatePlan,
     frame: pd.DataFrame,
     fields: dict[str, FieldPlan],
     metrics: Mapping[str, Mapping[str, float | None]],
 ) -> tuple[float | None, int, str]:
     """One side of an expectation: its value, the answers it is over, or why it has none."""
+    aggregate, field_name, row_filter = side.aggregate, side.field, side.filter
     if aggregate in METRIC_NAMES:
         value = metrics.get(field_name, {}).get(aggregate)
         if value is None:
@@ -168,26 +176,20 @@ def _side(
             ),
         )
     observed, problem = _aggregate(
-        aggregate, match_comparator, match_value, match_values, field, present
+        aggregate, side.match_comparator, side.match_value, side.match_values, field, present
     )
     return observed, len(present), problem
 
 
-def _call(
-    aggregate: str | None,
-    field: str | None,
-    match_comparator: str | None,
-    match_value: Any,
-    match_values: Sequence[Any],
-    row_filter: RowFilterPlan | None,
-) -> str:
-    inner = field or ""
-    if match_comparator == "in":
-        inner += " in [" + ", ".join(_shown(value) for value in match_values) + "]"
-    elif match_comparator is not None or match_value is not None:
-        inner += f" {match_comparator or '=='} {_shown(match_value)}"
-    call = f"{aggregate}({inner})"
-    return call + (f" for {row_filter.text}" if row_filter is not None else "")
+def _call(side: AggregatePlan) -> str:
+    """An aggregate as written: `share(score in [4, 5]) for buyers.young`."""
+    inner = side.field
+    if side.match_comparator == "in":
+        inner += " in [" + ", ".join(_shown(value) for value in side.match_values) + "]"
+    elif side.match_comparator is not None or side.match_value is not None:
+        inner += f" {side.match_comparator or '=='} {_shown(side.match_value)}"
+    call = f"{side.aggregate}({inner})"
+    return call + (f" for {side.filter.text}" if side.filter is not None else "")
 
 
 def _shown(value: Any) -> str:
@@ -219,14 +221,8 @@ def expect(
     `OP` another aggregate. `metrics` are the `validate` results by field."""
     metrics = metrics or {}
     comparator = plan.comparator or "between"
-    call = _call(
-        plan.aggregate,
-        plan.field,
-        plan.match_comparator,
-        plan.match_value,
-        plan.match_values,
-        plan.filter,
-    )
+    left = _left(plan)
+    call = _call(left)
     other = plan.other
     result = ExpectationResult(
         statement=plan.text or _statement(plan, call, comparator),
@@ -244,17 +240,7 @@ def expect(
         passed=False,
         reason="",
     )
-    observed, result.n, problem = _side(
-        plan.aggregate or "",
-        plan.field or "",
-        plan.match_comparator,
-        plan.match_value,
-        plan.match_values,
-        plan.filter,
-        frame,
-        fields,
-        metrics,
-    )
+    observed, result.n, problem = _side(left, frame, fields, metrics)
     if observed is None:
         result.reason = problem
         return result
@@ -278,25 +264,8 @@ def expect(
         result.reason = f"cannot evaluate comparator `{comparator}`"
         return result
     if other is not None:
-        other_call = _call(
-            other.aggregate,
-            other.field,
-            other.match_comparator,
-            other.match_value,
-            other.match_values,
-            other.filter,
-        )
-        bound, other_n, problem = _side(
-            other.aggregate,
-            other.field,
-            other.match_comparator,
-            other.match_value,
-            other.match_values,
-            other.filter,
-            frame,
-            fields,
-            metrics,
-        )
+        other_call = _call(other)
+        bound, other_n, problem = _side(other, frame, fields, metrics)
         if bound is None:
             result.reason = f"{seen}; {problem}"
             return result
