@@ -143,6 +143,10 @@ class Manifest(_Record):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    # Calls to external agents (systems under test), counted apart from the model's.
+    external_calls: int = 0
+    external_cache_hits: int = 0
+    external_retries: int = 0
     env_vars: list[str] = Field(default_factory=list)
     status: RunStatus
     exit_code: int

@@ -72,6 +72,7 @@ from tiny_dsl.runtime.engines import (
     make_engine,
 )
 from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent
+from tiny_dsl.runtime.external import ExternalAgents, external_env_vars
 from tiny_dsl.runtime.interpreter import (
     PlanError,
     RunClient,
@@ -281,8 +282,17 @@ class Session:
                 attempt_timeout_s=options.attempt_timeout_s or attempt_timeout_s,
                 backoff_base_s=options.backoff_base_s,
             )
+            externals = ExternalAgents(
+                plan, cache, mode=options.mode, backoff_base_s=options.backoff_base_s
+            )
             try:
-                engine = make_engine(options.engine, plan, client, log_dir=self.state_dir / "logs")
+                engine = make_engine(
+                    options.engine,
+                    plan,
+                    client,
+                    externals=externals,
+                    log_dir=self.state_dir / "logs",
+                )
             except EngineUnavailable as exc:
                 unavailable = _refusal(codes.ENGINE_UNAVAILABLE, str(exc))
                 return RunOutcome(EXIT_BAD_INPUT, "", unavailable.diagnostics)
@@ -295,7 +305,11 @@ class Session:
                     output_dir=output_dir,
                     fresh=options.mode == "fresh",
                     on_event=progress,
-                    env_vars=env_vars_used(provider.name, options.base_url),
+                    env_vars=[
+                        *env_vars_used(provider.name, options.base_url),
+                        *external_env_vars(plan),
+                    ],
+                    externals=externals,
                 )
         finally:
             if cache is not None:
@@ -311,6 +325,7 @@ class Session:
         fresh: bool = False,
         on_event: Callable[[RunEvent], None] | None = None,
         env_vars: Sequence[str] | None = None,
+        externals: ExternalAgents | None = None,
     ) -> RunOutcome:
         """Run a plan on a client and write its folder: the pipeline after setup.
 
@@ -327,9 +342,10 @@ class Session:
                 engine=engine,
                 fresh=fresh,
                 on_event=on_event,
+                externals=externals,
             )
         except StepFailed as failure:
-            return self._failed(plan, client, directory, env, failure)
+            return self._failed(plan, client, directory, env, failure, externals)
         except PlanError as exc:
             refused = _refusal(codes.RUN_SETUP_FAILED, str(exc))
             return RunOutcome(EXIT_BAD_INPUT, "", refused.diagnostics)
@@ -350,6 +366,7 @@ class Session:
             write_json(run_dir / ANALYSIS, analysis.model_dump(mode="json"))
             files.append(ANALYSIS)
         manifest = _manifest(plan, client, result, run_id, status, exit_code, None, env, files)
+        _count_external(manifest, externals)
         manifest.analysis = has_analysis
         if has_analysis:
             manifest.expectations = [e.model_dump(mode="json") for e in analysis.expectations]
@@ -531,6 +548,7 @@ class Session:
         directory: Path,
         env_vars: list[str],
         failure: StepFailed,
+        externals: ExternalAgents | None,
     ) -> RunOutcome:
         """A failed run's folder: manifest and transcript so far; `latest` is left alone."""
         partial = failure.partial
@@ -541,6 +559,7 @@ class Session:
         manifest = _manifest(
             plan, client, partial, run_id, "failed", EXIT_RUN_FAILED, str(failure), env_vars, files
         )
+        _count_external(manifest, externals)
         manifest.analysis = any(isinstance(step, AnalyzeStep) for step in plan.steps)
         write_manifest(run_dir, manifest)
         diagnostic, sources = _step_failure(failure, run_dir, bool(partial.restored))
@@ -796,6 +815,16 @@ def _manifest(
     )
 
 
+def _count_external(manifest: Manifest, externals: ExternalAgents | None) -> None:
+    """The calls to systems under test, apart from the model's."""
+    if externals is None:
+        return
+    stats = externals.stats
+    manifest.external_calls = stats.model_calls
+    manifest.external_cache_hits = stats.cache_hits
+    manifest.external_retries = stats.retries
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -811,6 +840,15 @@ def _summary(
         f"  answered by  {model_text}",
         f"  model calls  {manifest.model_calls} (cache hits {manifest.cache_hits}, "
         f"retries {manifest.retries})",
+        *(
+            [
+                f"  external     {manifest.external_calls} calls to systems under test "
+                f"(cache hits {manifest.external_cache_hits}, "
+                f"retries {manifest.external_retries})"
+            ]
+            if manifest.external_calls or manifest.external_cache_hits
+            else []
+        ),
         f"  tokens       {manifest.input_tokens:,} in / {manifest.output_tokens:,} out, "
         f"cost ${manifest.cost_usd:.4f}",
         f"  outputs      {run_dir}",

@@ -69,6 +69,8 @@ NO_MEMBERS = "E347"
 # Analyses over any group, and validation against real data (language v2).
 METRIC_WITHOUT_VALIDATE = "E350"
 DATA_FILE = "E351"
+# Systems under test (language v2).
+BAD_EXTERNAL_AGENT = "E360"
 # Parameters and replicates (language v2, runs).
 UNKNOWN_PARAM = "E370"
 PARAM_CYCLE = "E371"
@@ -628,6 +630,19 @@ register(
     field (numbers for `int`/`float`, true/false for `bool`, members for
     `enum`; empty cells are missing answers), or too few of them to compare.
     The file is read by `tts check`, and its contents are part of the plan.""",
+)
+register(
+    BAD_EXTERNAL_AGENT,
+    "bad-external-agent",
+    """An `agent NAME external { ... }` block cannot be used to reach its
+    system: the `url` is not an http(s) URL; a property does not apply to the
+    `protocol` (`openai_chat` sends the conversation as chat messages and
+    reads `choices[0].message.content`, so it takes no `request` or `reply`;
+    `http_json` posts the `request` template, so it takes no `model`); the
+    `request` is not JSON once its placeholders are filled in, or holds a
+    placeholder other than `{session}`, `{message}`, `{turn}` and
+    `{env.NAME}`; the `reply` is not a dotted path (`answer.text`,
+    `choices.0.text`); or a `header` is not a header name and a string.""",
 )
 register(
     UNKNOWN_PARAM,

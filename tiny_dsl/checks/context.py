@@ -24,9 +24,12 @@ from tiny_dsl.diagnostics import Diagnostic, Label
 from tiny_dsl.source import Span
 from tiny_dsl.syntax import ast
 
-Kind = Literal["persona", "fragment", "demographics", "population", "world", "intervention"]
+Kind = Literal[
+    "persona", "agent", "fragment", "demographics", "population", "world", "intervention"
+]
 KINDS: tuple[Kind, ...] = (
     "persona",
+    "agent",
     "fragment",
     "demographics",
     "population",
@@ -36,6 +39,7 @@ KINDS: tuple[Kind, ...] = (
 NamedDeclaration = (
     ast.PersonaInline
     | ast.PersonaFile
+    | ast.ExternalAgent
     | ast.FragmentInline
     | ast.FragmentFile
     | ast.Demographics
@@ -46,6 +50,7 @@ NamedDeclaration = (
 NAMED = (
     ast.PersonaInline,
     ast.PersonaFile,
+    ast.ExternalAgent,
     ast.FragmentInline,
     ast.FragmentFile,
     ast.Demographics,
@@ -56,6 +61,7 @@ NAMED = (
 KIND_OF: dict[type, Kind] = {
     ast.PersonaInline: "persona",
     ast.PersonaFile: "persona",
+    ast.ExternalAgent: "agent",
     ast.FragmentInline: "fragment",
     ast.FragmentFile: "fragment",
     ast.Demographics: "demographics",
@@ -64,12 +70,15 @@ KIND_OF: dict[type, Kind] = {
     ast.Intervention: "intervention",
 }
 # How a kind is named in messages: "a persona", "an intervention".
-ARTICLE: dict[str, str] = {kind: ("an " if kind[0] in "aeiou" else "a ") + kind for kind in KINDS}
+ARTICLE: dict[str, str] = {
+    **{kind: ("an " if kind[0] in "aeiou" else "a ") + kind for kind in KINDS},
+    "agent": "an external agent",
+}
 
 # What a top-level declaration probably declares, read from raw text: used to
 # keep syntax errors from cascading into "unknown name" errors.
 _DECLARATION_HEAD = re.compile(
-    r"^[ \t]*(?:persona|fragment|demographics|population|world|intervention)[ \t]+"
+    r"^[ \t]*(?:persona|agent|fragment|demographics|population|world|intervention)[ \t]+"
     r"([A-Za-z_]\w*)",
     re.MULTILINE,
 )
@@ -123,6 +132,7 @@ class Context:
     populations: dict[str, m.Population] = field(default_factory=dict)
     worlds: dict[str, m.World] = field(default_factory=dict)
     interventions: dict[str, m.Intervention] = field(default_factory=dict)
+    external_agents: dict[str, m.ExternalAgent] = field(default_factory=dict)
     # Populations and personas some world has as agents (built or not).
     world_members: set[tuple[Kind, str]] = field(default_factory=set)
     # Worlds a timeline step uses, and the worlds each intervention is delivered in.

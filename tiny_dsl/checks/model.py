@@ -82,6 +82,24 @@ class AgentModel:
 
 
 @dataclass(frozen=True)
+class ExternalAgent:
+    """`agent NAME external { ... }`: a system under test reached over HTTP.
+
+    `url`, `request` and the header values are templates: `{env.NAME}` stays as
+    written until the call is made, so no secret is ever in the program or plan."""
+
+    name: str
+    url: str
+    protocol: Literal["openai_chat", "http_json"]
+    model: str | None  # openai_chat: the `model` sent (None: the agent's name)
+    request: str | None  # http_json: the JSON template posted
+    reply: str | None  # http_json: the dotted path of the reply in the JSON answer
+    headers: tuple[tuple[str, str], ...]
+    timeout_s: float
+    span: Span
+
+
+@dataclass(frozen=True)
 class Fragment:
     name: str
     spec: dict[str, Any]  # TinyTroupe `.fragment.json` `persona` object
@@ -352,7 +370,7 @@ class InterviewStep:
     """`interview GROUP by INTERVIEWER "q1", "q2"`."""
 
     group: tuple[GroupRef, ...]
-    interviewer: str  # a persona, not in the group
+    interviewer: str  # a persona not in the group, or an external agent
     questions: tuple[str, ...]
     span: Span
 
@@ -381,7 +399,8 @@ class ConverseStep:
     """`converse GROUP with PARTNER N turns "goal"`: a separate 1:1 conversation per member.
 
     `partner` is who answers the member: a persona (not in the group), which
-    starts every conversation from its state before the step and keeps none.
+    starts every conversation from its state before the step and keeps none,
+    or an external agent, which gets one session per conversation.
     """
 
     group: tuple[GroupRef, ...]
@@ -565,3 +584,4 @@ class Program:
     output: OutputSpec
     # `param NAME value` after `--set`, in declaration order (strings already substituted).
     params: dict[str, str | int | float] = field(default_factory=dict)
+    external_agents: dict[str, ExternalAgent] = field(default_factory=dict)

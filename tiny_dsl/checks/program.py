@@ -13,6 +13,7 @@ import dataclasses
 from tiny_dsl import diagnostics as diag
 from tiny_dsl.checks import codes
 from tiny_dsl.checks import model as m
+from tiny_dsl.checks.agents import check_external_agent
 from tiny_dsl.checks.analyses import Analyses
 from tiny_dsl.checks.context import (
     ARTICLE,
@@ -48,7 +49,13 @@ from tiny_dsl.syntax import ast
 
 SINGLE_BLOCKS = (ast.Scenario, ast.Timeline, ast.Analyze, ast.Output)
 RUN_BLOCKS = (ast.Timeline, ast.Extract, ast.Analyze, ast.Output)
-GROUP_RIVALS: dict[Kind, Kind] = {"persona": "population", "population": "persona"}
+# Personas, populations and external agents are all who speaks in a transcript (and
+# the first two stand in groups): one name cannot be two of them.
+GROUP_RIVALS: dict[Kind, tuple[Kind, ...]] = {
+    "persona": ("population", "agent"),
+    "population": ("persona", "agent"),
+    "agent": ("persona", "population"),
+}
 
 
 class RootBlocks:
@@ -92,6 +99,8 @@ def check_program(
         check_fragment(ctx, loader, declared)
     for declared in list(ctx.declared["persona"].values()):
         check_persona(ctx, loader, declared)
+    for declared in list(ctx.declared["agent"].values()):
+        check_external_agent(ctx, declared)
     for declared in list(ctx.declared["demographics"].values()):
         if isinstance(declared.node, ast.Demographics) and declared.node.path is not None:
             check_demographics_file(ctx, loader, declared)
@@ -159,6 +168,7 @@ def check_program(
         analyses=lowered,
         output=output,
         params=params,
+        external_agents=dict(ctx.external_agents),
     )
 
 
@@ -182,10 +192,8 @@ def declare(ctx: Context, loaded: LoadedModule, node: NamedDeclaration) -> None:
     kind = KIND_OF[type(node)]
     name = node.name.name
     taken = ctx.declared[kind].get(name)
-    rival_kind = GROUP_RIVALS.get(kind)
-    if taken is None and rival_kind is not None:
-        # A persona and a population are both group members: one name cannot be both.
-        taken = ctx.declared[rival_kind].get(name)
+    for rival_kind in GROUP_RIVALS.get(kind, ()):
+        taken = taken or ctx.declared[rival_kind].get(name)
     if taken is not None:
         check_duplicate_name(ctx, kind, node.name.span, taken)
         return
@@ -199,7 +207,11 @@ def check_duplicate_name(ctx: Context, kind: str, span: Span, first: Declared) -
         f"{kind} `{first.name}` is already declared"
         if same
         else f"`{first.name}` is already declared as {ARTICLE[first.kind]}; "
-        "personas and populations share names in groups"
+        + (
+            "personas, populations and external agents share one set of names"
+            if "agent" in (kind, first.kind)
+            else "personas and populations share names in groups"
+        )
     )
     ctx.report(
         diag.error(

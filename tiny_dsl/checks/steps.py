@@ -258,10 +258,12 @@ def check_wait(ctx: Context, step: ast.WaitStep, elapsed: timedelta) -> m.WaitSt
 
 
 def check_interview(ctx: Context, step: ast.InterviewStep) -> m.InterviewStep | None:
-    """`interview GROUP by P`: the group resolves, P is a persona not in the group."""
+    """`interview GROUP by P`: the group resolves, P is a persona not in the group or
+    an external agent."""
     members = resolve_group(ctx, step.group, "interview", "`interview`")
     name = step.interviewer.name
-    if ctx.resolve(name, step.interviewer.span, ("persona",), "`interview ... by`") is None:
+    where = "`interview ... by`"
+    if ctx.resolve(name, step.interviewer.span, ("persona", "agent"), where) is None:
         return None
     for member in members:
         if member.kind == "persona" and member.name == name and member.span is not None:
@@ -292,10 +294,11 @@ def check_goal(ctx: Context, step: ast.GoalStep) -> m.GoalStep | None:
 
 def check_converse(ctx: Context, step: ast.ConverseStep) -> m.ConverseStep | None:
     """`converse GROUP with P N turns "goal"`: the group resolves, P is a persona not in
-    the group, N is 1 to 50 turns on each side."""
+    the group or an external agent, N is 1 to 50 turns on each side."""
     members = resolve_group(ctx, step.group, "converse", "`converse`")
     name = step.partner.name
-    partner = ctx.resolve(name, step.partner.span, ("persona",), "`converse ... with`")
+    where = "`converse ... with`"
+    partner = ctx.resolve(name, step.partner.span, ("persona", "agent"), where)
     for member in members:
         if member.kind == "persona" and member.name == name and member.span is not None:
             check_conductor_in_group(

@@ -55,6 +55,7 @@ from tiny_dsl.plan.model import (
     DeliverStep,
     Delivery,
     Estimate,
+    ExternalAgentPlan,
     ExtractOverallStep,
     ExtractStep,
     FieldPlan,
@@ -142,12 +143,14 @@ class _Compiler:
         for step in program.timeline:
             if isinstance(step, checked.InterviewStep):
                 refs.extend(step.group)
-                persona_names.add(step.interviewer)
+                if step.interviewer not in program.external_agents:
+                    persona_names.add(step.interviewer)
             elif isinstance(step, checked.ThinkStep | checked.TellStep | checked.GoalStep):
                 refs.extend(step.group)
             elif isinstance(step, checked.ConverseStep):
                 refs.extend(step.group)
-                persona_names.add(step.partner)
+                if step.partner not in program.external_agents:
+                    persona_names.add(step.partner)
         persona_names.update(ref.name for ref in refs if ref.kind == "persona")
         population_names = {ref.name for ref in refs if ref.kind != "persona"}
         personas = [program.personas[name] for name in persona_names]
@@ -574,11 +577,16 @@ class _Compiler:
             analyses = [_analysis(item, self._expand) for item in program.analyses]
             drafts.append(("", AnalyzeStep(id="", origin=origin, analyses=analyses)))
 
+        externals = {
+            name: _external_agent(external)
+            for name, external in program.external_agents.items()
+            if name in self._externals_used()
+        }
         estimates = estimate_steps(
-            [step for _, step in drafts], agents, worlds, populations_by_name
+            [step for _, step in drafts], agents, worlds, populations_by_name, externals
         )
         width = max(2, len(str(len(drafts))))
-        digests = Digests(agents, worlds, interventions, populations_by_name)
+        digests = Digests(agents, worlds, interventions, populations_by_name, externals)
         previous = base_hash(settings)
         steps: list[Step] = []
         numbered = [
@@ -598,6 +606,7 @@ class _Compiler:
                         "calls": estimate.calls,
                         "input_tokens": estimate.input_tokens,
                         "output_tokens": estimate.output_tokens,
+                        "external_calls": estimate.external_calls,
                     }
                 )
             )
@@ -619,7 +628,31 @@ class _Compiler:
             estimate=_total(steps, settings),
             plan_hash=plan_hash(previous, program.params),
             params=_jsonable(program.params),
+            external_agents=list(externals.values()),
         )
+
+    def _externals_used(self) -> set[str]:
+        """The external agents some step talks to (an unused one is left out of the plan)."""
+        used = set()
+        for step in self.program.timeline:
+            if isinstance(step, checked.InterviewStep):
+                used.add(step.interviewer)
+            elif isinstance(step, checked.ConverseStep):
+                used.add(step.partner)
+        return used & set(self.program.external_agents)
+
+
+def _external_agent(external: checked.ExternalAgent) -> ExternalAgentPlan:
+    return ExternalAgentPlan(
+        name=external.name,
+        url=external.url,
+        protocol=external.protocol,
+        model=external.model,
+        request=external.request,
+        reply=external.reply,
+        headers=dict(external.headers),
+        timeout_s=external.timeout_s,
+    )
 
 
 def _agent_model(llm: checked.AgentModel | None) -> dict[str, Any]:
@@ -708,6 +741,7 @@ def _total(steps: Sequence[Step], settings: PlanSettings) -> Estimate:
     output_tokens = sum(step.output_tokens for step in steps)
     return Estimate(
         calls=sum(step.calls for step in steps),
+        external_calls=sum(step.external_calls for step in steps),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cost_usd=round(tokens_cost(input_tokens, output_tokens, prices), 6) if prices else 0.0,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from tiny_dsl.checks.model import Program
@@ -138,6 +138,7 @@ class StepEstimate:
     calls: int
     input_tokens: int
     output_tokens: int
+    external_calls: int = 0  # to systems under test: neither tokens nor cost of ours
 
 
 class _Memory:
@@ -174,10 +175,12 @@ class _Estimator:
         agents: Mapping[str, AgentPlan],
         worlds: Mapping[str, WorldPlan],
         populations: Mapping[str, PopulationPlan],
+        externals: Collection[str] = (),
     ) -> None:
         self.agents = agents
         self.worlds = worlds
         self.populations = populations
+        self.externals = externals
         self.memory: dict[str, _Memory] = {}
         self.persona_tokens: dict[str, int] = {}
         self.fragment_tokens: dict[tuple[str, ...], int] = {}
@@ -231,8 +234,19 @@ class _Estimator:
 
     def _converse(self, step: ConverseStep) -> StepEstimate:
         """Per agent, `turns` turns of the agent and as many of the partner, each
-        hearing the other's last line; the partner forgets every conversation."""
+        hearing the other's last line; the partner forgets every conversation. An
+        external partner's replies are external calls, of a reply's length."""
         goal = tokens(step.goal)
+        if step.partner in self.externals:
+            total = 0
+            for agent in step.agents:
+                memory = self._remember(agent)
+                memory.store(goal)
+                for _ in range(step.turns):
+                    total += ACT_PROMPT_TOKENS + self._persona(agent) + memory.tokens + goal
+                    memory.store(ACT_OUTPUT_TOKENS, 2)
+            calls = step.turns * len(step.agents)
+            return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS, external_calls=calls)
         partner = self._persona(step.partner) + self._remember(step.partner).tokens
         total = 0
         for agent in step.agents:
@@ -333,13 +347,19 @@ class _Estimator:
             return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
         if isinstance(step, InterviewStep):
             total = 0
+            external = step.interviewer in self.externals
             interviewer = self._remember(step.interviewer)
             for question in step.questions:
                 size = tokens(question)
                 total += self._act(step.agents, 0, size)
                 interviewer.store(size + ACT_OUTPUT_TOKENS, len(step.agents))
+                if external:  # each agent hears the bot's reply to its answer
+                    for agent in step.agents:
+                        self._remember(agent).store(ACT_OUTPUT_TOKENS)
             calls = len(step.agents) * len(step.questions)
-            return StepEstimate(calls, total, calls * ACT_OUTPUT_TOKENS)
+            return StepEstimate(
+                calls, total, calls * ACT_OUTPUT_TOKENS, external_calls=calls if external else 0
+            )
         if isinstance(step, ExtractStep):
             schema = json_tokens([field.model_dump(mode="json") for field in step.fields])
             total = sum(
@@ -362,9 +382,11 @@ def estimate_steps(
     agents: Mapping[str, AgentPlan],
     worlds: Mapping[str, WorldPlan],
     populations: Mapping[str, PopulationPlan],
+    externals: Collection[str] = (),
 ) -> list[StepEstimate]:
-    """Calls and tokens of each step, in order (memory carries from one step to the next)."""
-    estimator = _Estimator(agents, worlds, populations)
+    """Calls and tokens of each step, in order (memory carries from one step to the next);
+    `externals` are the names of the external agents."""
+    estimator = _Estimator(agents, worlds, populations, externals)
     return [estimator.step(step) for step in steps]
 
 

@@ -32,6 +32,7 @@ from tiny_dsl.plan.model import (
     ContextStep,
     ConverseStep,
     DeliverStep,
+    ExternalAgentPlan,
     ExtractOverallStep,
     ExtractStep,
     GenerateStep,
@@ -54,7 +55,9 @@ from tiny_dsl.source import SourceFile
 PROMPT_VERSION = "1"
 
 # Step fields that do not change what a step does (see the module docstring).
-_UNHASHED = frozenset({"id", "origin", "hash", "calls", "input_tokens", "output_tokens", "of"})
+_UNHASHED = frozenset(
+    {"id", "origin", "hash", "calls", "input_tokens", "output_tokens", "external_calls", "of"}
+)
 
 
 # Settings the chain does not start from (see `base_hash`).
@@ -114,11 +117,13 @@ class Digests:
         worlds: Mapping[str, WorldPlan],
         interventions: Mapping[str, InterventionPlan],
         populations: Mapping[str, PopulationPlan],
+        externals: Mapping[str, ExternalAgentPlan] | None = None,
     ) -> None:
         self.agents = agents
         self.worlds = worlds
         self.interventions = interventions
         self.populations = populations
+        self.externals = externals or {}
         self._cache: dict[object, str] = {}
 
     def _digest(self, key: object, content: Any) -> str:
@@ -146,6 +151,11 @@ class Digests:
 
     def _intervention(self, name: str) -> str:
         return self._digest(("intervention", name), self.interventions[name].hash_form())
+
+    def _external(self, name: str) -> dict[str, str]:
+        # How long to wait for the bot changes no answer it gives.
+        external = self.externals[name].hash_form(exclude=frozenset({"timeout_s"}))
+        return {"external": self._digest(("external", name), external)}
 
     def dependencies(self, step: Step) -> dict[str, str]:
         """Digests of the definitions a step touches, by role."""
@@ -187,10 +197,14 @@ class Digests:
                 return {**world, "agents": self._agents(step.agents)}
             case AskStep() | RunStep() | ExtractOverallStep():
                 return {"world": self._world(step.world), "agents": self._agents(step.agents)}
+            case InterviewStep() if step.interviewer in self.externals:
+                return {**self._external(step.interviewer), "agents": self._agents(step.agents)}
             case InterviewStep():
                 return {"agents": self._agents([step.interviewer, *step.agents])}
             case ThinkStep() | TellStep() | GoalStep():
                 return {"agents": self._agents(step.agents)}
+            case ConverseStep() if step.partner in self.externals:
+                return {**self._external(step.partner), "agents": self._agents(step.agents)}
             case ConverseStep():
                 return {"agents": self._agents([step.partner, *step.agents])}
             case ContextStep():

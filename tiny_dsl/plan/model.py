@@ -141,6 +141,22 @@ class WorldPlan(_Model):
     HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"turns"})
 
 
+class ExternalAgentPlan(_Model):
+    """`agent NAME external { ... }`: a system under test reached over HTTP.
+
+    `url`, `headers` and `request` are templates: `{env.NAME}` is filled in from the
+    environment only when a call is made, so no secret is in the plan."""
+
+    name: str
+    url: str
+    protocol: Literal["openai_chat", "http_json"]
+    model: str | None = None  # openai_chat: the `model` sent (None: the agent's name)
+    request: str | None = None  # http_json: the JSON template posted
+    reply: str | None = None  # http_json: the dotted path of the reply in the answer
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float
+
+
 class TouchPlan(_Model):
     """One message of a multi-touch variant, its channel and timing resolved."""
 
@@ -229,6 +245,7 @@ class _Step(_Model):
     calls: int = 0  # LLM calls this step will make
     input_tokens: int = 0  # estimated
     output_tokens: int = 0  # estimated
+    external_calls: int = 0  # calls to external agents (systems under test), apart
 
 
 class GenerateStep(_Step):
@@ -300,6 +317,9 @@ class WaitStep(_Step):
 
 
 class InterviewStep(_Step):
+    """`interviewer` asks each agent every question in turn. An external agent as the
+    interviewer also hears each answer and replies to it, in one session per agent."""
+
     kind: Literal["interview"] = "interview"
     interviewer: str
     agents: list[str]
@@ -328,8 +348,9 @@ class TellStep(_Step):
 class ConverseStep(_Step):
     """A separate 1:1 conversation of each agent with `partner`, the agent speaking first.
 
-    `partner` is who answers the agent (a persona's agent id); it starts every
-    conversation from its state before the step and keeps none of them.
+    `partner` is who answers the agent: a persona's agent id, which starts every
+    conversation from its state before the step and keeps none of them, or the
+    name of an external agent (`Plan.external_agents`), one session per agent.
     """
 
     kind: Literal["converse"] = "converse"
@@ -519,6 +540,7 @@ class Estimate(_Model):
     cost_usd: float
     model: str
     priced: bool  # False when the model is not in the price table
+    external_calls: int = 0  # calls to systems under test, not priced
 
 
 class OutputPlan(_Model):
@@ -545,12 +567,17 @@ class Plan(_Model):
     # `param NAME value` after `--set`, declaration order; their values are already
     # substituted into the steps and definitions.
     params: dict[str, str | int | float] = Field(default_factory=dict)
+    external_agents: list[ExternalAgentPlan] = Field(default_factory=list)
 
     def agent(self, agent_id: str) -> AgentPlan:
         for agent in self.agents:
             if agent.id == agent_id:
                 return agent
         raise KeyError(agent_id)
+
+    def external_agent(self, name: str) -> ExternalAgentPlan | None:
+        """The external agent called `name`; None when `name` is an agent of the plan."""
+        return next((agent for agent in self.external_agents if agent.name == name), None)
 
     def world(self, name: str) -> WorldPlan:
         for world in self.worlds:

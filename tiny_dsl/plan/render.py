@@ -54,6 +54,7 @@ def render_plan(plan: Plan, *, color: bool = False, covered: set[str] | None = N
     sections = [
         view.header(),
         view.agents(),
+        view.external_agents(),
         view.worlds(),
         view.interventions(),
         view.steps(covered),
@@ -176,7 +177,7 @@ class _View:
                 f"schema {plan.schema_version})",
             ],
         ]
-        lines.extend(_table(rows))
+        lines.extend(_truncate(line, WIDTH) for line in _table(rows))
         return "\n".join(lines)
 
     def _runs(self) -> list[list[str]]:
@@ -265,6 +266,23 @@ class _View:
                 lines.extend(_truncate("    " + line, WIDTH) for line in _table(rows))
         return "\n".join(lines)
 
+    def external_agents(self) -> str:
+        """The systems under test: how each is reached, and how many calls it gets."""
+        if not self.plan.external_agents:
+            return ""
+        rows = []
+        for external in self.plan.external_agents:
+            calls = sum(
+                step.external_calls
+                for step in self.plan.steps
+                if getattr(step, "partner", None) == external.name
+                or getattr(step, "interviewer", None) == external.name
+            )
+            rows.append([external.name, external.protocol, _plural(calls, "call"), external.url])
+        lines = [self._title("external agents (systems under test)")]
+        lines.extend(_truncate(line, WIDTH) for line in _table(rows, right=[2]))
+        return "\n".join(lines)
+
     def worlds(self) -> str:
         if not self.plan.worlds:
             return ""
@@ -314,7 +332,8 @@ class _View:
 
     def steps(self, covered: set[str] | None) -> str:
         plan = self.plan
-        header = ["id", "line", "does", "calls", "tokens"]
+        external = bool(plan.external_agents)
+        header = ["id", "line", "does", "calls", "tokens", *(["external"] if external else [])]
         rows = [
             [
                 step.id,
@@ -322,11 +341,15 @@ class _View:
                 "",
                 f"{step.calls:,}",
                 f"{step.input_tokens + step.output_tokens:,}",
+                *([f"{step.external_calls:,}"] if external else []),
             ]
             for step in plan.steps
         ]
         # The description takes whatever the fixed width leaves after the other columns.
-        fixed = sum(max(len(row[i]) for row in [header, *rows]) for i in (0, 1, 3, 4)) + 2 + 4 * 2
+        numbers = (3, 4, 5) if external else (3, 4)
+        fixed = sum(
+            max(len(row[i]) for row in [header, *rows]) for i in (0, 1, *numbers)
+        ) + 2 * len(header)
         marker = len(CACHED) + 2 if covered is not None else 0
         room = max(20, WIDTH - fixed - marker)
         for row, step in zip(rows, plan.steps, strict=True):
@@ -335,7 +358,7 @@ class _View:
             header.append("")
             for row, step in zip(rows, plan.steps, strict=True):
                 row.append(self._style(CACHED, "green") if step.id in covered else "")
-        lines = _table([header, *rows], right=[1, 3, 4])
+        lines = _table([header, *rows], right=[1, *numbers])
         lines[0] = self._style(lines[0], "dim")
         return "\n".join([self._title("steps"), *lines])
 
@@ -425,6 +448,7 @@ class _View:
         lines = [self._title("total")]
         rows = [
             ["calls", self._calls()],
+            *self._external_calls(),
             [
                 "tokens",
                 f"{estimate.input_tokens + estimate.output_tokens:,} "
@@ -441,6 +465,18 @@ class _View:
             rows.append(["budget", self._budget(settings.budget_usd)])
         lines.extend(_table(rows))
         return "\n".join(lines)
+
+    def _external_calls(self) -> list[list[str]]:
+        calls = self.plan.estimate.external_calls
+        if not self.plan.external_agents:
+            return []
+        return [
+            [
+                "external",
+                f"{_plural(calls, 'call')} to systems under test, recorded: "
+                "a re-run or --replay needs no bot",
+            ]
+        ]
 
     def _calls(self) -> str:
         calls = self.plan.estimate.calls

@@ -71,6 +71,9 @@ def cache_key(provider_name: str, model: str, request: ChatRequest) -> str:
         "schema": request.json_schema,
         "replicate": int(request.replicate),
     }
+    if request.session:
+        # Only external agents' calls have one: model calls keep their earlier keys.
+        payload["session"] = request.session
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 
@@ -192,6 +195,7 @@ def _row(key: str, request: ChatRequest, response: ChatResponse) -> tuple[str, s
             "seed": request.seed,
             "replicate": request.replicate,
             "purpose": request.purpose,
+            **({"session": request.session} if request.session else {}),
         }
     )
     response_fields = asdict(response)

@@ -65,6 +65,7 @@ from tiny_dsl.runtime.checkpoints import CheckpointCorrupt, CheckpointStore
 from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engines import make_engine
 from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent, continued_state
+from tiny_dsl.runtime.external import ExternalAgents
 from tiny_dsl.runtime.outputs import step_label
 from tiny_dsl.runtime.progress import RunEvent, RunEventKind
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message, Provider
@@ -189,11 +190,12 @@ def run_plan(
     engine: Engine | None = None,
     fresh: bool = False,
     on_event: Callable[[RunEvent], None] | None = None,
+    externals: ExternalAgents | None = None,
 ) -> RunResult:
     """Run `plan` to completion in a new event loop; see `arun_plan` for the parameters.
 
-    This owns the event loop, so it also closes the client's provider
-    (its HTTP connections) before returning.
+    This owns the event loop, so it also closes the client's provider and the
+    connections of `externals` (the engine's external agents) before returning.
     """
 
     async def main() -> RunResult:
@@ -208,6 +210,8 @@ def run_plan(
             )
         finally:
             await client.provider.aclose()
+            if externals is not None:
+                await externals.aclose()
 
     return asyncio.run(main())
 

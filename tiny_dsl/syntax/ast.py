@@ -217,6 +217,16 @@ class PersonaFile:
 
 
 @dataclass(frozen=True)
+class ExternalAgent:
+    """`agent NAME external { url; protocol; ... }`: a system under test (a chatbot, a
+    trading agent) that personas talk to with `converse` and `interview ... by`."""
+
+    name: Ident
+    body: Block
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class FragmentInline:
     name: Ident
     body: Block
@@ -569,6 +579,7 @@ Declaration = (
     | Param
     | PersonaInline
     | PersonaFile
+    | ExternalAgent
     | FragmentInline
     | FragmentFile
     | Demographics

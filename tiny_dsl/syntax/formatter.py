@@ -1,7 +1,8 @@
 """Syntax tree to canonical text: the layout `tts fmt` writes.
 
 The formatter prints the syntax tree, not the tokens: whatever the author's
-spacing, the same tree gives the same text, which is what makes it idempotent.
+spacing, the same tree gives the same text (but for one column an `extract`
+block may keep, below), which is what makes it idempotent.
 What the tree does not hold, comments and blank lines, is taken from the
 source the tree was parsed from (`Module.comments` and the node spans). The
 contract, checked by the tests on every example and on generated trees, is
@@ -22,11 +23,14 @@ Layout rules (the normative examples in `scenarios/` are fixed points):
   Trees built by hand may leave `raw` empty; the value is then spelled
   canonically (`"..."` with escapes, numbers in positional notation).
 - `extract` blocks are aligned in columns: field names are padded to the
-  longest name plus one space; types are padded to the longest type among the
-  fields that have a description, plus one space; a field without a
-  description gets no trailing padding. Nothing else is aligned: distribution
-  entries such as `18..24 11.8%` keep one space, so that adding an entry never
-  re-indents its neighbours.
+  longest name plus one space, or to the column at which the author started
+  every field's type, when that is further right (a wider column chosen by
+  hand is kept); types are padded to the longest type among the fields that
+  have a description, plus one space, unless that type is wider than 32
+  characters (a long `enum [...]`), when each description follows its type
+  after one space; a field without a description gets no trailing padding.
+  Nothing else is aligned: distribution entries such as `18..24 11.8%` keep
+  one space, so that adding an entry never re-indents its neighbours.
 - A `touch NAME { ... }` block of an intervention's variant that holds only
   properties and no comment is printed on one line, its properties joined
   with `; ` (`touch first { channel email; content "..." }`); the names of
@@ -244,21 +248,37 @@ def _extract_header(block: ast.Extract) -> str:
     return header if block.at is None else f"{header} at {block.at.name}"
 
 
+# A described type wider than this is not padded to: one long `enum [...]` would push
+# every description of the block far to the right.
+_ALIGNED_TYPE_MAX = 32
+
+
 def _fields(fields: Sequence[ast.Field]) -> list[str]:
     """The lines of an `extract` block, in columns (see the module docstring)."""
-    name_width = max((len(f.name.name) for f in fields), default=0) + 1
+    name_width = max(max((len(f.name.name) for f in fields), default=0) + 1, _kept_width(fields))
     types = [_field_type(f.type) for f in fields]
     described = [t for t, f in zip(types, fields, strict=True) if f.description is not None]
-    type_width = max((len(t) for t in described), default=0) + 1
+    widest = max((len(t) for t in described), default=0)
+    type_width = widest + 1 if widest <= _ALIGNED_TYPE_MAX else 0
     lines = []
     for item, type_text in zip(fields, types, strict=True):
         line = item.name.name.ljust(name_width)
         if item.description is None:
             line += type_text
         else:
-            line += type_text.ljust(type_width) + _value(item.description)
+            line += type_text.ljust(type_width or len(type_text) + 1) + _value(item.description)
         lines.append(line)
     return lines
+
+
+def _kept_width(fields: Sequence[ast.Field]) -> int:
+    """The name column the author wrote, when every field's type starts at the same
+    column after names that start at the same column (0: none, or a tree built in code)."""
+    widths = {f.type.span.column - f.name.span.column for f in fields}
+    starts = {f.name.span.column for f in fields}
+    if len(widths) != 1 or len(starts) != 1 or 0 in starts:
+        return 0
+    return widths.pop()
 
 
 def _aggregate(aggregate: ast.Aggregate, filter_: ast.Filter | None = None) -> str:
@@ -472,6 +492,8 @@ class _Printer:
                     self._block(header, 0, start, declaration.body)
             case ast.Output():
                 self._block("output", 0, start, declaration.body)
+            case ast.ExternalAgent():
+                self._block(f"agent {declaration.name.name} external", 0, start, declaration.body)
             case ast.Timeline():
                 steps = [(_step(s), s.span.start, s.span.end) for s in declaration.steps]
                 self._statements(declaration.span, "timeline", steps)

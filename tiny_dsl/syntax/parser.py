@@ -36,6 +36,7 @@ DECLARATION_KEYWORDS = (
     "import",
     "param",
     "persona",
+    "agent",
     "fragment",
     "demographics",
     "population",
@@ -705,6 +706,11 @@ class _ToAst(Transformer[Token, Any]):
     ) -> ast.PersonaFile:
         span = self._span_of(keyword, body)
         return ast.PersonaFile(self._ident(name), self._str(path), span, body)
+
+    def external_agent(
+        self, keyword: Token, name: Token, _external: Token, body: ast.Block
+    ) -> ast.ExternalAgent:
+        return ast.ExternalAgent(self._ident(name), body, self._span_of(keyword, body))
 
     def fragment_inline(self, keyword: Token, name: Token, body: ast.Block) -> ast.FragmentInline:
         return ast.FragmentInline(self._ident(name), body, self._span_of(keyword, body))

@@ -23,7 +23,7 @@ from typing import Protocol
 from tiny_dsl.plan.model import Plan
 from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engines.builtin import BuiltinEngine
-from tiny_dsl.runtime.engines.core import Engine
+from tiny_dsl.runtime.engines.core import Engine, ExternalReplies
 from tiny_dsl.runtime.engines.profile import (
     TINYTROUPE_EMBEDDED_ATTEMPT_TIMEOUT_S,
     TINYTROUPE_EMBEDDED_N_CTX,
@@ -70,6 +70,7 @@ def make_engine(
     plan: Plan,
     client: EngineClient,
     *,
+    externals: ExternalReplies | None = None,
     log_dir: Path | None = None,
     verbose: bool = False,
 ) -> Engine:
@@ -77,14 +78,17 @@ def make_engine(
 
     Tuned for the client's provider by `engine_profile`. `log_dir` and `verbose`
     only concern the TinyTroupe engine (where its log file goes; whether it
-    prints its conversation display).
+    prints its conversation display). `externals` answer for the plan's external
+    agents (systems under test).
     """
     selected = name or plan.settings.engine
     if selected == "builtin":
-        return BuiltinEngine(client)
+        return BuiltinEngine(client, externals)
     if selected == "tinytroupe":
         if not tinytroupe_installed():
             raise EngineUnavailable(INSTALL_HINT)
         memory = engine_profile(selected, client.provider.name).memory
-        return TinyTroupeEngine(client, memory=memory, log_dir=log_dir, verbose=verbose)
+        return TinyTroupeEngine(
+            client, memory=memory, log_dir=log_dir, verbose=verbose, externals=externals
+        )
     raise ValueError(f"unknown engine {selected!r}; choose one of: {', '.join(ENGINE_NAMES)}")

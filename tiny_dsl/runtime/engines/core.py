@@ -30,7 +30,7 @@ starts with.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
@@ -55,6 +55,7 @@ from tiny_dsl.plan.model import (
     ThinkStep,
     WaitStep,
 )
+from tiny_dsl.runtime.providers.base import Message
 
 __all__ = [
     "DEFAULT_START",
@@ -62,6 +63,8 @@ __all__ = [
     "EngineCore",
     "EngineStateError",
     "EventKind",
+    "ExternalReplies",
+    "NoExternalAgents",
     "TranscriptEvent",
     "continued_state",
     "iso_time",
@@ -118,6 +121,30 @@ class TranscriptEvent:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TranscriptEvent:
         return cls(**data)
+
+
+class ExternalReplies(Protocol):
+    """What engines need of the run's external agents (`runtime.external.ExternalAgents`)."""
+
+    def __contains__(self, name: object) -> bool: ...
+
+    async def reply(
+        self, name: str, session: str, conversation: Sequence[Message], purpose: str
+    ) -> str:
+        """The bot's next line in `session`; the persona's lines are `user` messages."""
+        ...
+
+
+class NoExternalAgents:
+    """A run without systems under test: no name is an external agent."""
+
+    def __contains__(self, name: object) -> bool:
+        return False
+
+    async def reply(
+        self, name: str, session: str, conversation: Sequence[Message], purpose: str
+    ) -> str:
+        raise KeyError(f"no external agent {name!r} in this run")
 
 
 class Engine(Protocol):

@@ -53,6 +53,9 @@ class ChatRequest:
     # The model this call is for, when an agent has its own (`model "..."` in its
     # persona or population); None: the provider's configured model.
     model: str | None = None
+    # The conversation a call to an external agent continues, for a bot that keeps
+    # each session's history itself (`http_json`); "" for model calls.
+    session: str = ""
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,21 @@ from tiny_dsl.runtime.engines.personas import (
     vary_values,
 )
 from tiny_dsl.runtime.engines.prompts import delivery_text
+from tiny_dsl.runtime.external import add_line, session_id
+from tiny_dsl.runtime.providers.base import Message
 
 __all__ = ["BuiltinEngine"]
+
+
+def _external_speaker(name: str, listener: Agent) -> Agent:
+    """An external agent as the speaker of events: its name, on the listener's clock
+    (it has no memory here; the bot keeps its own)."""
+    return Agent(name, name, {}, listener.clock, None)
+
+
+def _spoken(actions: list[Action]) -> str:
+    """What a turn said aloud: its TALKs' words, in order."""
+    return "\n".join(a.content for a in actions if a.type == "TALK" and a.content.strip())
 
 
 class BuiltinEngine(BuiltinSimulation):
@@ -427,6 +440,12 @@ class BuiltinEngine(BuiltinSimulation):
         The interviewer's own memory (its questions and the answers it hears) is
         written after all sessions, session by session in agent order.
         """
+        if step.interviewer in self._externals:
+            sessions = await gather_in_order(
+                self._interview_by_external(step, self._agents[agent_id])
+                for agent_id in step.agents
+            )
+            return [event for session in sessions for event in session]
         interviewer = self._agents[step.interviewer]
         interviewees = [self._agents[a] for a in step.agents if a != interviewer.id]
         sessions = await gather_in_order(
@@ -495,6 +514,54 @@ class BuiltinEngine(BuiltinSimulation):
                     )
         return events
 
+    async def _interview_by_external(
+        self, step: InterviewStep, agent: Agent
+    ) -> list[TranscriptEvent]:
+        """An external interviewer: it asks each question as written, hears the answer
+        and replies to it, in one session; the agent hears the reply."""
+        bot = _external_speaker(step.interviewer, agent)
+        session = session_id(self._require_plan(), step, agent.id)
+        conversation: list[Message] = []
+        world = self._plan_world(agent.home)
+        events: list[TranscriptEvent] = []
+        for index, question in enumerate(step.questions):
+            add_line(conversation, "assistant", question)
+            events.append(
+                make_event(bot, step.id, agent.home, "action", "TALK", question, target=agent)
+            )
+            events.append(self._heard(agent, bot, question, step.id, agent.home))
+            actions = await self._act(agent, world, [bot], step.id, index)
+            events += self._record_turn(agent, step.id, actions, bot, agent.home)
+            answer = _spoken(actions)
+            if not answer:
+                continue  # nothing said: nothing for the bot to answer
+            add_line(conversation, "user", answer)
+            purpose = f"{step.interviewer} answers {agent.id}"
+            reply = await self._externals.reply(step.interviewer, session, conversation, purpose)
+            add_line(conversation, "assistant", reply)
+            events.append(
+                make_event(bot, step.id, agent.home, "action", "TALK", reply, target=agent)
+            )
+            events.append(self._heard(agent, bot, reply, step.id, agent.home))
+        return events
+
+    def _heard(
+        self, agent: Agent, speaker: Agent, text: str, step_id: str, world: str | None
+    ) -> TranscriptEvent:
+        """`agent` hears `speaker` say `text` to it, and remembers it."""
+        return self._remember(
+            make_event(
+                agent,
+                step_id,
+                world,
+                "stimulus",
+                "CONVERSATION",
+                text,
+                source=speaker,
+                target=agent,
+            )
+        )
+
     async def tell(self, step: TellStep) -> list[TranscriptEvent]:
         """Each agent hears the experimenter and answers alone, concurrently."""
         agents = [self._agents[agent_id] for agent_id in step.agents]
@@ -515,6 +582,11 @@ class BuiltinEngine(BuiltinSimulation):
 
     async def converse(self, step: ConverseStep) -> list[TranscriptEvent]:
         """One conversation per agent, concurrently; events session by session in agent order."""
+        if step.partner in self._externals:
+            sessions = await gather_in_order(
+                self._converse_external(step, self._agents[agent_id]) for agent_id in step.agents
+            )
+            return [event for session in sessions for event in session]
         partner = self._agents[step.partner]
         sessions = await gather_in_order(
             self._converse_one(step, partner, self._agents[agent_id]) for agent_id in step.agents
@@ -557,16 +629,47 @@ class BuiltinEngine(BuiltinSimulation):
             agent.goals.remove(step.goal)
         return events
 
+    async def _converse_external(self, step: ConverseStep, agent: Agent) -> list[TranscriptEvent]:
+        """A conversation with an external agent: the agent speaks first, and each of its
+        turns that says something is sent to the bot, whose reply the agent hears."""
+        bot = _external_speaker(step.partner, agent)
+        session = session_id(self._require_plan(), step, agent.id)
+        conversation: list[Message] = []
+        events = [self._remember(make_event(agent, step.id, None, "stimulus", "GOAL", step.goal))]
+        agent.goals.append(step.goal)
+        try:
+            for turn in range(step.turns):
+                said = await self._act(agent, None, [bot], step.id, 2 * turn)
+                events += self._record_turn(agent, step.id, said, bot)
+                line = _spoken(said)
+                if not line:
+                    continue  # nothing said: nothing for the bot to answer
+                add_line(conversation, "user", line)
+                purpose = f"{step.partner} answers {agent.id}"
+                reply = await self._externals.reply(step.partner, session, conversation, purpose)
+                add_line(conversation, "assistant", reply)
+                events.append(make_event(bot, step.id, None, "action", "TALK", reply, target=agent))
+                events.append(self._heard(agent, bot, reply, step.id, None))
+        finally:
+            agent.goals.remove(step.goal)
+        return events
+
     def _record_turn(
-        self, agent: Agent, step_id: str, actions: list[Action], partner: Agent | None
+        self,
+        agent: Agent,
+        step_id: str,
+        actions: list[Action],
+        partner: Agent | None,
+        world: str | None = None,
     ) -> list[TranscriptEvent]:
-        """An agent's actions outside any world, remembered; a TALK addresses `partner`."""
+        """An agent's actions (outside any world, unless `world`), remembered; a TALK
+        addresses `partner`."""
         return [
             self._remember(
                 make_event(
                     agent,
                     step_id,
-                    None,
+                    world,
                     "action",
                     action.type,
                     action.content,

@@ -18,6 +18,8 @@ from tiny_dsl.runtime.engines.core import (
     DEFAULT_START,
     EngineCore,
     EngineStateError,
+    ExternalReplies,
+    NoExternalAgents,
     TranscriptEvent,
     iso_time,
 )
@@ -41,9 +43,10 @@ class BuiltinSimulation(EngineCore):
     # 2: agents' memories saved as event numbers into the transcript.
     state_format = 2
 
-    def __init__(self, client: ActingClient) -> None:
+    def __init__(self, client: ActingClient, externals: ExternalReplies | None = None) -> None:
         super().__init__()
         self._client = client
+        self._externals: ExternalReplies = externals or NoExternalAgents()
         self._plan: Plan | None = None
         self._agents: dict[str, Agent] = {}
         self._agent_plans: dict[str, AgentPlan] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiny_dsl.plan.model import GenerateStep, Plan, WorldPlan
-from tiny_dsl.runtime.engines.core import EngineCore
+from tiny_dsl.runtime.engines.core import EngineCore, ExternalReplies, NoExternalAgents
 from tiny_dsl.runtime.engines.personas import keep_written_fields, unique_name
 from tiny_dsl.runtime.engines.profile import MemoryWindow
 from tiny_dsl.runtime.engines.tinytroupe.bridge import (
@@ -61,9 +61,11 @@ class TinyTroupeSession(EngineCore):
         verbose: bool = False,
         log_dir: Path | None = None,
         max_threads: int = 64,
+        externals: ExternalReplies | None = None,
     ) -> None:
         super().__init__()
         self._client = client
+        self._externals: ExternalReplies = externals or NoExternalAgents()
         self._memory = memory
         self._verbose = verbose
         self._log_dir = log_dir

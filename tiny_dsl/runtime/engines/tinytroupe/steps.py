@@ -40,6 +40,8 @@ from tiny_dsl.runtime.engines.personas import (
 from tiny_dsl.runtime.engines.prompts import delivery_text
 from tiny_dsl.runtime.engines.tinytroupe.bridge import CallContext, call_context
 from tiny_dsl.runtime.engines.tinytroupe.memory import TinyTroupeMemory
+from tiny_dsl.runtime.external import add_line, session_id
+from tiny_dsl.runtime.providers.base import Message
 
 __all__ = ["TinyTroupeSteps"]
 
@@ -157,13 +159,133 @@ class TinyTroupeSteps(TinyTroupeMemory):
         return await self._run(functools.partial(self._think, step))
 
     async def interview(self, step: InterviewStep) -> list[TranscriptEvent]:
+        if step.interviewer in self._externals:
+            events: list[TranscriptEvent] = []
+            for agent_id in step.agents:
+                events += await self._interview_by_external(step, agent_id)
+            return events
         return await self._run(functools.partial(self._interview, step))
 
     async def tell(self, step: TellStep) -> list[TranscriptEvent]:
         return await self._run(functools.partial(self._tell, step))
 
     async def converse(self, step: ConverseStep) -> list[TranscriptEvent]:
+        if step.partner in self._externals:
+            events: list[TranscriptEvent] = []
+            for agent_id in step.agents:
+                events += await self._converse_external(step, agent_id)
+            return events
         return await self._run(functools.partial(self._converse, step))
+
+    # -- external agents: the person acts in TinyTroupe, the bot answers over HTTP -----
+
+    async def _converse_external(self, step: ConverseStep, agent_id: str) -> list[TranscriptEvent]:
+        """The person internalises the goal and speaks first; each turn that says
+        something goes to the bot, whose reply the person hears (`listen`)."""
+        session = session_id(self._require_plan(), step, agent_id)
+        conversation: list[Message] = []
+        events = await self._run(functools.partial(self._internalize, step, agent_id))
+        for turn in range(step.turns):
+            said, line = await self._run(
+                functools.partial(self._turn_towards, step.id, agent_id, step.partner, turn, None)
+            )
+            events += said
+            if not line:
+                continue  # nothing said: nothing for the bot to answer
+            add_line(conversation, "user", line)
+            purpose = f"{step.partner} answers {agent_id}"
+            reply = await self._externals.reply(step.partner, session, conversation, purpose)
+            add_line(conversation, "assistant", reply)
+            events += await self._run(
+                functools.partial(self._hear_bot, step.id, agent_id, step.partner, reply, None)
+            )
+        return events
+
+    async def _interview_by_external(
+        self, step: InterviewStep, agent_id: str
+    ) -> list[TranscriptEvent]:
+        """The bot asks each question as written, hears the answer and replies to it."""
+        session = session_id(self._require_plan(), step, agent_id)
+        conversation: list[Message] = []
+        world = self._layout.home_world[agent_id]
+        bot = step.interviewer
+        events: list[TranscriptEvent] = []
+        for index, question in enumerate(step.questions):
+            add_line(conversation, "assistant", question)
+            events += await self._run(
+                functools.partial(self._hear_bot, step.id, agent_id, bot, question, world)
+            )
+            said, answer = await self._run(
+                functools.partial(self._turn_towards, step.id, agent_id, bot, index, world)
+            )
+            events += said
+            if not answer:
+                continue
+            add_line(conversation, "user", answer)
+            reply = await self._externals.reply(bot, session, conversation, f"{bot} answers")
+            add_line(conversation, "assistant", reply)
+            events += await self._run(
+                functools.partial(self._hear_bot, step.id, agent_id, bot, reply, world)
+            )
+        return events
+
+    def _internalize(self, step: ConverseStep, agent_id: str) -> list[TranscriptEvent]:
+        self._ensure_worlds()
+        self._people[agent_id].internalize_goal(step.goal)
+        return self._collect([agent_id], None, step.id)
+
+    def _turn_towards(
+        self, step_id: str, agent_id: str, bot: str, turn: int, world: str | None
+    ) -> tuple[list[TranscriptEvent], str]:
+        """One turn of the person, whose TALK may address only the bot; its events (the
+        TALKs addressed to the bot) and what it said aloud."""
+        self._ensure_worlds()
+        person = self._people[agent_id]
+        context = CallContext(
+            purpose=f"converse {agent_id}",
+            seed_parts=(step_id, agent_id, turn),
+            targets=(bot,),
+            agent=agent_id,
+        )
+        with call_context(context):
+            person.act(return_actions=True)
+        # Said to the bot, which is not in any TinyWorld: nobody there may hear it again.
+        actions = person.pop_latest_actions()
+        events = self._collect([agent_id], world, step_id, addressed={agent_id})
+        for event in events:
+            if event.kind == "action" and event.type == "TALK":
+                event.target, event.target_name = bot, bot
+        spoken = [
+            str(action.get("content") or "")
+            for action in actions
+            if action.get("type") == "TALK" and str(action.get("content") or "").strip()
+        ]
+        return events, "\n".join(spoken)
+
+    def _hear_bot(
+        self, step_id: str, agent_id: str, bot: str, text: str, world: str | None
+    ) -> list[TranscriptEvent]:
+        """The bot says `text` to the person (its event), who hears it (`listen`)."""
+        self._ensure_worlds()
+        said = TranscriptEvent(
+            seq=0,
+            step=step_id,
+            world=world,
+            agent=bot,
+            agent_name=bot,
+            kind="action",
+            type="TALK",
+            content=text,
+            time=self._clock(agent_id),
+            target=agent_id,
+            target_name=self._names[agent_id],
+        )
+        self._people[agent_id].listen(text, source=_Named(bot))
+        heard = self._collect([agent_id], world, step_id, addressed={agent_id})
+        for event in heard:
+            if event.source == bot:
+                event.source_name = bot
+        return [said, *heard]
 
     async def goal(self, step: GoalStep) -> list[TranscriptEvent]:
         return await self._run(functools.partial(self._goal, step))
