@@ -32,6 +32,7 @@ _ENV = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 # A bot that fails three times in a row is down, or broken for this conversation:
 # the step fails at its statement rather than waiting through six backoffs.
 MAX_EXTERNAL_ATTEMPTS = 3
+ATTEMPT_GRACE_S = 5.0
 
 
 class ExternalAgents:
@@ -54,7 +55,9 @@ class ExternalAgents:
                 mode=mode,
                 max_concurrency=plan.settings.max_concurrency,
                 max_attempts=MAX_EXTERNAL_ATTEMPTS,
-                attempt_timeout_s=agent.timeout_s,
+                # The provider's own timeout fires first, with the bot's url in its
+                # message; this bounds a bot that trickles its answer out.
+                attempt_timeout_s=agent.timeout_s + ATTEMPT_GRACE_S,
                 on_event=on_event,
                 backoff_base_s=backoff_base_s,
             )

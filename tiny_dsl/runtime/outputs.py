@@ -147,18 +147,22 @@ def _transcript_markdown(plan: Plan, transcript: Sequence[TranscriptEvent]) -> s
             continue
         out += ["", f"## {number}. {step_label(step)}", "", f"`{step.id}` from `{step.origin}`", ""]
         events = by_step.get(step.id, [])
-        rendered = _step_markdown(events)
+        rendered = _step_markdown(events, {agent.name for agent in plan.external_agents})
         out += rendered if rendered else ["_No one said or perceived anything._"]
     return "\n".join(out) + "\n"
 
 
-def _step_markdown(events: list[TranscriptEvent]) -> list[str]:
-    """Speech with its listeners; stimuli nobody spoke (questions, messages) grouped by content."""
+def _step_markdown(events: list[TranscriptEvent], externals: set[str]) -> list[str]:
+    """Speech with its listeners; stimuli nobody spoke (questions, messages) grouped by content.
+
+    An external agent hears what is said to it (its session has no events here)."""
     spoken = {(e.agent, e.content) for e in events if e.kind == "action" and e.type == "TALK"}
     heard: dict[tuple[str, str], list[str]] = {}
     for e in events:
         if e.kind == "stimulus" and e.source and (e.source, e.content) in spoken:
             heard.setdefault((e.source, e.content), []).append(e.agent_name)
+        elif e.kind == "action" and e.type == "TALK" and e.target in externals:
+            heard.setdefault((e.agent, e.content), []).append(e.target)
     lines: list[str] = []
     index = 0
     while index < len(events):
