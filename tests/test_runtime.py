@@ -859,10 +859,10 @@ def test_outputs_manifest_and_latest(tmp_path: Path, llm_cache: LLMCache) -> Non
     csv_lines = (first.run_dir / "results.csv").read_text().splitlines()
     assert csv_lines[0] == (
         "agent,name,world,population,segment,persona_age,persona_gender,persona_occupation,"
-        "themes,mood,_missing"
+        "themes,mood,_missing,_quality"
     )
-    assert csv_lines[1] == "ann,Ann Lee,poll,,,30,,Nurse,theme of ann,up,"
-    assert csv_lines[2] == "bob,Bob Stone,poll,,,40,male,,theme of bob,up,"
+    assert csv_lines[1] == "ann,Ann Lee,poll,,,30,,Nurse,theme of ann,up,,"
+    assert csv_lines[2] == "bob,Bob Stone,poll,,,40,male,,theme of bob,up,,"
     event = json.loads(transcript_lines(first)[0])
     assert set(event) >= {"seq", "step", "world", "agent", "agent_name", "kind", "type", "time"}
     markdown = (first.run_dir / "transcript.md").read_text()

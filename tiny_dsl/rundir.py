@@ -61,6 +61,17 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class QualityCounts(_Record):
+    """Answer-quality checks (`runtime.quality`): turns and extracted answers checked,
+    how many were flagged, and the count of each flag."""
+
+    turns: int = 0
+    turns_flagged: int = 0
+    answers: int = 0
+    answers_flagged: int = 0
+    flags: dict[str, int] = Field(default_factory=dict)
+
+
 class StepRecord(_Record):
     """How one step fared in a run (the manifest's `steps`)."""
 
@@ -77,6 +88,7 @@ class StepRecord(_Record):
     output_tokens: int = 0
     cost_usd: float = 0.0
     note: str = ""
+    quality: QualityCounts | None = None  # None: the step has no turn or answer
 
 
 class Backend(_Record):
@@ -147,6 +159,7 @@ class Manifest(_Record):
     external_calls: int = 0
     external_cache_hits: int = 0
     external_retries: int = 0
+    quality: QualityCounts = Field(default_factory=QualityCounts)  # over every step
     env_vars: list[str] = Field(default_factory=list)
     status: RunStatus
     exit_code: int

@@ -54,6 +54,7 @@ from tiny_dsl.rundir import (
     AgentModel,
     Backend,
     Manifest,
+    QualityCounts,
     Reports,
     RunStatus,
     ScenarioSettings,
@@ -99,6 +100,7 @@ from tiny_dsl.runtime.providers import (
     env_vars_used,
     make_provider,
 )
+from tiny_dsl.runtime.quality import QUALITY_COLUMN, Assessment, assess_run
 from tiny_dsl.source import SourceFile, Span
 
 # Analysis and reporting import scipy, pandas and matplotlib: two to three seconds that
@@ -355,18 +357,22 @@ class Session:
         from tiny_dsl.analysis import analyze_plan
         from tiny_dsl.reporting import RunData
 
+        assessment = assess_run(plan, result.transcript, result.rows)
+        for row, flagged in zip(result.rows, assessment.rows, strict=True):
+            row[QUALITY_COLUMN] = flagged
         has_analysis = any(isinstance(step, AnalyzeStep) for step in plan.steps)
         analysis = analyze_plan(plan, result.rows)
         failed = bool(has_analysis and analysis.expectations_failed)
         status: RunStatus = "expectations_failed" if failed else "ok"
         exit_code = EXIT_EXPECTATION_FAILED if failed else EXIT_OK
         run_id, run_dir = create_run_dir(directory, result.started, plan.plan_hash)
-        files = self._write_artifacts(run_dir, plan, result)
+        files = self._write_artifacts(run_dir, plan, result, assessment.events)
         if has_analysis:
             write_json(run_dir / ANALYSIS, analysis.model_dump(mode="json"))
             files.append(ANALYSIS)
         manifest = _manifest(plan, client, result, run_id, status, exit_code, None, env, files)
         _count_external(manifest, externals)
+        _count_quality(manifest, assessment)
         manifest.analysis = has_analysis
         if has_analysis:
             manifest.expectations = [e.model_dump(mode="json") for e in analysis.expectations]
@@ -513,8 +519,11 @@ class Session:
             raise _nothing_recorded()
         return cache
 
-    def _write_artifacts(self, run_dir: Path, plan: Plan, result: RunResult) -> list[str]:
-        """plan.json, the transcript, the personas and the results; returns the file names."""
+    def _write_artifacts(
+        self, run_dir: Path, plan: Plan, result: RunResult, flags: Mapping[int, list[str]]
+    ) -> list[str]:
+        """plan.json, the transcript, the personas and the results; returns the file names.
+        `flags` are the quality flags of the transcript's events, by seq."""
         write_json(run_dir / PLAN, plan.model_dump(mode="json"))
         write_transcript(run_dir, plan, result.transcript)
         files = [MANIFEST, PLAN, TRANSCRIPT_JSONL, TRANSCRIPT_MD]
@@ -522,7 +531,7 @@ class Session:
             files.append(f"{PERSONAS_DIR}/")
         files += write_results(run_dir, result.rows, result_fields(plan), plan.output.formats)
         files += write_summaries(run_dir, result.summaries)
-        files += write_messages(run_dir, plan, result.transcript, result.personas)
+        files += write_messages(run_dir, plan, result.transcript, result.personas, flags)
         return files
 
     @staticmethod
@@ -560,6 +569,7 @@ class Session:
             plan, client, partial, run_id, "failed", EXIT_RUN_FAILED, str(failure), env_vars, files
         )
         _count_external(manifest, externals)
+        _count_quality(manifest, assess_run(plan, partial.transcript, partial.rows))
         manifest.analysis = any(isinstance(step, AnalyzeStep) for step in plan.steps)
         write_manifest(run_dir, manifest)
         diagnostic, sources = _step_failure(failure, run_dir, bool(partial.restored))
@@ -813,6 +823,15 @@ def _manifest(
         },
         calls_by_model=dict(sorted(getattr(client, "calls_by_model", {}).items())),
     )
+
+
+def _count_quality(manifest: Manifest, assessment: Assessment) -> None:
+    """The answer-quality counts, per step and over the run."""
+    for record in manifest.steps:
+        counted = assessment.steps.get(record.id)
+        if counted is not None:
+            record.quality = QualityCounts(**dataclasses.asdict(counted))
+    manifest.quality = QualityCounts(**dataclasses.asdict(assessment.total()))
 
 
 def _count_external(manifest: Manifest, externals: ExternalAgents | None) -> None:

@@ -29,6 +29,8 @@ FIXED_COLUMNS = ("agent", "name", "world", "population", "segment")
 # column after the fixed ones.
 REPLICATE_COLUMN = "replicate"
 MISSING_COLUMN = "_missing"
+# Field -> the quality flags of its answer (`runtime.quality`), set after the run.
+QUALITY_COLUMN = "_quality"
 PERSONA_PREFIX = "persona_"
 # Persona keys worth a column: TinyTroupe's identity fields, which are scalars (or,
 # for occupation, a dict whose title is the scalar).
@@ -129,7 +131,8 @@ def _row_key(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
 def result_columns(rows: Iterable[Mapping[str, Any]], fields: list[FieldPlan]) -> list[str]:
     """A stable column order: fixed columns, variants, persona attributes sorted, fields.
 
-    Fields come in declared order (first extract block first); `_missing` is last.
+    Fields come in declared order (first extract block first); `_missing` follows,
+    then `_quality` when the rows have it.
     Columns are the union over all rows, so rows from different extract blocks or
     with different persona attributes share one table.
     """
@@ -141,10 +144,11 @@ def result_columns(rows: Iterable[Mapping[str, Any]], fields: list[FieldPlan]) -
         variants.insert(0, "variant")
     persona = sorted(key for key in present if key.startswith(PERSONA_PREFIX))
     fixed = [*FIXED_COLUMNS, *([REPLICATE_COLUMN] if REPLICATE_COLUMN in present else [])]
-    known = {*fixed, *variants, *persona, *field_names, MISSING_COLUMN}
+    quality = [QUALITY_COLUMN] if QUALITY_COLUMN in present else []
+    known = {*fixed, *variants, *persona, *field_names, MISSING_COLUMN, *quality}
     # Anything else (a future engine's extra column) goes before the fields, sorted.
     extra = sorted(present - known)
-    return [*fixed, *variants, *persona, *extra, *field_names, MISSING_COLUMN]
+    return [*fixed, *variants, *persona, *extra, *field_names, MISSING_COLUMN, *quality]
 
 
 def _is_scalar(value: Any) -> bool:

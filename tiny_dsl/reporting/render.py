@@ -100,6 +100,8 @@ def render_markdown(view: ReportView) -> str:
         lines += ["## Extracted fields", "", md_table(view.coverage), ""]
         for ranking in view.rankings:
             lines += [md_table(ranking), ""]
+    if view.quality:
+        lines += ["## Quality of answers", "", view.quality.caption, "", md_table(view.quality), ""]
     if view.balance:
         lines += ["## Assignment", ""]
         for table in view.balance:

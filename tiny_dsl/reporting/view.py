@@ -37,6 +37,7 @@ from tiny_dsl.analysis.stats import ALPHA
 from tiny_dsl.analysis.validate import SD_RATIO_WARNING
 from tiny_dsl.reporting import charts
 from tiny_dsl.reporting.rundir import RunData
+from tiny_dsl.rundir import QualityCounts
 
 # Persona attributes shown in the population table, in this order when present;
 # the rest are in each agent's section.
@@ -145,6 +146,8 @@ class ReportView:
     distributions: list[Block] = field(default_factory=list)
     # Each `validate`: both distributions overlaid, the metrics, a too-narrow spread.
     validations: list[Block] = field(default_factory=list)
+    # Per step with turns or answers: what the answer-quality checks flagged.
+    quality: Table | None = None
 
 
 def anchor(agent: str) -> str:
@@ -239,6 +242,15 @@ def _overview(run: RunData) -> Table:
         add("Finished", manifest.finished)
         add("Duration", f"{manifest.duration_s:.1f} s")
         add("Model calls", f"{manifest.model_calls} ({manifest.cache_hits} from cache)")
+        if manifest.external_calls or manifest.external_cache_hits:
+            add(
+                "External calls",
+                f"{manifest.external_calls} to systems under test "
+                f"({manifest.external_cache_hits} from the record)",
+            )
+        quality = manifest.quality
+        if quality.turns or quality.answers:
+            add("Quality of answers", _quality_cell(quality).text)
         add("Tokens", f"{manifest.input_tokens} in, {manifest.output_tokens} out")
         add("Cost", f"{manifest.cost_usd:.4f} USD")
     # Distinct agents: an agent has a row per world and per replicate.
@@ -892,6 +904,7 @@ def _steps(run: RunData) -> Table | None:
         return None
     kinds = {str(item.get("id")): str(item.get("kind", "")) for item in plan_steps}
     rows: list[list[Cell | str]] = []
+    checked = any(record.quality for record in status.values())
     for step_id in ids:
         done = status.get(step_id)
         state = done.status if done else "not run"
@@ -901,9 +914,40 @@ def _steps(run: RunData) -> Table | None:
                 kinds.get(step_id, ""),
                 Cell(state, tone="fail" if state == "failed" else ""),
                 f"{done.seconds:.1f}" if done else "",
+                *([_quality_cell(done.quality if done else None)] if checked else []),
             ]
         )
-    return table(["Step", "Kind", "Status", "Seconds"], rows, numeric=(3,))
+    headers = ["Step", "Kind", "Status", "Seconds", *(["Quality of answers"] if checked else [])]
+    return table(headers, rows, numeric=(3,))
+
+
+def _quality(run: RunData) -> Table | None:
+    """The steps whose turns or answers were checked, and what was flagged."""
+    records = [r for r in run.manifest.steps if r.quality] if run.manifest else []
+    if not records:
+        return None
+    rows = [[record.id, _quality_cell(record.quality)] for record in records]
+    return table(
+        ["Step", "Flagged"],
+        rows,
+        caption="Turns that said nothing, said back what they heard, said a placeholder or "
+        "repeated the turn before, and extracted answers that are blank or placeholders.",
+    )
+
+
+def _quality_cell(counts: QualityCounts | None) -> Cell:
+    """`2 of 6 turns flagged (echo 2)`: the step's answer-quality checks (warn if any)."""
+    if counts is None:
+        return Cell("")
+    parts = []
+    if counts.turns:
+        parts.append(f"{counts.turns_flagged} of {counts.turns} turns flagged")
+    if counts.answers:
+        parts.append(f"{counts.answers_flagged} of {counts.answers} answers flagged")
+    text = "; ".join(parts)
+    if counts.flags:
+        text += " (" + ", ".join(f"{flag} {n}" for flag, n in sorted(counts.flags.items())) + ")"
+    return Cell(text, tone="warn" if counts.flags else "")
 
 
 def _entry(record: dict[str, Any]) -> Entry:
@@ -995,6 +1039,7 @@ def build_view(run: RunData) -> ReportView:
         balance=_balance(run),
         population=_population(run),
         steps=_steps(run),
+        quality=_quality(run),
         world_summaries=_world_summaries(run),
     )
     analysis = run.analysis

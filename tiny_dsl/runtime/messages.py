@@ -57,8 +57,10 @@ MESSAGE_COLUMNS = (
     "kind",
     "target",
     "target_name",
+    "quality",
     "text",
 )
+_TAIL = ("kind", "target", "target_name", "quality", "text")
 
 
 @dataclass
@@ -70,8 +72,11 @@ def message_rows(
     plan: Plan,
     transcript: Sequence[TranscriptEvent],
     personas: Mapping[str, Mapping[str, Any]],
+    flags: Mapping[int, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows of `messages.jsonl`/`.csv`, in the order things were said."""
+    """The rows of `messages.jsonl`/`.csv`, in the order things were said; `quality`
+    holds the flags of the utterance's turn (`runtime.quality`), comma-separated."""
+    flags = flags or {}
     agents = {agent.id: agent for agent in plan.agents}
     worlds = {world.name: world for world in plan.worlds}
     clocks: dict[tuple[str | None, str | None], _Clock] = {}
@@ -107,6 +112,7 @@ def message_rows(
             kind=UTTERANCE_TYPES[event.type],
             target=event.target,
             target_name=event.target_name,
+            quality=",".join(flags.get(event.seq, ())),
             text=event.content,
         )
         rows.append(row)
@@ -132,8 +138,8 @@ def messages_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """CSV with the fixed columns first, then arms and attributes (sorted), then the text."""
     present = {key for row in rows for key in row}
     middle = sorted(present - set(MESSAGE_COLUMNS))
-    head = [c for c in MESSAGE_COLUMNS if c not in ("kind", "target", "target_name", "text")]
-    columns = [*head, *middle, "kind", "target", "target_name", "text"]
+    head = [c for c in MESSAGE_COLUMNS if c not in _TAIL]
+    columns = [*head, *middle, *_TAIL]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

@@ -240,11 +240,13 @@ def write_messages(
     plan: Plan,
     transcript: Sequence[TranscriptEvent],
     personas: Mapping[str, Mapping[str, Any]],
+    flags: Mapping[int, Sequence[str]] | None = None,
 ) -> list[str]:
-    """`messages.jsonl` and `messages.csv` when `output.formats` asks for `messages`."""
+    """`messages.jsonl` and `messages.csv` when `output.formats` asks for `messages`;
+    `flags` are the quality flags of the transcript's events, by seq."""
     if "messages" not in plan.output.formats:
         return []
-    rows = message_rows(plan, transcript, personas)
+    rows = message_rows(plan, transcript, personas, flags)
     write_bytes_atomic(run_dir / MESSAGES_JSONL, messages_jsonl(rows).encode("utf-8"))
     write_bytes_atomic(run_dir / MESSAGES_CSV, messages_csv(rows).encode("utf-8"))
     return [MESSAGES_JSONL, MESSAGES_CSV]

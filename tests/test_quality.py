@@ -1,0 +1,147 @@
+"""Answer-quality checks: the flags themselves, and where a run reports them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_external_agents import ENGINES
+from tests.test_tinytroupe_engine import HashProvider
+from tiny_dsl.plan.model import FieldPlan
+from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
+from tiny_dsl.runtime.quality import answer_flags, turn_flags
+from tiny_dsl.session import RunOptions, Session
+
+
+@pytest.mark.parametrize(
+    ("said", "heard", "previous", "flags"),
+    [
+        ([], ["Hello"], None, ["empty"]),
+        (["   "], [], None, ["empty"]),
+        (["I would buy it, the price is fair."], ["Would you buy it?"], None, []),
+        # Said back, with a framing of its own: still mostly what it heard.
+        (
+            ["You set yourself a goal: BREAKING: The Fed raises interest rates."],
+            ["BREAKING: The Fed raises interest rates. Ask the assistant what to do."],
+            None,
+            ["echo"],
+        ),
+        (["Welcome to the panel!"], ["Welcome to the panel, everyone."], None, ["echo"]),
+        (["short text"], [], None, ["placeholder"]),
+        (["<your message here>"], [], None, ["placeholder"]),
+        (["I like it."], [], "I like it!", ["repeat"]),
+        (["I like it."], [], "The colour is odd.", []),
+    ],
+)
+def test_turn_flags(
+    said: list[str], heard: list[str], previous: str | None, flags: list[str]
+) -> None:
+    assert turn_flags(said, heard, previous) == flags
+
+
+def test_answer_flags_cover_text_and_lists_only() -> None:
+    post = FieldPlan(name="post", kind="text", description="A short social media post")
+    assert answer_flags("", post) == ["empty"]
+    assert answer_flags("short text", post) == ["placeholder"]
+    assert answer_flags("A short social media post", post) == ["placeholder"]
+    assert answer_flags("Rates up again, I'm holding.", post) == []
+    assert answer_flags(None, post) == []  # missing, counted as missing
+    ideas = FieldPlan(name="ideas", kind="list")
+    assert answer_flags(["", " "], ideas) == ["empty"]
+    assert answer_flags(["...", "a real idea"], ideas) == ["placeholder"]
+    score = FieldPlan(name="score", kind="int", low=1, high=5)
+    assert answer_flags(3, score) == []
+
+
+SCENARIO = """\
+scenario weak_answers {
+  title "Weak answers"
+  seed 2
+}
+
+persona ann {
+  name "Ann Lee"
+  age 30
+  occupation "Nurse"
+}
+
+persona bob {
+  name "Bob Stone"
+  age 40
+  occupation "Baker"
+}
+
+timeline {
+  tell ann, bob "What do you think of the new phone?"
+  tell ann, bob "And of its price?"
+}
+
+extract from ann, bob {
+  opinion text "The person's opinion of the phone"
+}
+
+output {
+  formats [json, messages, md]
+}
+"""
+
+
+class PlaceholderProvider(HashProvider):
+    """Every turn says the schema's placeholder; every extracted text is one too."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        response = await super().complete(request)
+        properties = (request.json_schema or {}).get("properties", {})
+        if "actions" in properties:  # an agent's turn, on either engine
+            data: dict[str, Any] = dict(response.data)
+            action = dict(data["actions"][0]) if data["actions"] else {}
+            action.update(type="TALK", content="short text")
+            data["actions"] = [action]
+        elif request.schema_name == "extraction":
+            data = {**response.data, "opinion": "short text"}
+        else:
+            return response
+        return dataclasses.replace(response, data=data, text=json.dumps(data))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_flags_are_counted_per_step_and_marked_in_results_messages_and_report(
+    tmp_path: Path, engine: str
+) -> None:
+    path = tmp_path / "weak.tts"
+    path.write_text(SCENARIO, encoding="utf-8")
+    session = Session(
+        root=tmp_path,
+        state_dir=tmp_path / ".tts",
+        provider_factory=lambda plan, options: PlaceholderProvider(),
+    )
+    options = RunOptions(engine=engine, quiet=True, output_dir=tmp_path / "outputs")
+    outcome = session.run(path, options)
+    assert outcome.exit_code == 0, outcome.diagnostics
+    manifest, run_dir = outcome.manifest, outcome.run_dir
+    assert manifest is not None and run_dir is not None
+    first, second, extract = (record.quality for record in manifest.steps)
+    assert first is not None and second is not None and extract is not None
+    assert (first.turns, first.turns_flagged, first.flags) == (2, 2, {"placeholder": 2})
+    # The second turn says the same again: a repeat too. TinyTroupe refuses an action
+    # that repeats the last one, so there the turn ends having said nothing.
+    repeated = {"placeholder": 2, "repeat": 2} if engine == "builtin" else {"empty": 2}
+    assert (second.turns, second.flags) == (2, repeated)
+    assert (extract.answers, extract.answers_flagged, extract.flags) == (2, 2, {"placeholder": 2})
+    assert manifest.quality.turns == 4 and manifest.quality.answers == 2
+    rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    assert [row["_quality"] for row in rows] == [{"opinion": ["placeholder"]}] * 2
+    messages = [
+        json.loads(line)
+        for line in (run_dir / "messages.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    flags = ["placeholder"] * 2 + (["placeholder,repeat"] * 2 if engine == "builtin" else [])
+    assert [row["quality"] for row in messages] == flags
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    shown = ", ".join(f"{flag} {n}" for flag, n in sorted(repeated.items()))
+    assert f"2 of 2 turns flagged ({shown})" in report
+    assert "2 of 2 answers flagged (placeholder 2)" in report

@@ -1,0 +1,239 @@
+"""The quality of answers: every agent turn and every extracted answer, checked.
+
+A small or confused model produces answers that look like data and are not:
+nothing said, the text it was just told said back, a schema's placeholder, the
+same line again. These checks find them without a model, from the transcript
+and the result rows, the same way for both engines:
+
+* `empty`: a turn that says and thinks nothing (only DONE, or blank text); an
+  extracted text answer that is blank.
+* `echo`: a turn whose words are mostly what the agent heard since its previous
+  turn (the longest passage in common covers at least `ECHO_SHARE` of what it
+  said, or the two are near-identical).
+* `placeholder`: text that is a schema placeholder ("short text", "...",
+  "<your answer>"), or an extracted answer that only restates its field's name
+  or description.
+* `repeat`: a turn that says what the agent's previous turn said.
+
+A turn is an agent's consecutive actions with nothing perceived in between (one
+model call on either engine). An external agent's turns are its replies, and
+what it heard is what was said to it. Counts per step go to the manifest and
+the reports; flagged utterances and answers are marked in `messages` and in the
+results (`_quality`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiny_dsl.extraction.rows import QUALITY_COLUMN, REPLICATE_COLUMN
+from tiny_dsl.plan.model import ExtractStep, FieldPlan, Plan, replicate_of
+from tiny_dsl.runtime.engines.core import TranscriptEvent
+
+__all__ = [
+    "QUALITY_COLUMN",
+    "QUALITY_FLAGS",
+    "Assessment",
+    "StepQuality",
+    "answer_flags",
+    "assess_run",
+    "turn_flags",
+]
+
+QUALITY_FLAGS = ("empty", "echo", "placeholder", "repeat")
+# An echo: the longest passage shared with what was heard covers this much of the turn.
+ECHO_SHARE = 0.6
+ECHO_MIN_CHARS = 12
+NEAR_IDENTICAL = 0.9
+PLACEHOLDERS = frozenset(
+    {
+        "short text",
+        "text",
+        "string",
+        "content",
+        "your answer",
+        "your answer here",
+        "answer",
+        "lorem ipsum",
+        "placeholder",
+        "example",
+        "n a",
+        "tbd",
+        "todo",
+        "xxx",
+        "none",
+        "null",
+    }
+)
+_SPOKEN = ("TALK", "THINK")
+_WORDS = re.compile(r"[^\w]+")
+_BRACKETED = re.compile(r"^\s*(<[^<>]*>|\[[^\[\]]*\]|\{[^{}]*\}|\.{3,}|…+)\s*$")
+
+
+def _norm(text: str) -> str:
+    return _WORDS.sub(" ", text.casefold()).strip()
+
+
+def is_placeholder(text: str, own: Iterable[str] = ()) -> bool:
+    """A generic placeholder, or one of `own` (a field's name and description)."""
+    if _BRACKETED.match(text):
+        return True
+    words = _norm(text)
+    return words in PLACEHOLDERS or words in {_norm(item) for item in own if item}
+
+
+def is_echo(said: str, heard: str) -> bool:
+    """Whether `said` is mostly `heard` said back (see the module docstring)."""
+    mine, theirs = _norm(said), _norm(heard)
+    if len(mine) < ECHO_MIN_CHARS or not theirs:
+        return False
+    matcher = difflib.SequenceMatcher(None, mine, theirs, autojunk=False)
+    common = matcher.find_longest_match(0, len(mine), 0, len(theirs)).size
+    return common >= ECHO_SHARE * len(mine) or matcher.ratio() >= NEAR_IDENTICAL
+
+
+def is_repeat(said: str, previous: str | None) -> bool:
+    if previous is None:
+        return False
+    mine, before = _norm(said), _norm(previous)
+    if not mine or not before:
+        return False
+    return mine == before or difflib.SequenceMatcher(None, mine, before).ratio() >= NEAR_IDENTICAL
+
+
+def turn_flags(said: Sequence[str], heard: Sequence[str], previous: str | None) -> list[str]:
+    """The flags of one turn: `said` its TALK and THINK texts, `heard` what the agent
+    perceived since its previous turn, `previous` what that turn said."""
+    text = "\n".join(item for item in said if item.strip())
+    if not text:
+        return ["empty"]
+    flags = []
+    if any(is_echo(item, "\n".join(heard)) for item in said if item.strip()):
+        flags.append("echo")
+    if any(is_placeholder(item) for item in said if item.strip()):
+        flags.append("placeholder")
+    if is_repeat(text, previous):
+        flags.append("repeat")
+    return flags
+
+
+def answer_flags(value: Any, spec: FieldPlan) -> list[str]:
+    """The flags of one extracted answer (text and list fields; others are typed)."""
+    own = (spec.name.replace("_", " "), spec.description)
+    if spec.kind == "text":
+        if value is None:
+            return []  # missing: counted as missing, not as an answer
+        text = str(value)
+        if not text.strip():
+            return ["empty"]
+        return ["placeholder"] if is_placeholder(text, own) else []
+    if spec.kind == "list" and isinstance(value, list):
+        items = [str(item) for item in value]
+        if not any(item.strip() for item in items):
+            return ["empty"]
+        return ["placeholder"] if any(is_placeholder(item, own) for item in items) else []
+    return []
+
+
+@dataclass
+class StepQuality:
+    """What was checked in one step, and what was flagged, by flag."""
+
+    turns: int = 0
+    turns_flagged: int = 0
+    answers: int = 0
+    answers_flagged: int = 0
+    flags: dict[str, int] = field(default_factory=dict)
+
+    def count(self, flags: Sequence[str], *, turn: bool) -> None:
+        if turn:
+            self.turns += 1
+            self.turns_flagged += bool(flags)
+        else:
+            self.answers += 1
+            self.answers_flagged += bool(flags)
+        for flag in flags:
+            self.flags[flag] = self.flags.get(flag, 0) + 1
+
+
+@dataclass
+class Assessment:
+    """The checks of a run: counts per step id, and flags per event seq (every action
+    of a flagged turn) and per result row (field -> flags)."""
+
+    steps: dict[str, StepQuality] = field(default_factory=dict)
+    events: dict[int, list[str]] = field(default_factory=dict)
+    rows: list[dict[str, list[str]]] = field(default_factory=list)
+
+    def total(self) -> StepQuality:
+        total = StepQuality()
+        for step in self.steps.values():
+            total.turns += step.turns
+            total.turns_flagged += step.turns_flagged
+            total.answers += step.answers
+            total.answers_flagged += step.answers_flagged
+            for flag, count in step.flags.items():
+                total.flags[flag] = total.flags.get(flag, 0) + count
+        return total
+
+
+def assess_run(
+    plan: Plan, transcript: Sequence[TranscriptEvent], rows: Sequence[Mapping[str, Any]]
+) -> Assessment:
+    """Check every turn of the transcript and every extracted answer of `rows`."""
+    assessment = Assessment()
+    externals = {agent.name for agent in plan.external_agents}
+    heard: dict[str, list[str]] = {}  # agent -> perceived since its last turn
+    previous: dict[str, str] = {}  # agent -> what its last turn said
+    turn: list[TranscriptEvent] = []
+
+    def close_turn() -> None:
+        if not turn:
+            return
+        agent, step = turn[0].agent, turn[0].step
+        said = [e.content for e in turn if e.type in _SPOKEN]
+        flags = turn_flags(said, heard.pop(agent, []), previous.get(agent))
+        assessment.steps.setdefault(step, StepQuality()).count(flags, turn=True)
+        if flags:
+            for event in turn:
+                assessment.events[event.seq] = flags
+        previous[agent] = "\n".join(s for s in said if s.strip())
+        turn.clear()
+
+    for event in sorted(transcript, key=lambda item: item.seq):
+        if event.kind == "action":
+            if turn and (turn[0].agent != event.agent or turn[0].step != event.step):
+                close_turn()
+            turn.append(event)
+            if event.type == "TALK" and event.target in externals:
+                heard.setdefault(event.target, []).append(event.content)
+        else:
+            if turn and turn[0].agent == event.agent:
+                close_turn()
+            heard.setdefault(event.agent, []).append(event.content)
+    close_turn()
+
+    extracts = [step for step in plan.steps if isinstance(step, ExtractStep)]
+    for row in rows:
+        flagged: dict[str, list[str]] = {}
+        replicate = int(row.get(REPLICATE_COLUMN) or 1)
+        for step in extracts:
+            if (
+                step.world != row.get("world")
+                or replicate_of(step.id) != replicate
+                or row.get("agent") not in step.agents
+            ):
+                continue
+            for spec in step.fields:
+                if spec.name not in row or spec.kind not in ("text", "list"):
+                    continue
+                flags = answer_flags(row[spec.name], spec)
+                assessment.steps.setdefault(step.id, StepQuality()).count(flags, turn=False)
+                if flags:
+                    flagged[spec.name] = flags
+        assessment.rows.append(flagged)
+    return assessment
