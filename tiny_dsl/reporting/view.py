@@ -926,7 +926,9 @@ def _quality(run: RunData) -> Table | None:
     records = [r for r in run.manifest.steps if r.quality] if run.manifest else []
     if not records:
         return None
-    rows = [[record.id, _quality_cell(record.quality)] for record in records]
+    rows: list[list[Cell | str]] = [
+        [record.id, _quality_cell(record.quality)] for record in records
+    ]
     return table(
         ["Step", "Flagged"],
         rows,
