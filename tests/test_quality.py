@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_external_agents import ENGINES
+from tests.test_external_agents import ENGINES, _keep_only_the_record
 from tests.test_tinytroupe_engine import HashProvider
 from tiny_dsl.plan.model import FieldPlan
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
@@ -145,3 +146,64 @@ def test_flags_are_counted_per_step_and_marked_in_results_messages_and_report(
     shown = ", ".join(f"{flag} {n}" for flag, n in sorted(repeated.items()))
     assert f"2 of 2 turns flagged ({shown})" in report
     assert "2 of 2 answers flagged (placeholder 2)" in report
+
+
+class FirstTryPlaceholderProvider(HashProvider):
+    """Every turn's first answer is the schema's placeholder; asked again (the same
+    prompt under another seed), it answers properly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        response = await super().complete(request)
+        properties = (request.json_schema or {}).get("properties", {})
+        if "actions" not in properties:  # not an agent's turn (on either engine)
+            return response
+        prompt = json.dumps([[m.role, m.content] for m in request.messages])
+        if prompt in self.asked:
+            return response
+        self.asked.add(prompt)
+        data: dict[str, Any] = dict(response.data)
+        data["actions"] = [{**data["actions"][0], "type": "TALK", "content": "short text"}]
+        return dataclasses.replace(response, data=data, text=json.dumps(data))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_regenerate_asks_a_flagged_turn_again_with_another_seed(
+    tmp_path: Path, engine: str
+) -> None:
+    path = tmp_path / "weak.tts"
+    path.write_text(
+        SCENARIO.replace("  seed 2\n", "  seed 2\n  quality { regenerate 2 }\n"), encoding="utf-8"
+    )
+    provider = FirstTryPlaceholderProvider()
+    session = Session(
+        root=tmp_path, state_dir=tmp_path / ".tts", provider_factory=lambda plan, o: provider
+    )
+    options = RunOptions(engine=engine, quiet=True, output_dir=tmp_path / "outputs")
+    outcome = session.run(path, options)
+    assert outcome.exit_code == 0, outcome.diagnostics
+    manifest = outcome.manifest
+    assert manifest is not None
+    # Every placeholder was asked again, and none is left.
+    assert manifest.quality.flags.get("placeholder", 0) == 0
+    # A re-ask is the same prompt under a seed of its own.
+    seeds: dict[str, set[int]] = {}
+    for request in provider.requests:
+        prompt = json.dumps([[m.role, m.content] for m in request.messages])
+        seeds.setdefault(prompt, set()).add(request.seed)
+    asked_twice = [found for found in seeds.values() if len(found) > 1]
+    notes = [note for note in manifest.notes if "asked again" in note]
+    asked_again = sum(int(re.search(r"(\d+) flagged", note)[1]) for note in notes)
+    assert asked_again == len(asked_twice) >= 4  # at least the four `tell` turns
+    assert all(note.endswith("0 still flagged after the last attempt") for note in notes)
+    assert manifest.model_calls == len(provider.requests)
+    # Replayed from the record alone, re-asks included: the same results, no call.
+    _keep_only_the_record(tmp_path / ".tts")
+    replay = RunOptions(engine=engine, quiet=True, mode="replay", output_dir=tmp_path / "again")
+    again = session.run(path, replay)
+    assert again.exit_code == 0, again.diagnostics
+    assert again.manifest is not None and again.manifest.model_calls == 0
+    assert again.rows == outcome.rows

@@ -51,6 +51,9 @@ class Settings:
     # and where `replicates` is written (None: not written).
     replicates: int = 1
     replicates_span: Span | None = None
+    # `quality { regenerate N }`: a flagged turn is asked again, with another seed,
+    # up to N times (0: never).
+    regenerate: int = 0
 
 
 @dataclass(frozen=True)

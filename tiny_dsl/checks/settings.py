@@ -37,7 +37,10 @@ SCENARIO_FIELDS = (
     "max_calls",
     "engine",
     "replicates",
+    "quality",
 )
+QUALITY_FIELDS = ("regenerate",)
+MAX_REGENERATE = 5
 PROVIDERS = ("embedded", "openai", "azure", "openai-compatible")
 ENGINES: tuple[Literal["builtin", "tinytroupe"], ...] = ("builtin", "tinytroupe")
 DEFAULT_TEMPERATURE = 0.7
@@ -71,6 +74,7 @@ def check_scenario(
     engine_node = props.value("engine")
     engine = read_choice(ctx, "engine", engine_node, ENGINES) if engine_node is not None else None
     replicates = props.integer("replicates", 1, MAX_REPLICATES)
+    regenerate = read_quality(ctx, props)
     if seed_override is not None:
         seed = seed_override
     if ctx.error_count != errors:
@@ -93,7 +97,22 @@ def check_scenario(
         max_calls_span=_property_span(props, "max_calls"),
         replicates=replicates or 1,
         replicates_span=_property_span(props, "replicates"),
+        regenerate=regenerate or 0,
     )
+
+
+def read_quality(ctx: Context, props: Props) -> int | None:
+    """`quality { regenerate N }`: how many times a flagged turn is asked again."""
+    node = props.value("quality")
+    if node is None:
+        return None
+    if not isinstance(node, ast.Block):
+        check_wrong_type(ctx, "quality", node, "a block", "{ regenerate 2 }")
+        return None
+    where = props.entries["quality"].key.span
+    quality = Props(ctx, node, "`quality`", where, QUALITY_FIELDS)
+    quality.report_unknown()
+    return quality.integer("regenerate", 0, MAX_REGENERATE)
 
 
 def _property_span(props: Props, key: str) -> Span | None:

@@ -731,6 +731,7 @@ def _settings(program: Program) -> PlanSettings:
         max_calls=s.max_calls,
         engine=s.engine,
         replicates=s.replicates,
+        regenerate=s.regenerate,
     )
 
 

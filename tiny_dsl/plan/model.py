@@ -52,8 +52,11 @@ class PlanSettings(_Model):
     # (`hashing.base_hash`): replicate 1's steps are the same whatever N is, so
     # going from 1 to 2 replicates keeps replicate 1's checkpoints.
     replicates: int = 1
+    # `quality { regenerate N }`: a flagged turn is asked again up to N times. It changes
+    # answers, so it is hashed (but not at its default, which keeps earlier hashes).
+    regenerate: int = 0
 
-    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"replicates"})
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"replicates", "regenerate"})
 
 
 class AgentPlan(_Model):

@@ -40,6 +40,8 @@ from tiny_dsl.plan.model import (
 )
 
 WIDTH = 100
+# The steps whose calls are agent turns, which `quality { regenerate N }` may re-ask.
+_TURN_STEPS = frozenset({"ask", "run", "tell", "converse", "interview"})
 # How many categories of an attribute a segment summary names before "+N more".
 TOP_CATEGORIES = 3
 CACHED = "✓ cached"
@@ -448,6 +450,7 @@ class _View:
         lines = [self._title("total")]
         rows = [
             ["calls", self._calls()],
+            *self._re_asks(),
             *self._external_calls(),
             [
                 "tokens",
@@ -465,6 +468,20 @@ class _View:
             rows.append(["budget", self._budget(settings.budget_usd)])
         lines.extend(_table(rows))
         return "\n".join(lines)
+
+    def _re_asks(self) -> list[list[str]]:
+        """`quality { regenerate N }`: the most calls that re-asking flagged turns adds."""
+        times = self.plan.settings.regenerate
+        if not times:
+            return []
+        turns = sum(step.calls for step in self.plan.steps if step.kind in _TURN_STEPS)
+        return [
+            [
+                "re-asks",
+                f"up to {_plural(times * turns, 'more call')}: a flagged agent turn is asked "
+                f"again up to {times} {'time' if times == 1 else 'times'}",
+            ]
+        ]
 
     def _external_calls(self) -> list[list[str]]:
         calls = self.plan.estimate.external_calls

@@ -41,6 +41,7 @@ __all__ = [
     "StepQuality",
     "answer_flags",
     "assess_run",
+    "regenerate_note",
     "turn_flags",
 ]
 
@@ -119,6 +120,15 @@ def turn_flags(said: Sequence[str], heard: Sequence[str], previous: str | None) 
     if is_repeat(text, previous):
         flags.append("repeat")
     return flags
+
+
+def regenerate_note(asked_again: int, still_flagged: int) -> str:
+    """The run's note on `quality { regenerate N }`."""
+    turns = "turn was" if asked_again == 1 else "turns were"
+    return (
+        f"{asked_again} flagged agent {turns} asked again (quality regenerate); "
+        f"{still_flagged} still flagged after the last attempt"
+    )
 
 
 def answer_flags(value: Any, spec: FieldPlan) -> list[str]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Iterable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -24,7 +25,9 @@ from tiny_dsl.runtime.engines.core import (
     iso_time,
 )
 from tiny_dsl.runtime.engines.personas import unique_name, with_agent_model
+from tiny_dsl.runtime.engines.prompts import derive_seed
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
+from tiny_dsl.runtime.quality import regenerate_note, turn_flags
 
 __all__ = ["ActingClient", "BuiltinSimulation", "answer_data", "gather_in_order"]
 
@@ -56,6 +59,9 @@ class BuiltinSimulation(EngineCore):
         # Member -> its values of its population's `vary` dimensions, once proposed.
         self._varied: dict[str, dict[str, str]] = {}
         self._notes_to_take: list[str] = []
+        # Turns asked again under `quality { regenerate N }`, and turns still flagged after.
+        self._regenerated = 0
+        self._still_flagged = 0
 
     async def setup(self, plan: Plan) -> None:
         self._plan = plan
@@ -95,8 +101,11 @@ class BuiltinSimulation(EngineCore):
 
     def take_notes(self) -> list[str]:
         # Its prompts are built to fit the model's context: nothing is ever limited;
-        # the notes are those of `vary` proposals repaired.
+        # the notes are those of `vary` proposals repaired, and of turns asked again.
         notes, self._notes_to_take = self._notes_to_take, []
+        if self._regenerated:
+            notes.append(regenerate_note(self._regenerated, self._still_flagged))
+            self._regenerated = self._still_flagged = 0
         return notes
 
     def dump_state(self) -> dict[str, Any]:
@@ -163,15 +172,45 @@ class BuiltinSimulation(EngineCore):
         step_id: str,
         call: int = 0,
     ) -> list[Action]:
+        plan = self._require_plan()
         context = self._contexts.get(world.name) if world else None
-        request = turn_request(self._require_plan(), agent, world, others, step_id, call, context)
-        response = await self._client.complete(
-            with_agent_model(request, self._agent_plans[agent.id])
+        request = with_agent_model(
+            turn_request(plan, agent, world, others, step_id, call, context),
+            self._agent_plans[agent.id],
         )
-        actions, state = parse_turn(answer_data(response))
+        actions, state = parse_turn(answer_data(await self._client.complete(request)))
+        # `quality { regenerate N }`: a flagged turn is asked again, each time with a
+        # seed of its own (so the re-asks are as reproducible as the first answer).
+        for attempt in range(1, plan.settings.regenerate + 1):
+            if not self._flags(agent, actions):
+                break
+            self._regenerated += 1
+            again = dataclasses.replace(
+                request, seed=derive_seed(request.seed, "regenerate", attempt)
+            )
+            actions, state = parse_turn(answer_data(await self._client.complete(again)))
+        if plan.settings.regenerate and self._flags(agent, actions):
+            self._still_flagged += 1
         if any(state.values()):
             agent.cognitive_state = state
         return actions
+
+    @staticmethod
+    def _flags(agent: Agent, actions: list[Action]) -> list[str]:
+        """The quality flags of a turn about to be recorded (`runtime.quality`): what the
+        agent heard since its last turn, and what that turn said, are in its memory."""
+        heard: list[str] = []
+        previous: list[str] = []
+        for event in reversed(agent.memory):
+            if event.kind == "action":
+                if event.type in ("TALK", "THINK"):
+                    previous.insert(0, event.content)
+                continue
+            if previous:
+                break
+            heard.insert(0, event.content)
+        said = [a.content for a in actions if a.type in ("TALK", "THINK")]
+        return turn_flags(said, heard, "\n".join(previous) or None)
 
     def _remember(self, event: TranscriptEvent) -> TranscriptEvent:
         self._agents[event.agent].memory.append(event)

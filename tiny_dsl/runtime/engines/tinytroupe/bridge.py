@@ -44,6 +44,7 @@ import collections
 import concurrent.futures
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import threading
@@ -61,6 +62,7 @@ from tiny_dsl.runtime.engines.turns import (
     TARGET_MAX_CHARS,
 )
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message
+from tiny_dsl.runtime.quality import turn_flags
 
 __all__ = [
     "ACTION_TYPES",
@@ -200,6 +202,9 @@ class _Session:
     agents: Mapping[str, AgentSettings]
     # Agent turns given shorter answer limits to fit the context, by limits.
     shortened: collections.Counter[AnswerLimits] = field(default_factory=collections.Counter)
+    # `quality { regenerate N }`, and the actions asked again / still flagged after it.
+    regenerate: int = 0
+    regenerated: collections.Counter[str] = field(default_factory=collections.Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -224,16 +229,21 @@ class TinyDslClient:
         seed: int,
         temperature: float,
         agents: Mapping[str, AgentSettings] | None = None,
-    ) -> Iterator[collections.Counter[AnswerLimits]]:
+        regenerate: int = 0,
+    ) -> Iterator[_Session]:
         """Route calls to `client` on `loop` inside the `with` body.
 
-        `agents`: the agents with their own model or temperature, by id. Yields
-        the count of agent turns that got shorter answer limits to fit the
-        model's context, by limits; final once the body is done.
+        `agents`: the agents with their own model or temperature, by id;
+        `regenerate`: how many times a flagged action is asked again. Yields the
+        session, whose counters (`shortened`: agent turns that got shorter answer
+        limits to fit the model's context, by limits; `regenerated`) are final
+        once the body is done.
         """
-        self._session = _Session(client, loop, seed, temperature, dict(agents or {}))
+        self._session = _Session(
+            client, loop, seed, temperature, dict(agents or {}), regenerate=regenerate
+        )
         try:
-            yield self._session.shortened
+            yield self._session
         finally:
             self._session = None
 
@@ -266,6 +276,8 @@ class TinyDslClient:
             )
         request = self._request(session, current_messages, temperature, response_format)
         response = self._await(session, functools.partial(session.client.complete, request))
+        if session.regenerate and _is_action(request):
+            response = self._regenerate(session, request, response)
         if request.json_schema is None:
             return {"role": "assistant", "content": response.text}
         if enable_pydantic_model_return and _is_model_class(response_format):
@@ -294,6 +306,27 @@ class TinyDslClient:
         )
 
     # -- internals ------------------------------------------------------------------
+
+    def _regenerate(
+        self, session: _Session, request: ChatRequest, response: ChatResponse
+    ) -> ChatResponse:
+        """`quality { regenerate N }`: while the action is flagged (`runtime.quality`),
+        ask again with a seed of its own, up to N times. TinyTroupe asks for one action
+        per call and refuses repeats itself, so an action is checked for being empty,
+        a placeholder, or an echo of what was said to the agent since its last action."""
+        for attempt in range(1, session.regenerate + 1):
+            if not _action_flags(request, response):
+                return response
+            with session.lock:
+                session.regenerated["asked again"] += 1
+            again = dataclasses.replace(
+                request, seed=derive_seed(request.seed, "regenerate", attempt)
+            )
+            response = self._await(session, functools.partial(session.client.complete, again))
+        if _action_flags(request, response):
+            with session.lock:
+                session.regenerated["still flagged"] += 1
+        return response
 
     def _request(
         self,
@@ -393,6 +426,33 @@ class TinyDslClient:
                     raise RuntimeError(
                         "the event loop running this simulation stopped during a model call"
                     ) from None
+
+
+def _is_action(request: ChatRequest) -> bool:
+    """Whether a request is an agent's turn (TinyTroupe's `CognitiveActionsModel`, which
+    holds a list of `actions` or, in earlier versions, one `action`)."""
+    properties = (request.json_schema or {}).get("properties", {})
+    return "actions" in properties or "action" in properties
+
+
+def _action_flags(request: ChatRequest, response: ChatResponse) -> list[str]:
+    """The quality flags of one TinyTroupe turn: heard is every user message since the
+    agent's last assistant message (what was said to it since it last acted). One
+    `action` of a turn asked action by action may be DONE: that is not flagged."""
+    data = response.data if isinstance(response.data, dict) else {}
+    found = data.get("actions", [data.get("action")])
+    actions = [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+    said = [str(a.get("content") or "") for a in actions if a.get("type") in ("TALK", "THINK")]
+    if not said and "action" in data:
+        return []
+    heard: list[str] = []
+    for message in reversed(request.messages):
+        if message.role == "assistant":
+            break
+        if message.role == "user":
+            heard.insert(0, message.content)
+    # TinyTroupe refuses a repeated action itself.
+    return [flag for flag in turn_flags(said, heard, None) if flag != "repeat"]
 
 
 def _text(content: Any) -> str:

@@ -36,6 +36,7 @@ from tiny_dsl.runtime.engines.tinytroupe.bridge import (
 )
 from tiny_dsl.runtime.engines.tinytroupe.layout import Layout
 from tiny_dsl.runtime.engines.tinytroupe.loader import API_TYPE, TinyTroupe
+from tiny_dsl.runtime.quality import regenerate_note
 
 __all__ = ["TinyTroupeSession", "install_bridge", "mergeable", "persona_of"]
 
@@ -129,7 +130,8 @@ class TinyTroupeSession(EngineCore):
                 seed=plan.settings.seed,
                 temperature=plan.settings.temperature,
                 agents=self._agent_settings,
-            ) as shortened,
+                regenerate=plan.settings.regenerate,
+            ) as calls,
         ):
             if self._pending_state is not None:
                 state, self._pending_state = self._pending_state, None
@@ -138,8 +140,14 @@ class TinyTroupeSession(EngineCore):
         self._notes_to_take.extend(
             f"{turns} agent turn{'' if turns == 1 else 's'} allowed {limits} "
             f"instead of {FULL_ANSWER}, to fit the model's context window"
-            for limits, turns in sorted(shortened.items(), reverse=True)
+            for limits, turns in sorted(calls.shortened.items(), reverse=True)
         )
+        if calls.regenerated["asked again"]:
+            self._notes_to_take.append(
+                regenerate_note(
+                    calls.regenerated["asked again"], calls.regenerated["still flagged"]
+                )
+            )
         return result
 
     @contextlib.contextmanager
