@@ -404,7 +404,7 @@ def explain(code: str) -> None:
     "--format",
     "formats",
     multiple=True,
-    type=click.Choice(["html", "md"]),
+    type=click.Choice(["html", "md", "pdf"]),
     help="Which reports to write (default: those the scenario's output block names, else both).",
 )
 def report(run_dir: Path, formats: tuple[str, ...]) -> None:

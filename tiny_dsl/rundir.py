@@ -50,6 +50,7 @@ MESSAGES_CSV = "messages.csv"
 PERSONAS_DIR = "personas"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
+REPORT_PDF = "report.pdf"
 LATEST = "latest"
 
 StepStatus = Literal["executed", "restored", "skipped", "failed", "not_run"]

@@ -48,7 +48,7 @@ DEFAULT_CONCURRENCY = 8
 MAX_REPLICATES = 50
 MAX_CONCURRENCY = 256
 OUTPUT_FIELDS = ("formats", "dir")
-FORMATS = ("csv", "json", "jsonl", "html", "md", "messages")
+FORMATS = ("csv", "json", "jsonl", "html", "md", "messages", "pdf")
 DEFAULT_FORMATS = ("csv", "json")
 
 
