@@ -10,14 +10,13 @@ manifest reports model calls and external calls separately.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 from tiny_dsl.plan.model import Plan, Step
 from tiny_dsl.runtime.cache import LLMCache
 from tiny_dsl.runtime.client import ClientEvent, ClientStats, LLMClient, Mode
 from tiny_dsl.runtime.providers.base import ChatRequest, Message
-from tiny_dsl.runtime.providers.external import ExternalAgentProvider
+from tiny_dsl.runtime.providers.external import ENV_PLACEHOLDER, ExternalAgentProvider
 
 __all__ = [
     "MAX_EXTERNAL_ATTEMPTS",
@@ -27,7 +26,6 @@ __all__ = [
     "session_id",
 ]
 
-_ENV = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # A bot that fails three times in a row is down, or broken for this conversation:
 # the step fails at its statement rather than waiting through six backoffs.
@@ -103,7 +101,7 @@ def external_env_vars(plan: Plan) -> list[str]:
     names: dict[str, None] = {}
     for agent in plan.external_agents:
         for text in (agent.url, agent.request or "", *agent.headers.values()):
-            names.update(dict.fromkeys(_ENV.findall(text)))
+            names.update(dict.fromkeys(ENV_PLACEHOLDER.findall(text)))
     return list(names)
 
 

@@ -37,12 +37,12 @@ from tiny_dsl.runtime.providers.base import (
     ProviderError,
 )
 
-__all__ = ["ExternalAgentProvider", "fill_request", "reply_at"]
+__all__ = ["ENV_PLACEHOLDER", "ExternalAgentProvider", "fill_request", "reply_at"]
 
 # 408/429/5xx: the bot may answer if asked again; any other error status will not.
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _QUOTED_CHARS = 300
-_ENV = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_PLACEHOLDER = re.compile(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _REQUEST_PLACEHOLDER = re.compile(r"\{(session|message|turn)\}")
 
 
@@ -114,7 +114,7 @@ class ExternalAgentProvider:
                 self._secrets.append(found)
             return found
 
-        return _ENV.sub(value, text)
+        return ENV_PLACEHOLDER.sub(value, text)
 
     async def _post(self, url: str, payload: Any, headers: Mapping[str, str]) -> Any:
         where = f"external agent `{self.agent.name}` at {self.agent.url}"
