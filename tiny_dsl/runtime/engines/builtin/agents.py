@@ -108,7 +108,17 @@ def turn_request(
     view, omitted = memory_view(
         agent.memory, me=agent.id, max_chars=MEMORY_CHARS, item_chars=MEMORY_ITEM_CHARS
     )
-    user = render_prompt("agent_turn.j2", name=agent.name, events=view, omitted=omitted)
+    # What the agent perceived since its last action is shown apart from older
+    # memories: it is what this turn answers, and a small model shown one undivided
+    # list tends to answer its first lines or say its last one back.
+    last_own = max((i for i, item in enumerate(view) if item["kind"] == "action"), default=-1)
+    user = render_prompt(
+        "agent_turn.j2",
+        name=agent.name,
+        earlier=view[: last_own + 1],
+        recent=view[last_own + 1 :],
+        omitted=omitted,
+    )
     return ChatRequest(
         messages=(Message("system", system), Message("user", user)),
         temperature=plan.settings.temperature,
