@@ -48,13 +48,7 @@ def measure(run_dir: Path) -> StepQuality:
     kinds = {step.id: step.kind for step in plan.steps}
     by_kind: dict[str, StepQuality] = {}
     for step_id, counts in assessment.steps.items():
-        into = by_kind.setdefault(kinds.get(step_id, "?"), StepQuality())
-        into.turns += counts.turns
-        into.turns_flagged += counts.turns_flagged
-        into.answers += counts.answers
-        into.answers_flagged += counts.answers_flagged
-        for flag, count in counts.flags.items():
-            into.flags[flag] = into.flags.get(flag, 0) + count
+        by_kind.setdefault(kinds.get(step_id, "?"), StepQuality()).add(counts)
     total = assessment.total()
     print(f"{plan.settings.scenario} ({run_dir})")
     for kind, counts in sorted(by_kind.items()):

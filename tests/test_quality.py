@@ -207,3 +207,68 @@ def test_regenerate_asks_a_flagged_turn_again_with_another_seed(
     assert again.exit_code == 0, again.diagnostics
     assert again.manifest is not None and again.manifest.model_calls == 0
     assert again.rows == outcome.rows
+
+
+class JudgingProvider(HashProvider):
+    """A turn of Ann's is judged not fluent (3); every other score is 8."""
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        response = await super().complete(request)
+        if request.schema_name != "turn_judgment":
+            return response
+        ann = "The person: Ann Lee." in request.messages[1].content
+        data = {
+            name: {"reason": "because", "score": 3 if ann and name == "fluency" else 8}
+            for name in request.json_schema["properties"]  # type: ignore[index]
+        }
+        return dataclasses.replace(response, data=data, text=json.dumps(data))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_judge_scores_every_turn_flags_low_ones_and_keeps_its_scores(
+    tmp_path: Path, engine: str
+) -> None:
+    path = tmp_path / "judged.tts"
+    judge = "  quality {\n    judge [persona_adherence, fluency]\n    threshold 5\n  }\n"
+    path.write_text(SCENARIO.replace("  seed 2\n", "  seed 2\n" + judge), encoding="utf-8")
+    provider = JudgingProvider()
+    session = Session(
+        root=tmp_path, state_dir=tmp_path / ".tts", provider_factory=lambda plan, o: provider
+    )
+    planned = session.plan(path, RunOptions(engine=engine))
+    assert planned.plan is not None
+    # One judge call per agent turn, counted in the step (4 turns: 2 tells x 2 people).
+    assert [step.judge_calls for step in planned.plan.steps] == [2, 2, 0]
+    options = RunOptions(engine=engine, quiet=True, output_dir=tmp_path / "outputs")
+    outcome = session.run(path, options)
+    assert outcome.exit_code == 0, outcome.diagnostics
+    manifest, run_dir = outcome.manifest, outcome.run_dir
+    assert manifest is not None and run_dir is not None
+    judged = [r for r in provider.requests if r.schema_name == "turn_judgment"]
+    assert len(judged) == 4
+    # The judge sees the persona, what the agent heard and its turn; it does not sample.
+    assert all(r.temperature == 0 for r in judged)
+    assert any("What do you think of the new phone?" in r.messages[1].content for r in judged)
+    first = manifest.steps[0].quality
+    assert first is not None and first.judged == 2
+    assert first.scores == {"persona_adherence": 8.0, "fluency": 5.5}
+    assert first.flags.get("low_fluency") == 1
+    assert manifest.quality.judged == 4 and manifest.quality.flags.get("low_fluency") == 2
+    messages = [
+        json.loads(line)
+        for line in (run_dir / "messages.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    by_speaker = {(row["name"], "low_fluency" in row["quality"]) for row in messages}
+    assert by_speaker == {("Ann Lee", True), ("Bob Stone", False)}
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "persona_adherence 8.0, fluency 5.5 (2 turns)" in report
+    # Run again: every step is restored from its checkpoint, scores included.
+    again = session.run(path, RunOptions(engine=engine, quiet=True, output_dir=tmp_path / "b"))
+    assert again.manifest is not None and again.manifest.model_calls == 0
+    assert again.manifest.quality == manifest.quality
+    # Replayed from the record alone: the judge's answers are in it too.
+    _keep_only_the_record(tmp_path / ".tts")
+    replay = RunOptions(engine=engine, quiet=True, mode="replay", output_dir=tmp_path / "c")
+    replayed = session.run(path, replay)
+    assert replayed.exit_code == 0, replayed.diagnostics
+    assert replayed.manifest is not None and replayed.manifest.quality == manifest.quality

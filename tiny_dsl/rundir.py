@@ -71,6 +71,9 @@ class QualityCounts(_Record):
     answers: int = 0
     answers_flagged: int = 0
     flags: dict[str, int] = Field(default_factory=dict)
+    # `quality { judge [...] }`: the turns the judge scored, and the mean score by criterion.
+    judged: int = 0
+    scores: dict[str, float] = Field(default_factory=dict)
 
 
 class StepRecord(_Record):

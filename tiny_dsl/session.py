@@ -100,7 +100,7 @@ from tiny_dsl.runtime.providers import (
     env_vars_used,
     make_provider,
 )
-from tiny_dsl.runtime.quality import QUALITY_COLUMN, Assessment, assess_run
+from tiny_dsl.runtime.quality import QUALITY_COLUMN, Assessment, StepQuality, assess_run
 from tiny_dsl.source import SourceFile, Span
 
 # Analysis and reporting import scipy, pandas and matplotlib: two to three seconds that
@@ -357,7 +357,7 @@ class Session:
         from tiny_dsl.analysis import analyze_plan
         from tiny_dsl.reporting import RunData
 
-        assessment = assess_run(plan, result.transcript, result.rows)
+        assessment = assess_run(plan, result.transcript, result.rows, result.judgments)
         for row, flagged in zip(result.rows, assessment.rows, strict=True):
             row[QUALITY_COLUMN] = flagged
         has_analysis = any(isinstance(step, AnalyzeStep) for step in plan.steps)
@@ -569,7 +569,9 @@ class Session:
             plan, client, partial, run_id, "failed", EXIT_RUN_FAILED, str(failure), env_vars, files
         )
         _count_external(manifest, externals)
-        _count_quality(manifest, assess_run(plan, partial.transcript, partial.rows))
+        _count_quality(
+            manifest, assess_run(plan, partial.transcript, partial.rows, partial.judgments)
+        )
         manifest.analysis = any(isinstance(step, AnalyzeStep) for step in plan.steps)
         write_manifest(run_dir, manifest)
         diagnostic, sources = _step_failure(failure, run_dir, bool(partial.restored))
@@ -830,8 +832,20 @@ def _count_quality(manifest: Manifest, assessment: Assessment) -> None:
     for record in manifest.steps:
         counted = assessment.steps.get(record.id)
         if counted is not None:
-            record.quality = QualityCounts(**dataclasses.asdict(counted))
-    manifest.quality = QualityCounts(**dataclasses.asdict(assessment.total()))
+            record.quality = _quality_counts(counted)
+    manifest.quality = _quality_counts(assessment.total())
+
+
+def _quality_counts(counted: StepQuality) -> QualityCounts:
+    return QualityCounts(
+        turns=counted.turns,
+        turns_flagged=counted.turns_flagged,
+        answers=counted.answers,
+        answers_flagged=counted.answers_flagged,
+        flags=counted.flags,
+        judged=counted.judged,
+        scores=counted.mean_scores(),
+    )
 
 
 def _count_external(manifest: Manifest, externals: ExternalAgents | None) -> None:

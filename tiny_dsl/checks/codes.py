@@ -88,6 +88,7 @@ MANY_ROUNDS = "W108"
 DUPLICATE_PERSONA_NAME = "W109"
 AGENT_FILE_FIELD_TYPE = "W110"
 TURNS_IN_SURVEY = "W120"
+UNUSED_SETTING = "W130"
 PARAM_LIKE_TEXT = "W170"
 
 # ------------------------------------------------------------------------ notes
@@ -546,6 +547,13 @@ register(
     nobody hears anybody, so the order of turns within a round changes
     nothing. Remove `turns`, or use `mode focus_group` if the agents should
     hear each other.""",
+)
+register(
+    UNUSED_SETTING,
+    "unused-setting",
+    """A setting that changes nothing where it is written: a `quality`
+    block's `threshold` without `judge` (nothing is scored), or a criterion
+    listed twice in `judge`. Remove it, or add what it needs.""",
 )
 register(
     NOT_FOR_LOADED_POPULATION,

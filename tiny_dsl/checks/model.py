@@ -27,6 +27,18 @@ TIMING_HOURS: dict[str, int] = {"morning": 9, "afternoon": 14, "evening": 19}
 
 
 @dataclass(frozen=True)
+class Quality:
+    """The scenario's `quality` block."""
+
+    # A flagged turn is asked again, with another seed, up to `regenerate` times (0: never).
+    regenerate: int = 0
+    # Model-judged criteria, scored 0-9 for every agent turn after the run (none: no judge);
+    # a turn scoring below `threshold` on one is flagged.
+    judge: tuple[str, ...] = ()
+    threshold: int = 7
+
+
+@dataclass(frozen=True)
 class Settings:
     """`scenario NAME { ... }` with defaults applied."""
 
@@ -51,9 +63,7 @@ class Settings:
     # and where `replicates` is written (None: not written).
     replicates: int = 1
     replicates_span: Span | None = None
-    # `quality { regenerate N }`: a flagged turn is asked again, with another seed,
-    # up to N times (0: never).
-    regenerate: int = 0
+    quality: Quality = field(default_factory=Quality)
 
 
 @dataclass(frozen=True)

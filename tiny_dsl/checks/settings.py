@@ -39,8 +39,14 @@ SCENARIO_FIELDS = (
     "replicates",
     "quality",
 )
-QUALITY_FIELDS = ("regenerate",)
+QUALITY_FIELDS = ("regenerate", "judge", "threshold")
 MAX_REGENERATE = 5
+# What `quality { judge [...] }` can score, as TinyTroupe's action quality checks do
+# (`runtime.judge` holds what each one asks the judge).
+JUDGE_CRITERIA = ("persona_adherence", "self_consistency", "fluency", "suitability")
+# Scores are 0 to 9; a turn scoring below the threshold on a criterion is flagged.
+JUDGE_SCORE_MAX = 9
+DEFAULT_JUDGE_THRESHOLD = 7
 PROVIDERS = ("embedded", "openai", "azure", "openai-compatible")
 ENGINES: tuple[Literal["builtin", "tinytroupe"], ...] = ("builtin", "tinytroupe")
 DEFAULT_TEMPERATURE = 0.7
@@ -74,7 +80,7 @@ def check_scenario(
     engine_node = props.value("engine")
     engine = read_choice(ctx, "engine", engine_node, ENGINES) if engine_node is not None else None
     replicates = props.integer("replicates", 1, MAX_REPLICATES)
-    regenerate = read_quality(ctx, props)
+    quality = read_quality(ctx, props)
     if seed_override is not None:
         seed = seed_override
     if ctx.error_count != errors:
@@ -97,22 +103,66 @@ def check_scenario(
         max_calls_span=_property_span(props, "max_calls"),
         replicates=replicates or 1,
         replicates_span=_property_span(props, "replicates"),
-        regenerate=regenerate or 0,
+        quality=quality,
     )
 
 
-def read_quality(ctx: Context, props: Props) -> int | None:
-    """`quality { regenerate N }`: how many times a flagged turn is asked again."""
+def read_quality(ctx: Context, props: Props) -> m.Quality:
+    """`quality { regenerate N; judge [criteria]; threshold T }`."""
     node = props.value("quality")
     if node is None:
-        return None
+        return m.Quality()
     if not isinstance(node, ast.Block):
         check_wrong_type(ctx, "quality", node, "a block", "{ regenerate 2 }")
-        return None
+        return m.Quality()
     where = props.entries["quality"].key.span
     quality = Props(ctx, node, "`quality`", where, QUALITY_FIELDS)
     quality.report_unknown()
-    return quality.integer("regenerate", 0, MAX_REGENERATE)
+    regenerate = quality.integer("regenerate", 0, MAX_REGENERATE)
+    judge = _read_judge(ctx, quality.value("judge"))
+    threshold = quality.integer("threshold", 0, JUDGE_SCORE_MAX)
+    if threshold is not None and not judge and "judge" not in quality.entries:
+        ctx.report(
+            diag.warning(
+                codes.UNUSED_SETTING,
+                "`threshold` has no effect without `judge`",
+                quality.entries["threshold"].span,
+                "nothing is judged",
+                help=[f"add `judge [{', '.join(JUDGE_CRITERIA)}]`, or remove `threshold`"],
+            )
+        )
+    return m.Quality(
+        regenerate=regenerate or 0,
+        judge=judge,
+        threshold=threshold if threshold is not None else DEFAULT_JUDGE_THRESHOLD,
+    )
+
+
+def _read_judge(ctx: Context, node: Node | None) -> tuple[str, ...]:
+    """`judge [persona_adherence, fluency]`: the criteria, each once, in the author's order."""
+    if node is None:
+        return ()
+    items = read_items(ctx, "judge", node, f"[{', '.join(JUDGE_CRITERIA)}]")
+    if items is None:
+        return ()
+    criteria: list[str] = []
+    for item in items:
+        criterion = read_choice(ctx, "judge", item, JUDGE_CRITERIA)
+        if criterion is None:
+            continue
+        if criterion in criteria:
+            ctx.report(
+                diag.warning(
+                    codes.UNUSED_SETTING,
+                    f"`{criterion}` is judged once; the repeat has no effect",
+                    item.span,
+                    "repeated",
+                    help=[f"remove the second `{criterion}`"],
+                )
+            )
+            continue
+        criteria.append(criterion)
+    return tuple(criteria)
 
 
 def _property_span(props: Props, key: str) -> Span | None:

@@ -583,7 +583,12 @@ class _Compiler:
             if name in self._externals_used()
         }
         estimates = estimate_steps(
-            [step for _, step in drafts], agents, worlds, populations_by_name, externals
+            [step for _, step in drafts],
+            agents,
+            worlds,
+            populations_by_name,
+            externals,
+            judge=settings.judge,
         )
         width = max(2, len(str(len(drafts))))
         digests = Digests(agents, worlds, interventions, populations_by_name, externals)
@@ -607,6 +612,7 @@ class _Compiler:
                         "input_tokens": estimate.input_tokens,
                         "output_tokens": estimate.output_tokens,
                         "external_calls": estimate.external_calls,
+                        "judge_calls": estimate.judge_calls,
                     }
                 )
             )
@@ -731,7 +737,9 @@ def _settings(program: Program) -> PlanSettings:
         max_calls=s.max_calls,
         engine=s.engine,
         replicates=s.replicates,
-        regenerate=s.regenerate,
+        regenerate=s.quality.regenerate,
+        judge=list(s.quality.judge),
+        judge_threshold=s.quality.threshold,
     )
 
 

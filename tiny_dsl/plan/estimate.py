@@ -33,6 +33,7 @@ from tiny_dsl.plan.codes import (
     RUN_OVER_BUDGET,
 )
 from tiny_dsl.plan.model import (
+    TURN_STEP_KINDS,
     AgentPlan,
     AnalyzeStep,
     AskStep,
@@ -70,6 +71,10 @@ GENERATE_PROMPT_TOKENS = 600
 ACT_OUTPUT_TOKENS = 150
 EXTRACT_OUTPUT_TOKENS = 120
 GENERATE_OUTPUT_TOKENS = 400
+# A judge call (`quality { judge }`): its instructions, and per criterion a reason and
+# a score; it also reads the persona, what the agent heard, its turn and the one before.
+JUDGE_PROMPT_TOKENS = 250
+JUDGE_CRITERION_TOKENS = 70
 # A `propose` call: its instructions, and each proposed value (a short phrase, quoted).
 PROPOSE_PROMPT_TOKENS = 150
 VARY_VALUE_TOKENS = 8
@@ -139,6 +144,7 @@ class StepEstimate:
     input_tokens: int
     output_tokens: int
     external_calls: int = 0  # to systems under test: neither tokens nor cost of ours
+    judge_calls: int = 0  # of `calls`: the judge's, one per agent turn
 
 
 class _Memory:
@@ -290,6 +296,20 @@ class _Estimator:
         output = sum(d.values * VARY_VALUE_TOKENS for d in step.dimensions) + 8
         return StepEstimate(1, prompt, output)
 
+    def judged(self, step: Step, estimate: StepEstimate, criteria: int) -> StepEstimate:
+        """`estimate` plus one judge call per agent turn of the step."""
+        turns = estimate.calls
+        agents = [a for a in getattr(step, "agents", []) if a not in self.externals]
+        persona = sum(self._persona(a) for a in agents) // len(agents) if agents else 0
+        prompt = JUDGE_PROMPT_TOKENS + persona + 3 * ACT_OUTPUT_TOKENS
+        return StepEstimate(
+            estimate.calls + turns,
+            estimate.input_tokens + turns * prompt,
+            estimate.output_tokens + turns * criteria * JUDGE_CRITERION_TOKENS,
+            external_calls=estimate.external_calls,
+            judge_calls=turns,
+        )
+
     def step(self, step: Step) -> StepEstimate:
         if isinstance(step, GenerateStep) and step.population is None:
             return self._generate_personas(step)
@@ -383,11 +403,19 @@ def estimate_steps(
     worlds: Mapping[str, WorldPlan],
     populations: Mapping[str, PopulationPlan],
     externals: Collection[str] = (),
+    judge: Sequence[str] = (),
 ) -> list[StepEstimate]:
     """Calls and tokens of each step, in order (memory carries from one step to the next);
-    `externals` are the names of the external agents."""
+    `externals` are the names of the external agents, `judge` the criteria of the
+    scenario's judge (each agent turn is then one more call)."""
     estimator = _Estimator(agents, worlds, populations, externals)
-    return [estimator.step(step) for step in steps]
+    estimates = [estimator.step(step) for step in steps]
+    if not judge:
+        return estimates
+    return [
+        estimator.judged(step, estimate, len(judge)) if step.kind in TURN_STEP_KINDS else estimate
+        for step, estimate in zip(steps, estimates, strict=True)
+    ]
 
 
 def cost(input_tokens: int, output_tokens: int, prices: tuple[float, float]) -> float:

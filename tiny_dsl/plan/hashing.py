@@ -52,11 +52,21 @@ from tiny_dsl.source import SourceFile
 
 # Bumped by the runtime whenever its prompts change, so that cached steps
 # produced with the old prompts are not reused.
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 
 # Step fields that do not change what a step does (see the module docstring).
 _UNHASHED = frozenset(
-    {"id", "origin", "hash", "calls", "input_tokens", "output_tokens", "external_calls", "of"}
+    {
+        "id",
+        "origin",
+        "hash",
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "external_calls",
+        "judge_calls",
+        "of",
+    }
 )
 
 

@@ -55,8 +55,15 @@ class PlanSettings(_Model):
     # `quality { regenerate N }`: a flagged turn is asked again up to N times. It changes
     # answers, so it is hashed (but not at its default, which keeps earlier hashes).
     regenerate: int = 0
+    # `quality { judge [...]; threshold T }`: the criteria the model scores 0-9 for every
+    # agent turn as its step ends, and the score below which a turn is flagged. Hashed
+    # (a step's checkpoint holds its scores) but not at their defaults.
+    judge: list[str] = Field(default_factory=list)
+    judge_threshold: int = 7
 
-    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset({"replicates", "regenerate"})
+    HASH_NEUTRAL: ClassVar[frozenset[str]] = frozenset(
+        {"replicates", "regenerate", "judge", "judge_threshold"}
+    )
 
 
 class AgentPlan(_Model):
@@ -249,6 +256,11 @@ class _Step(_Model):
     input_tokens: int = 0  # estimated
     output_tokens: int = 0  # estimated
     external_calls: int = 0  # calls to external agents (systems under test), apart
+    judge_calls: int = 0  # of `calls`: the judge's, one per agent turn (`quality { judge }`)
+
+
+# The steps whose calls are agent turns: what `quality` may re-ask and judge.
+TURN_STEP_KINDS = frozenset({"ask", "run", "tell", "converse", "interview"})
 
 
 class GenerateStep(_Step):

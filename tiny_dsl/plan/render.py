@@ -13,6 +13,7 @@ from typing import Any
 
 from tiny_dsl.plan.estimate import EMBEDDED_MODEL, budget_crossing, call_limit, usd
 from tiny_dsl.plan.model import (
+    TURN_STEP_KINDS,
     AgentPlan,
     AnalyzeStep,
     AskStep,
@@ -40,8 +41,6 @@ from tiny_dsl.plan.model import (
 )
 
 WIDTH = 100
-# The steps whose calls are agent turns, which `quality { regenerate N }` may re-ask.
-_TURN_STEPS = frozenset({"ask", "run", "tell", "converse", "interview"})
 # How many categories of an attribute a segment summary names before "+N more".
 TOP_CATEGORIES = 3
 CACHED = "✓ cached"
@@ -451,6 +450,7 @@ class _View:
         rows = [
             ["calls", self._calls()],
             *self._re_asks(),
+            *self._judge(),
             *self._external_calls(),
             [
                 "tokens",
@@ -474,12 +474,30 @@ class _View:
         times = self.plan.settings.regenerate
         if not times:
             return []
-        turns = sum(step.calls for step in self.plan.steps if step.kind in _TURN_STEPS)
+        turns = sum(
+            step.calls - step.judge_calls
+            for step in self.plan.steps
+            if step.kind in TURN_STEP_KINDS
+        )
         return [
             [
                 "re-asks",
                 f"up to {_plural(times * turns, 'more call')}: a flagged agent turn is asked "
                 f"again up to {times} {'time' if times == 1 else 'times'}",
+            ]
+        ]
+
+    def _judge(self) -> list[list[str]]:
+        """`quality { judge [...] }`: the judge's calls, included in the total."""
+        settings = self.plan.settings
+        if not settings.judge:
+            return []
+        calls = sum(step.judge_calls for step in self.plan.steps)
+        return [
+            [
+                "judge",
+                f"{_plural(calls, 'call')} of those: every agent turn scored on "
+                f"{', '.join(settings.judge)}; below {settings.judge_threshold} is flagged",
             ]
         ]
 

@@ -251,6 +251,8 @@ def _overview(run: RunData) -> Table:
         quality = manifest.quality
         if quality.turns or quality.answers:
             add("Quality of answers", _quality_cell(quality).text)
+        if quality.judged:
+            add("Judge's mean scores", _scores_cell(quality))
         add("Tokens", f"{manifest.input_tokens} in, {manifest.output_tokens} out")
         add("Cost", f"{manifest.cost_usd:.4f} USD")
     # Distinct agents: an agent has a row per world and per replicate.
@@ -926,15 +928,36 @@ def _quality(run: RunData) -> Table | None:
     records = [r for r in run.manifest.steps if r.quality] if run.manifest else []
     if not records:
         return None
+    judged = any(record.quality and record.quality.judged for record in records)
     rows: list[list[Cell | str]] = [
-        [record.id, _quality_cell(record.quality)] for record in records
+        [
+            record.id,
+            _quality_cell(record.quality),
+            *([_scores_cell(record.quality)] if judged else []),
+        ]
+        for record in records
     ]
-    return table(
-        ["Step", "Flagged"],
-        rows,
-        caption="Turns that said nothing, said back what they heard, said a placeholder or "
-        "repeated the turn before, and extracted answers that are blank or placeholders.",
+    caption = (
+        "Turns that said nothing, said back what they heard, said a placeholder or "
+        "repeated the turn before, and extracted answers that are blank or placeholders."
     )
+    settings = run.plan.get("settings") or {}
+    if judged:
+        caption += (
+            " The judge scored every agent turn from 0 to 9 (mean per criterion); a turn below "
+            f"{settings.get('judge_threshold', '?')} on a criterion is flagged low_<criterion>."
+        )
+    return table(
+        ["Step", "Flagged", *(["Judge's mean scores"] if judged else [])], rows, caption=caption
+    )
+
+
+def _scores_cell(counts: QualityCounts | None) -> str:
+    """`persona_adherence 6.5, fluency 7.0 (4 turns)`: the judge's mean scores."""
+    if counts is None or not counts.judged:
+        return ""
+    scores = ", ".join(f"{name} {score:.1f}" for name, score in counts.scores.items())
+    return f"{scores} ({counts.judged} {'turn' if counts.judged == 1 else 'turns'})"
 
 
 def _quality_cell(counts: QualityCounts | None) -> Cell:

@@ -66,6 +66,7 @@ from tiny_dsl.runtime.client import ClientStats
 from tiny_dsl.runtime.engines import make_engine
 from tiny_dsl.runtime.engines.core import Engine, TranscriptEvent, continued_state
 from tiny_dsl.runtime.external import ExternalAgents
+from tiny_dsl.runtime.judge import Judgments, judge_turns
 from tiny_dsl.runtime.outputs import step_label
 from tiny_dsl.runtime.progress import RunEvent, RunEventKind
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message, Provider
@@ -135,6 +136,8 @@ class RunResult:
     answered_by: list[tuple[str, str]]  # (provider, model) of every backend that answered
     # One record per `extract overall` step: {world, step, fields..., _missing}.
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    # The judge's scores of turns (`quality { judge [...] }`), by turn key.
+    judgments: Judgments = field(default_factory=dict)
 
     @property
     def executed(self) -> list[str]:
@@ -257,6 +260,7 @@ class _Run:
     transcript: list[TranscriptEvent] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    judgments: Judgments = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     records: list[StepRecord] = field(default_factory=list)
     # The engine state every replicate starts from, once known (see `_people_state`).
@@ -333,11 +337,16 @@ class _Run:
             self.engine.load_state(payload["engine_state"], transcript)
             rows = list(payload["rows"])
             summaries = list(payload.get("summaries", []))
+            # Checkpoints saved before the judge existed hold no judgments.
+            judgments = {
+                int(key): dict(scores) for key, scores in payload.get("judgments", {}).items()
+            }
         except (KeyError, TypeError, ValueError) as exc:
             self._warn(f"cannot restore checkpoint of step {payload.get('step_id')}: {exc}")
             await self.engine.setup(self.plan)
             return 0
         self.transcript, self.rows, self.summaries = transcript, rows, summaries
+        self.judgments = judgments
         for record in self.records[: restored.index + 1]:
             record.status = "restored"
         return restored.index + 1
@@ -360,6 +369,11 @@ class _Run:
             self.summaries.append(self._replicate(step, await self.engine.extract_overall(step)))
         else:
             self.transcript.extend(await self.engine.execute(step))
+            if self.plan.settings.judge:
+                personas = self.engine.personas()
+                self.judgments.update(
+                    await judge_turns(self.plan, self.transcript, step.id, personas, self.client)
+                )
         for note in self.engine.take_notes():
             self._warn(f"step {step.id}: {note}")
         record.status = "executed"
@@ -399,6 +413,7 @@ class _Run:
             "transcript": [event.to_json() for event in self.transcript],
             "rows": self.rows,
             "summaries": self.summaries,
+            "judgments": {str(key): scores for key, scores in self.judgments.items()},
         }
 
     def _measure(self, record: StepRecord, before: ClientStats, duration: float) -> None:
@@ -439,4 +454,5 @@ class _Run:
             stats=dataclasses.replace(self.client.stats),
             answered_by=sorted(self.client.answered_by),
             summaries=self.summaries,
+            judgments=self.judgments,
         )

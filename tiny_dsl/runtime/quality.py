@@ -14,6 +14,8 @@ and the result rows, the same way for both engines:
   "<your answer>"), or an extracted answer that only restates its field's name
   or description.
 * `repeat`: a turn that says what the agent's previous turn said.
+* `low_<criterion>` (`quality { judge [...] }`): the judge scored the turn below
+  the threshold on that criterion (`runtime.judge`).
 
 A turn is an agent's consecutive actions with nothing perceived in between (one
 model call on either engine). An external agent's turns are its replies, and
@@ -39,9 +41,11 @@ __all__ = [
     "QUALITY_FLAGS",
     "Assessment",
     "StepQuality",
+    "Turn",
     "answer_flags",
     "assess_run",
     "regenerate_note",
+    "transcript_turns",
     "turn_flags",
 ]
 
@@ -158,6 +162,29 @@ class StepQuality:
     answers: int = 0
     answers_flagged: int = 0
     flags: dict[str, int] = field(default_factory=dict)
+    # Turns the judge scored, and the sum of their scores by criterion.
+    judged: int = 0
+    score_sums: dict[str, int] = field(default_factory=dict)
+
+    def judge(self, scores: Mapping[str, int]) -> None:
+        self.judged += 1
+        for name, score in scores.items():
+            self.score_sums[name] = self.score_sums.get(name, 0) + score
+
+    def mean_scores(self) -> dict[str, float]:
+        """The judge's mean score of each criterion over the turns it scored."""
+        return {name: round(total / self.judged, 2) for name, total in self.score_sums.items()}
+
+    def add(self, other: StepQuality) -> None:
+        self.turns += other.turns
+        self.turns_flagged += other.turns_flagged
+        self.answers += other.answers
+        self.answers_flagged += other.answers_flagged
+        for flag, count in other.flags.items():
+            self.flags[flag] = self.flags.get(flag, 0) + count
+        self.judged += other.judged
+        for name, total in other.score_sums.items():
+            self.score_sums[name] = self.score_sums.get(name, 0) + total
 
     def count(self, flags: Sequence[str], *, turn: bool) -> None:
         if turn:
@@ -182,20 +209,35 @@ class Assessment:
     def total(self) -> StepQuality:
         total = StepQuality()
         for step in self.steps.values():
-            total.turns += step.turns
-            total.turns_flagged += step.turns_flagged
-            total.answers += step.answers
-            total.answers_flagged += step.answers_flagged
-            for flag, count in step.flags.items():
-                total.flags[flag] = total.flags.get(flag, 0) + count
+            total.add(step)
         return total
 
 
-def assess_run(
-    plan: Plan, transcript: Sequence[TranscriptEvent], rows: Sequence[Mapping[str, Any]]
-) -> Assessment:
-    """Check every turn of the transcript and every extracted answer of `rows`."""
-    assessment = Assessment()
+@dataclass(frozen=True)
+class Turn:
+    """One agent turn of a transcript, with what the checks compare it to."""
+
+    agent: str
+    step: str
+    events: tuple[TranscriptEvent, ...]
+    said: tuple[str, ...]  # its TALK and THINK texts
+    heard: tuple[str, ...]  # what the agent perceived since its previous turn
+    previous: str | None  # what that turn said
+    external: bool  # a reply of an external agent (a system under test)
+
+    @property
+    def key(self) -> int:
+        """The turn's number: the seq of its first event."""
+        return self.events[0].seq
+
+    @property
+    def text(self) -> str:
+        return "\n".join(item for item in self.said if item.strip())
+
+
+def transcript_turns(plan: Plan, transcript: Sequence[TranscriptEvent]) -> list[Turn]:
+    """The turns of a transcript, in order (see the module docstring)."""
+    turns: list[Turn] = []
     externals = {agent.name for agent in plan.external_agents}
     heard: dict[str, list[str]] = {}  # agent -> perceived since its last turn
     previous: dict[str, str] = {}  # agent -> what its last turn said
@@ -204,14 +246,19 @@ def assess_run(
     def close_turn() -> None:
         if not turn:
             return
-        agent, step = turn[0].agent, turn[0].step
-        said = [e.content for e in turn if e.type in _SPOKEN]
-        flags = turn_flags(said, heard.pop(agent, []), previous.get(agent))
-        assessment.steps.setdefault(step, StepQuality()).count(flags, turn=True)
-        if flags:
-            for event in turn:
-                assessment.events[event.seq] = flags
-        previous[agent] = "\n".join(s for s in said if s.strip())
+        agent = turn[0].agent
+        said = tuple(e.content for e in turn if e.type in _SPOKEN)
+        done = Turn(
+            agent=agent,
+            step=turn[0].step,
+            events=tuple(turn),
+            said=said,
+            heard=tuple(heard.pop(agent, [])),
+            previous=previous.get(agent),
+            external=agent in externals,
+        )
+        turns.append(done)
+        previous[agent] = done.text
         turn.clear()
 
     for event in sorted(transcript, key=lambda item: item.seq):
@@ -226,6 +273,31 @@ def assess_run(
                 close_turn()
             heard.setdefault(event.agent, []).append(event.content)
     close_turn()
+    return turns
+
+
+def assess_run(
+    plan: Plan,
+    transcript: Sequence[TranscriptEvent],
+    rows: Sequence[Mapping[str, Any]],
+    judgments: Mapping[int, Mapping[str, int]] | None = None,
+) -> Assessment:
+    """Check every turn of the transcript and every extracted answer of `rows`;
+    `judgments` are the judge's scores of turns, by turn key (`runtime.judge`)."""
+    assessment = Assessment()
+    judged = judgments or {}
+    threshold = plan.settings.judge_threshold
+    for turn in transcript_turns(plan, transcript):
+        flags = turn_flags(turn.said, turn.heard, turn.previous)
+        scores = judged.get(turn.key)
+        counts = assessment.steps.setdefault(turn.step, StepQuality())
+        if scores is not None:
+            counts.judge(scores)
+            flags += [f"low_{name}" for name, score in scores.items() if score < threshold]
+        counts.count(flags, turn=True)
+        if flags:
+            for event in turn.events:
+                assessment.events[event.seq] = flags
 
     extracts = [step for step in plan.steps if isinstance(step, ExtractStep)]
     for row in rows:
