@@ -36,12 +36,25 @@ from tiny_dsl.session import RunOptions, Session
         (["<your message here>"], [], None, ["placeholder"]),
         (["I like it."], [], "I like it!", ["repeat"]),
         (["I like it."], [], "The colour is odd.", []),
+        # A line of the previous turn said again, or the same line twice in one turn.
+        (["Hello there.", "I like it."], [], "The colour is odd.\nI like it!", ["repeat"]),
+        (["I like the colour.", "I like the colour!"], [], None, ["repeat"]),
+        # What the prompt shows, copied: a time stamp, or only someone's name.
+        (["2025-01-01 09:00"], [], None, ["placeholder"]),
+        (["Mia Okafor"], [], None, ["placeholder"]),
+        # Said back a line heard a while ago, among other things heard since.
+        (
+            ["Welcome! Please introduce yourselves."],
+            ["Welcome! Please introduce yourselves.", "I am Tom.", "I am Lisa."],
+            None,
+            ["echo"],
+        ),
     ],
 )
 def test_turn_flags(
     said: list[str], heard: list[str], previous: str | None, flags: list[str]
 ) -> None:
-    assert turn_flags(said, heard, previous) == flags
+    assert turn_flags(said, heard, previous, ["Mia Okafor", "Tom Hill"]) == flags
 
 
 def test_answer_flags_cover_text_and_lists_only() -> None:
@@ -272,3 +285,28 @@ def test_the_judge_scores_every_turn_flags_low_ones_and_keeps_its_scores(
     replayed = session.run(path, replay)
     assert replayed.exit_code == 0, replayed.diagnostics
     assert replayed.manifest is not None and replayed.manifest.quality == manifest.quality
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_judge_runs_on_the_embedded_model(tmp_path: Path, engine: str) -> None:
+    """Whatever the small model thinks of a turn, its judgment is a valid score per
+    criterion, and a run with a judge is as replayable as one without."""
+    path = tmp_path / "judged.tts"
+    text = SCENARIO.replace("  seed 2\n", "  seed 2\n  quality { judge [fluency, suitability] }\n")
+    text = text.replace('  tell ann, bob "And of its price?"\n', "")
+    text = text.replace("tell ann, bob", "tell ann").replace("from ann, bob", "from ann")
+    path.write_text(text, encoding="utf-8")
+    session = Session(root=tmp_path, state_dir=tmp_path / ".tts")
+    options = RunOptions(engine=engine, quiet=True, output_dir=tmp_path / "outputs")
+    outcome = session.run(path, options)
+    assert outcome.exit_code == 0, outcome.diagnostics
+    assert outcome.manifest is not None
+    quality = outcome.manifest.quality
+    assert quality.judged == 1 and set(quality.scores) == {"fluency", "suitability"}
+    assert all(0 <= score <= 9 for score in quality.scores.values())
+    _keep_only_the_record(tmp_path / ".tts")
+    replay = RunOptions(engine=engine, quiet=True, mode="replay", output_dir=tmp_path / "again")
+    again = session.run(path, replay)
+    assert again.manifest is not None and again.manifest.model_calls == 0
+    assert again.manifest.quality == quality

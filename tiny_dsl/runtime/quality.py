@@ -7,13 +7,15 @@ and the result rows, the same way for both engines:
 
 * `empty`: a turn that says and thinks nothing (only DONE, or blank text); an
   extracted text answer that is blank.
-* `echo`: a turn whose words are mostly what the agent heard since its previous
-  turn (the longest passage in common covers at least `ECHO_SHARE` of what it
-  said, or the two are near-identical).
+* `echo`: a turn with a line that is mostly something the agent heard recently
+  (one of the last `ECHO_WINDOW` things it perceived: the longest passage in
+  common covers at least `ECHO_SHARE` of the line, or the two are near-identical).
 * `placeholder`: text that is a schema placeholder ("short text", "...",
-  "<your answer>"), or an extracted answer that only restates its field's name
-  or description.
-* `repeat`: a turn that says what the agent's previous turn said.
+  "<your answer>"), a line that is only a date and time or only the name of
+  someone in the simulation (copied from the prompt), or an extracted answer
+  that only restates its field's name or description.
+* `repeat`: a turn with a line that says again what a line of the agent's
+  previous turn said, or what another line of the same turn says.
 * `low_<criterion>` (`quality { judge [...] }`): the judge scored the turn below
   the threshold on that criterion (`runtime.judge`).
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +55,8 @@ __all__ = [
 QUALITY_FLAGS = ("empty", "echo", "placeholder", "repeat")
 # An echo: the longest passage shared with what was heard covers this much of the turn.
 ECHO_SHARE = 0.6
+# How many of the latest things an agent perceived count as "just heard".
+ECHO_WINDOW = 6
 ECHO_MIN_CHARS = 12
 NEAR_IDENTICAL = 0.9
 PLACEHOLDERS = frozenset(
@@ -77,6 +82,8 @@ PLACEHOLDERS = frozenset(
 _SPOKEN = ("TALK", "THINK")
 _WORDS = re.compile(r"[^\w]+")
 _BRACKETED = re.compile(r"^\s*(<[^<>]*>|\[[^\[\]]*\]|\{[^{}]*\}|\.{3,}|…+)\s*$")
+# A line that is only a date and/or a time, as prompts show them.
+_TIMESTAMP = re.compile(r"^\W*(\d{4}-\d{2}-\d{2})?[\sT]*(\d{1,2}:\d{2}(:\d{2})?)?\W*$")
 
 
 def _norm(text: str) -> str:
@@ -84,8 +91,9 @@ def _norm(text: str) -> str:
 
 
 def is_placeholder(text: str, own: Iterable[str] = ()) -> bool:
-    """A generic placeholder, or one of `own` (a field's name and description)."""
-    if _BRACKETED.match(text):
+    """A generic placeholder, a bare time stamp, or one of `own` (a field's name and
+    description, or the names of the people in the simulation)."""
+    if _BRACKETED.match(text) or (_TIMESTAMP.match(text) and any(c.isdigit() for c in text)):
         return True
     words = _norm(text)
     return words in PLACEHOLDERS or words in {_norm(item) for item in own if item}
@@ -110,18 +118,28 @@ def is_repeat(said: str, previous: str | None) -> bool:
     return mine == before or difflib.SequenceMatcher(None, mine, before).ratio() >= NEAR_IDENTICAL
 
 
-def turn_flags(said: Sequence[str], heard: Sequence[str], previous: str | None) -> list[str]:
+def turn_flags(
+    said: Sequence[str],
+    heard: Sequence[str],
+    previous: str | None,
+    names: Iterable[str] = (),
+) -> list[str]:
     """The flags of one turn: `said` its TALK and THINK texts, `heard` what the agent
-    perceived since its previous turn, `previous` what that turn said."""
-    text = "\n".join(item for item in said if item.strip())
-    if not text:
+    perceived recently (its last `ECHO_WINDOW` perceptions), `previous` what its
+    previous turn said (one line per action), `names` the people in the simulation."""
+    lines = [item for item in said if item.strip()]
+    if not lines:
         return ["empty"]
+    names = tuple(names)
     flags = []
-    if any(is_echo(item, "\n".join(heard)) for item in said if item.strip()):
+    if any(is_echo(line, item) for line in lines for item in heard):
         flags.append("echo")
-    if any(is_placeholder(item) for item in said if item.strip()):
+    if any(is_placeholder(line, names) for line in lines):
         flags.append("placeholder")
-    if is_repeat(text, previous):
+    before = [*(previous.splitlines() if previous else []), *([previous] if previous else [])]
+    if any(is_repeat(line, item) for line in lines for item in before) or any(
+        is_repeat(line, other) for i, line in enumerate(lines) for other in lines[:i]
+    ):
         flags.append("repeat")
     return flags
 
@@ -221,8 +239,8 @@ class Turn:
     step: str
     events: tuple[TranscriptEvent, ...]
     said: tuple[str, ...]  # its TALK and THINK texts
-    heard: tuple[str, ...]  # what the agent perceived since its previous turn
-    previous: str | None  # what that turn said
+    heard: tuple[str, ...]  # the last `ECHO_WINDOW` things the agent perceived
+    previous: str | None  # what its previous turn said, a line per action
     external: bool  # a reply of an external agent (a system under test)
 
     @property
@@ -235,11 +253,15 @@ class Turn:
         return "\n".join(item for item in self.said if item.strip())
 
 
+def _window(heard: dict[str, deque[str]], agent: str) -> deque[str]:
+    return heard.setdefault(agent, deque(maxlen=ECHO_WINDOW))
+
+
 def transcript_turns(plan: Plan, transcript: Sequence[TranscriptEvent]) -> list[Turn]:
     """The turns of a transcript, in order (see the module docstring)."""
     turns: list[Turn] = []
     externals = {agent.name for agent in plan.external_agents}
-    heard: dict[str, list[str]] = {}  # agent -> perceived since its last turn
+    heard: dict[str, deque[str]] = {}  # agent -> what it perceived last
     previous: dict[str, str] = {}  # agent -> what its last turn said
     turn: list[TranscriptEvent] = []
 
@@ -253,7 +275,7 @@ def transcript_turns(plan: Plan, transcript: Sequence[TranscriptEvent]) -> list[
             step=turn[0].step,
             events=tuple(turn),
             said=said,
-            heard=tuple(heard.pop(agent, [])),
+            heard=tuple(heard.get(agent, ())),
             previous=previous.get(agent),
             external=agent in externals,
         )
@@ -267,11 +289,11 @@ def transcript_turns(plan: Plan, transcript: Sequence[TranscriptEvent]) -> list[
                 close_turn()
             turn.append(event)
             if event.type == "TALK" and event.target in externals:
-                heard.setdefault(event.target, []).append(event.content)
+                _window(heard, event.target).append(event.content)
         else:
             if turn and turn[0].agent == event.agent:
                 close_turn()
-            heard.setdefault(event.agent, []).append(event.content)
+            _window(heard, event.agent).append(event.content)
     close_turn()
     return turns
 
@@ -287,8 +309,9 @@ def assess_run(
     assessment = Assessment()
     judged = judgments or {}
     threshold = plan.settings.judge_threshold
+    names = {event.agent_name for event in transcript} | {a.name for a in plan.external_agents}
     for turn in transcript_turns(plan, transcript):
-        flags = turn_flags(turn.said, turn.heard, turn.previous)
+        flags = turn_flags(turn.said, turn.heard, turn.previous, names)
         scores = judged.get(turn.key)
         counts = assessment.steps.setdefault(turn.step, StepQuality())
         if scores is not None:

@@ -27,7 +27,7 @@ from tiny_dsl.runtime.engines.core import (
 from tiny_dsl.runtime.engines.personas import unique_name, with_agent_model
 from tiny_dsl.runtime.engines.prompts import derive_seed
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse
-from tiny_dsl.runtime.quality import regenerate_note, turn_flags
+from tiny_dsl.runtime.quality import ECHO_WINDOW, regenerate_note, turn_flags
 
 __all__ = ["ActingClient", "BuiltinSimulation", "answer_data", "gather_in_order"]
 
@@ -195,22 +195,20 @@ class BuiltinSimulation(EngineCore):
             agent.cognitive_state = state
         return actions
 
-    @staticmethod
-    def _flags(agent: Agent, actions: list[Action]) -> list[str]:
+    def _flags(self, agent: Agent, actions: list[Action]) -> list[str]:
         """The quality flags of a turn about to be recorded (`runtime.quality`): what the
-        agent heard since its last turn, and what that turn said, are in its memory."""
-        heard: list[str] = []
+        agent heard last, and what its last turn said, are in its memory."""
+        heard = [e.content for e in agent.memory if e.kind == "stimulus"][-ECHO_WINDOW:]
         previous: list[str] = []
         for event in reversed(agent.memory):
             if event.kind == "action":
                 if event.type in ("TALK", "THINK"):
                     previous.insert(0, event.content)
-                continue
-            if previous:
+            elif previous:
                 break
-            heard.insert(0, event.content)
         said = [a.content for a in actions if a.type in ("TALK", "THINK")]
-        return turn_flags(said, heard, "\n".join(previous) or None)
+        names = [other.name for other in self._agents.values()]
+        return turn_flags(said, heard, "\n".join(previous) or None, names)
 
     def _remember(self, event: TranscriptEvent) -> TranscriptEvent:
         self._agents[event.agent].memory.append(event)

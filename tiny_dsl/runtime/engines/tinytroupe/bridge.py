@@ -62,7 +62,7 @@ from tiny_dsl.runtime.engines.turns import (
     TARGET_MAX_CHARS,
 )
 from tiny_dsl.runtime.providers.base import ChatRequest, ChatResponse, Message
-from tiny_dsl.runtime.quality import turn_flags
+from tiny_dsl.runtime.quality import ECHO_WINDOW, turn_flags
 
 __all__ = [
     "ACTION_TYPES",
@@ -436,21 +436,16 @@ def _is_action(request: ChatRequest) -> bool:
 
 
 def _action_flags(request: ChatRequest, response: ChatResponse) -> list[str]:
-    """The quality flags of one TinyTroupe turn: heard is every user message since the
-    agent's last assistant message (what was said to it since it last acted). One
-    `action` of a turn asked action by action may be DONE: that is not flagged."""
+    """The quality flags of one TinyTroupe turn: heard is the last user messages (what
+    was said to the agent). One `action` of a turn asked action by action may be
+    DONE: that is not flagged."""
     data = response.data if isinstance(response.data, dict) else {}
     found = data.get("actions", [data.get("action")])
     actions = [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
     said = [str(a.get("content") or "") for a in actions if a.get("type") in ("TALK", "THINK")]
     if not said and "action" in data:
         return []
-    heard: list[str] = []
-    for message in reversed(request.messages):
-        if message.role == "assistant":
-            break
-        if message.role == "user":
-            heard.insert(0, message.content)
+    heard = [m.content for m in request.messages if m.role == "user"][-ECHO_WINDOW:]
     # TinyTroupe refuses a repeated action itself.
     return [flag for flag in turn_flags(said, heard, None) if flag != "repeat"]
 
