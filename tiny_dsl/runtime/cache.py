@@ -74,6 +74,9 @@ def cache_key(provider_name: str, model: str, request: ChatRequest) -> str:
     if request.session:
         # Only external agents' calls have one: model calls keep their earlier keys.
         payload["session"] = request.session
+    if request.frequency_penalty:
+        # Set by the calls that need it; the others keep their earlier keys.
+        payload["frequency_penalty"] = float(request.frequency_penalty)
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 

@@ -56,6 +56,9 @@ class ChatRequest:
     # The conversation a call to an external agent continues, for a bot that keeps
     # each session's history itself (`http_json`); "" for model calls.
     session: str = ""
+    # OpenAI's frequency penalty: a token is the less likely the more often it is
+    # already in the answer (0: decoding as the provider does by default).
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

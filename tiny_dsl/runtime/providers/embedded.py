@@ -368,6 +368,7 @@ class EmbeddedProvider:
                 temperature=request.temperature,
                 max_tokens=request.max_tokens,
                 seed=request.seed % _SEED_MODULUS,
+                frequency_penalty=request.frequency_penalty,
             )
         except ValueError as exc:
             # llama-cpp-python reports prompts longer than the context as ValueError.

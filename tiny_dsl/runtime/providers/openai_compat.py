@@ -144,6 +144,8 @@ class OpenAICompatibleProvider:
             self._token_param: request.max_tokens,
             "seed": request.seed,
         }
+        if request.frequency_penalty:
+            payload["frequency_penalty"] = request.frequency_penalty
         schema = request.json_schema
         if schema is not None and mode == "json_schema":
             payload["response_format"] = {

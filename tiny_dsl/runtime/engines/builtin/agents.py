@@ -29,6 +29,10 @@ __all__ = [
     "turn_request",
 ]
 
+# A small model asked for up to three actions fills them with the same sentence, or
+# loops on a word; penalising tokens already in the answer stops both (measured with
+# benchmarks/bench_answer_quality.py on the examples).
+TURN_FREQUENCY_PENALTY = 1.0
 # Memory window of a turn prompt, in characters (about 1,000 tokens), and the cut
 # applied to any single remembered item.
 MEMORY_CHARS = 4000
@@ -127,6 +131,7 @@ def turn_request(
         schema_name="agent_actions",
         seed=derive_seed(plan.settings.seed, step_id, agent.id, call),
         purpose=f"act {agent.id}",
+        frequency_penalty=TURN_FREQUENCY_PENALTY,
     )
 
 
