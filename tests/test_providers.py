@@ -9,6 +9,7 @@ OpenAI-compatible server on the same model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.llama_server import embedded_model_server
-from tiny_dsl.runtime.cache import LLMCache
+from tiny_dsl.runtime.cache import LLMCache, cache_key
 from tiny_dsl.runtime.client import LLMClient
 from tiny_dsl.runtime.providers import (
     AzureOpenAIProvider,
@@ -588,6 +589,67 @@ def test_embedded_structured_call_is_valid_and_deterministic() -> None:
     assert again.text == first.text and again.data == first.data
     assert (first.provider, first.model) == ("embedded", "SmolLM2-135M-Instruct")
     assert first.input_tokens > 10 and 0 < first.output_tokens <= 40
+
+
+SAY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"say": {"type": "string", "maxLength": 120}},
+    "required": ["say"],
+    "additionalProperties": False,
+}
+HEADLINE = "BREAKING: The Fed raises interest rates by 50 basis points."
+
+
+def copy_runs(text: str, source: str, run: int = 4) -> list[str]:
+    """The runs of `run` words of `text` that `source` also has, in any case."""
+
+    def words(value: str) -> list[str]:
+        return [w.strip(".,:;!?\"'").lower() for w in value.split()]
+
+    theirs = words(source)
+    runs = {tuple(theirs[i : i + run]) for i in range(len(theirs) - run + 1)}
+    mine = words(text)
+    return [
+        " ".join(mine[i : i + run])
+        for i in range(len(mine) - run + 1)
+        if tuple(mine[i : i + run]) in runs
+    ]
+
+
+@pytest.mark.model
+@needs_llama
+def test_embedded_answer_does_not_copy_runs_of_the_texts_it_should_not_copy() -> None:
+    prompt = f"Repeat this headline exactly: {HEADLINE}"
+
+    def request(avoid: tuple[str, ...]) -> ChatRequest:
+        return ChatRequest(
+            messages=(Message("system", "You are Ada."), Message("user", prompt)),
+            temperature=0.0,
+            max_tokens=60,
+            json_schema=SAY_SCHEMA,
+            seed=7,
+            avoid_copying=avoid,
+        )
+
+    async def run() -> tuple[ChatResponse, ChatResponse]:
+        provider = EmbeddedProvider()
+        return await provider.complete(request(())), await provider.complete(request((prompt,)))
+
+    free, blocked = asyncio.run(run())
+    # Asked to, the model copies the headline; told not to copy the prompt, it cannot.
+    assert copy_runs(free.data["say"], HEADLINE), free.data
+    assert validate_json(blocked.data, SAY_SCHEMA) == []
+    assert not copy_runs(blocked.data["say"], prompt), blocked.data
+    assert blocked.data["say"].strip()
+
+
+def test_texts_not_to_copy_are_part_of_the_cache_key_only_when_given() -> None:
+    plain = mood_request("rain")
+    avoiding = dataclasses.replace(plain, avoid_copying=("rain again",))
+    assert cache_key("embedded", "m", plain) != cache_key("embedded", "m", avoiding)
+    assert cache_key("embedded", "m", plain) == cache_key(
+        "embedded", "m", dataclasses.replace(plain, avoid_copying=())
+    )
 
 
 @pytest.mark.model

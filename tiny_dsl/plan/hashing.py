@@ -52,7 +52,7 @@ from tiny_dsl.source import SourceFile
 
 # Bumped by the runtime whenever its prompts change, so that cached steps
 # produced with the old prompts are not reused.
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 
 # Step fields that do not change what a step does (see the module docstring).
 _UNHASHED = frozenset(

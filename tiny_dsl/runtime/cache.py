@@ -77,6 +77,8 @@ def cache_key(provider_name: str, model: str, request: ChatRequest) -> str:
     if request.frequency_penalty:
         # Set by the calls that need it; the others keep their earlier keys.
         payload["frequency_penalty"] = float(request.frequency_penalty)
+    if request.avoid_copying:
+        payload["avoid_copying"] = list(request.avoid_copying)
     return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 

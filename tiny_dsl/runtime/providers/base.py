@@ -59,6 +59,9 @@ class ChatRequest:
     # OpenAI's frequency penalty: a token is the less likely the more often it is
     # already in the answer (0: decoding as the provider does by default).
     frequency_penalty: float = 0.0
+    # Texts the answer should not copy runs of words from (what the agent just heard):
+    # the embedded provider blocks such runs while decoding; others cannot, and ignore it.
+    avoid_copying: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

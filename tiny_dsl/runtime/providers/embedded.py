@@ -369,6 +369,7 @@ class EmbeddedProvider:
                 max_tokens=request.max_tokens,
                 seed=request.seed % _SEED_MODULUS,
                 frequency_penalty=request.frequency_penalty,
+                logits_processor=_copy_blocker(llama, request.avoid_copying),
             )
         except ValueError as exc:
             # llama-cpp-python reports prompts longer than the context as ValueError.
@@ -415,6 +416,46 @@ class EmbeddedProvider:
                 f"{self._n_ctx} tokens; shorten the prompt (e.g. less memory/context) or use "
                 f"a remote provider with a larger context"
             )
+
+
+# An answer may not repeat this many tokens in a row of a text it should not copy.
+COPY_RUN_TOKENS = 4
+# Added to the logit of a token that would complete such a run: never chosen while the
+# grammar allows anything else (a finite value, so that decoding never runs out of tokens).
+_COPY_PENALTY = -30.0
+
+
+def _copy_blocker(llama: Llama, texts: tuple[str, ...]) -> Any:
+    """A logits processor that forbids completing a run of `COPY_RUN_TOKENS` tokens
+    found in `texts`, or None when there are none (the answer decodes as without it).
+
+    Each text is tokenized as it starts a string and after a space, the two ways the
+    answer can begin the same words, and in lower case too, since the model otherwise
+    copies the same words with other capitals.
+    """
+    if not texts:
+        return None
+    from llama_cpp import LogitsProcessorList
+
+    context = COPY_RUN_TOKENS - 1
+    following: dict[tuple[int, ...], set[int]] = {}
+    for text in texts:
+        for variant in (text, " " + text, text.lower(), " " + text.lower()):
+            ids = llama.tokenize(variant.encode("utf-8"), add_bos=False, special=False)
+            for start in range(len(ids) - context):
+                key = tuple(ids[start : start + context])
+                following.setdefault(key, set()).add(ids[start + context])
+    blocked = {key: np.fromiter(ids, dtype=np.intc) for key, ids in following.items()}
+
+    def block_copies(
+        input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
+    ) -> npt.NDArray[np.single]:
+        ids = blocked.get(tuple(input_ids[-context:].tolist()))
+        if ids is not None:
+            scores[ids] += _COPY_PENALTY
+        return scores
+
+    return LogitsProcessorList([block_copies])
 
 
 def _prompt_tokens(llama: Llama, messages: tuple[Message, ...]) -> int:

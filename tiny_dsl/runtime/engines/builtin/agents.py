@@ -132,6 +132,9 @@ def turn_request(
         seed=derive_seed(plan.settings.seed, step_id, agent.id, call),
         purpose=f"act {agent.id}",
         frequency_penalty=TURN_FREQUENCY_PENALTY,
+        # A small model copies whatever its prompt shows (what it heard, its own last
+        # words, the prompt's labels and time stamps) instead of answering it.
+        avoid_copying=(user,),
     )
 
 
