@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tiny_dsl.checks.model import Program
@@ -148,15 +148,30 @@ class StepEstimate:
 
 
 class _Memory:
-    """One agent's episodic memory, reduced to the token sizes of what is in the window."""
+    """An episodic memory, reduced to the token sizes of what is in the window.
 
-    __slots__ = ("_prefix", "_prefix_count", "_recent", "_recent_tokens")
+    Agents with the same history share one (`holders` of them): a survey's members
+    hear the same things, so the estimate stores into one memory for all of them.
+    """
+
+    __slots__ = ("_prefix", "_prefix_count", "_recent", "_recent_tokens", "holders")
 
     def __init__(self) -> None:
         self._prefix = 0
         self._prefix_count = 0
         self._recent: deque[int] = deque(maxlen=MEMORY_LOOKBACK_ITEMS)
         self._recent_tokens = 0
+        self.holders = 0
+
+    def split(self, holders: int) -> _Memory:
+        """A copy for `holders` of this memory's holders, who stop sharing this one."""
+        copy = _Memory()
+        copy._prefix, copy._prefix_count = self._prefix, self._prefix_count
+        copy._recent.extend(self._recent)
+        copy._recent_tokens = self._recent_tokens
+        copy.holders = holders
+        self.holders -= holders
+        return copy
 
     def store(self, size: int, times: int = 1) -> None:
         """Store `times` items of `size` tokens (a round of a focus group: one per speaker)."""
@@ -188,13 +203,49 @@ class _Estimator:
         self.populations = populations
         self.externals = externals
         self.memory: dict[str, _Memory] = {}
+        self._empty = _Memory()  # held by every agent that has remembered nothing yet
         self.persona_tokens: dict[str, int] = {}
         self.fragment_tokens: dict[tuple[str, ...], int] = {}
 
     def _remember(self, agent: str) -> _Memory:
+        """The memory `agent` holds (perhaps with others): to read, not to store into."""
         memory = self.memory.get(agent)
         if memory is None:
-            memory = self.memory[agent] = _Memory()
+            memory = self.memory[agent] = self._empty
+            memory.holders += 1
+        return memory
+
+    def _memories(self, agents: Iterable[str]) -> list[tuple[_Memory, list[str]]]:
+        """The memories of `agents`, each with those of `agents` that hold it, made
+        theirs alone to store into: agents that store the same thing keep sharing one."""
+        holding: dict[int, list[str]] = {}
+        for agent in agents:
+            holding.setdefault(id(self._remember(agent)), []).append(agent)
+        groups = []
+        for group in holding.values():
+            memory = self.memory[group[0]]
+            if memory is self._empty or len(group) < memory.holders:
+                memory = memory.split(len(group))
+                for agent in group:
+                    self.memory[agent] = memory
+            groups.append((memory, group))
+        return groups
+
+    def _in_turn(self, agents: Sequence[str]) -> Iterable[tuple[_Memory, list[str]]]:
+        """`_memories(agents)`, or where an agent is listed twice, each mention's memory
+        in order (lazily, so that a later mention sees what an earlier one stored)."""
+        if len(set(agents)) == len(agents):
+            return self._memories(agents)
+        return ((self._own(agent), [agent]) for agent in agents)
+
+    def _store(self, agents: Sequence[str], size: int, times: int = 1) -> None:
+        """Each of `agents` stores `times` items of `size` tokens."""
+        for memory, _group in self._in_turn(agents):
+            memory.store(size, times)
+
+    def _own(self, agent: str) -> _Memory:
+        """`agent`'s memory, made its alone to store into."""
+        ((memory, _group),) = self._memories([agent])
         return memory
 
     def _persona(self, agent_id: str) -> int:
@@ -224,9 +275,9 @@ class _Estimator:
     def _act(self, agents: Sequence[str], context: int, stimulus: int) -> int:
         """Input tokens of one act call per agent; each remembers the stimulus and its answer."""
         total = 0
-        for agent in agents:
-            memory = self._remember(agent)
-            total += ACT_PROMPT_TOKENS + self._persona(agent) + memory.tokens + context + stimulus
+        for memory, group in self._in_turn(agents):
+            total += sum(self._persona(agent) for agent in group)
+            total += len(group) * (ACT_PROMPT_TOKENS + memory.tokens + context + stimulus)
             if stimulus:
                 memory.store(stimulus)
             memory.store(ACT_OUTPUT_TOKENS)
@@ -235,8 +286,7 @@ class _Estimator:
     def _hear_each_other(self, world: WorldPlan) -> None:
         """In a focus group every agent also hears the others' answers."""
         if world.mode == "focus_group" and len(world.agents) > 1:
-            for agent in world.agents:
-                self._remember(agent).store(ACT_OUTPUT_TOKENS, len(world.agents) - 1)
+            self._store(world.agents, ACT_OUTPUT_TOKENS, len(world.agents) - 1)
 
     def _converse(self, step: ConverseStep) -> StepEstimate:
         """Per agent, `turns` turns of the agent and as many of the partner, each
@@ -246,7 +296,7 @@ class _Estimator:
         if step.partner in self.externals:
             total = 0
             for agent in step.agents:
-                memory = self._remember(agent)
+                memory = self._own(agent)
                 memory.store(goal)
                 for _ in range(step.turns):
                     total += ACT_PROMPT_TOKENS + self._persona(agent) + memory.tokens + goal
@@ -256,7 +306,7 @@ class _Estimator:
         partner = self._persona(step.partner) + self._remember(step.partner).tokens
         total = 0
         for agent in step.agents:
-            memory = self._remember(agent)
+            memory = self._own(agent)
             memory.store(goal)
             heard = 0  # what the partner has heard of this conversation so far
             for _ in range(step.turns):
@@ -336,17 +386,24 @@ class _Estimator:
             listeners = [*self.worlds[step.world].agents]
             if step.speaker is not None:
                 listeners.append(step.speaker)
-            for agent in listeners:
-                self._remember(agent).store(size)
+            self._store(listeners, size)
             return StepEstimate(0, 0, 0)
         if isinstance(step, DeliverStep):
+            # The k-th delivery to each agent, grouped by size: each agent's stay in order.
+            rounds: list[dict[int, list[str]]] = []
+            delivered: Counter[str] = Counter()
             for delivery in step.deliveries:
-                self._remember(delivery.agent).store(tokens(delivery.content))
+                k = delivered[delivery.agent]
+                delivered[delivery.agent] += 1
+                if k == len(rounds):
+                    rounds.append({})
+                rounds[k].setdefault(tokens(delivery.content), []).append(delivery.agent)
+            for by_size in rounds:
+                for size, agents in by_size.items():
+                    self._store(agents, size)
             return StepEstimate(0, 0, 0)
         if isinstance(step, ThinkStep | GoalStep | ContextStep):
-            size = tokens(step.text)
-            for agent in step.agents:
-                self._remember(agent).store(size)
+            self._store(step.agents, tokens(step.text))
             return StepEstimate(0, 0, 0)
         if isinstance(step, TellStep):
             total = self._act(step.agents, 0, tokens(step.text))
@@ -368,14 +425,12 @@ class _Estimator:
         if isinstance(step, InterviewStep):
             total = 0
             external = step.interviewer in self.externals
-            interviewer = self._remember(step.interviewer)
             for question in step.questions:
                 size = tokens(question)
                 total += self._act(step.agents, 0, size)
-                interviewer.store(size + ACT_OUTPUT_TOKENS, len(step.agents))
+                self._own(step.interviewer).store(size + ACT_OUTPUT_TOKENS, len(step.agents))
                 if external:  # each agent hears the bot's reply to its answer
-                    for agent in step.agents:
-                        self._remember(agent).store(ACT_OUTPUT_TOKENS)
+                    self._store(step.agents, ACT_OUTPUT_TOKENS)
             calls = len(step.agents) * len(step.questions)
             return StepEstimate(
                 calls, total, calls * ACT_OUTPUT_TOKENS, external_calls=calls if external else 0
