@@ -389,7 +389,7 @@ class _Estimator:
             self._store(listeners, size)
             return StepEstimate(0, 0, 0)
         if isinstance(step, DeliverStep):
-            # The k-th delivery to each agent, grouped by size: each agent's stay in order.
+            # Round k holds each agent's k-th delivery, grouped by size: an agent's stay in order.
             rounds: list[dict[int, list[str]]] = []
             delivered: Counter[str] = Counter()
             for delivery in step.deliveries:
