@@ -591,7 +591,7 @@ def test_embedded_structured_call_is_valid_and_deterministic() -> None:
     assert first.input_tokens > 10 and 0 < first.output_tokens <= 40
 
 
-SAY_SCHEMA: dict[str, Any] = {
+REPLY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"say": {"type": "string", "maxLength": 120}},
     "required": ["say"],
@@ -626,7 +626,7 @@ def test_embedded_answer_does_not_copy_runs_of_the_texts_it_should_not_copy() ->
             messages=(Message("system", "You are Ada."), Message("user", prompt)),
             temperature=0.0,
             max_tokens=60,
-            json_schema=SAY_SCHEMA,
+            json_schema=REPLY_SCHEMA,
             seed=7,
             avoid_copying=avoid,
         )
@@ -638,7 +638,7 @@ def test_embedded_answer_does_not_copy_runs_of_the_texts_it_should_not_copy() ->
     free, blocked = asyncio.run(run())
     # Asked to, the model copies the headline; told not to copy the prompt, it cannot.
     assert copy_runs(free.data["say"], HEADLINE), free.data
-    assert validate_json(blocked.data, SAY_SCHEMA) == []
+    assert validate_json(blocked.data, REPLY_SCHEMA) == []
     assert not copy_runs(blocked.data["say"], prompt), blocked.data
     assert blocked.data["say"].strip()
 
