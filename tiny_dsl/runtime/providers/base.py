@@ -59,7 +59,7 @@ class ChatRequest:
     # OpenAI's frequency penalty: a token is the less likely the more often it is
     # already in the answer (0: decoding as the provider does by default).
     frequency_penalty: float = 0.0
-    # Texts the answer should not copy runs of words from (what the agent just heard):
+    # Texts the answer should not copy runs of tokens from (a built-in turn's own prompt):
     # the embedded provider blocks such runs while decoding; others cannot, and ignore it.
     avoid_copying: tuple[str, ...] = ()
 
